@@ -1,0 +1,71 @@
+package v1alpha1
+
+// Condition types shared by every kind.
+const (
+	// ConditionAccepted says the object made it into the relay config snapshot.
+	ConditionAccepted = "Accepted"
+	// ConditionReady says every ready relay replica enforces the object.
+	ConditionReady = "Ready"
+)
+
+// Condition reasons. They are CamelCase, stable, and safe to alert on.
+const (
+	// ReasonCompiled: the object is part of the current relay config snapshot.
+	ReasonCompiled = "Compiled"
+	// ReasonEnforced: every ready relay replica has applied a snapshot containing the object.
+	ReasonEnforced = "Enforced"
+	// ReasonPropagating: the snapshot is written but not yet applied by every relay replica.
+	ReasonPropagating = "Propagating"
+	// ReasonInvalidReference: the object names a MailDomain or Secret that does not exist.
+	ReasonInvalidReference = "InvalidReference"
+	// ReasonInvalidSpec: the spec passed admission but cannot be used (for example an
+	// address listed both as a user and as invalid).
+	ReasonInvalidSpec = "InvalidSpec"
+	// ReasonDomainConflict: another namespace claimed the same domain first.
+	ReasonDomainConflict = "DomainConflict"
+	// ReasonPolicyConflict: another policy matches the same destination.
+	ReasonPolicyConflict = "PolicyConflict"
+	// ReasonSecretIssued: the credential's Secret holds a password the relay accepts.
+	ReasonSecretIssued = "SecretIssued"
+	// ReasonCertificateNotReady: the relay's certificate is not issued yet.
+	ReasonCertificateNotReady = "CertificateNotReady"
+	// ReasonCertManagerMissing: cert-manager's CRDs are not installed.
+	ReasonCertManagerMissing = "CertManagerMissing"
+	// ReasonDisabled: the policy is switched off.
+	ReasonDisabled = "Disabled"
+)
+
+// MailDomainReference names a MailDomain in the same namespace.
+type MailDomainReference struct {
+	// name is the metadata.name of a MailDomain in the same namespace.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	Name string `json:"name"`
+}
+
+// SecretKeySelector names one key of a Secret in the same namespace.
+type SecretKeySelector struct {
+	// name is the metadata.name of a Secret in the same namespace.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	Name string `json:"name"`
+
+	// key is the key in the Secret's data. Defaults to ca.crt.
+	// +optional
+	// +kubebuilder:default=ca.crt
+	// +kubebuilder:validation:MaxLength=253
+	Key string `json:"key,omitempty"`
+}
+
+// UserRole is the role of a registered user, as in the gateways Postwarden replaces.
+// +kubebuilder:validation:Enum=EndUser;SilentUser
+type UserRole string
+
+const (
+	// RoleEndUser is a person who receives quarantine digests and reports.
+	RoleEndUser UserRole = "EndUser"
+	// RoleSilentUser is filtered like an end user but receives no digests or reports.
+	RoleSilentUser UserRole = "SilentUser"
+)

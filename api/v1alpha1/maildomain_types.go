@@ -1,0 +1,262 @@
+package v1alpha1
+
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// MailDomainSpec describes one mail domain that the relay serves: who may send as it,
+// which of its addresses exist, and where its inbound mail goes.
+//
+// +kubebuilder:validation:XValidation:rule="!has(self.users) || self.users.all(u, u.address.endsWith('@' + self.domain))",message="every users[].address must be an address in spec.domain"
+// +kubebuilder:validation:XValidation:rule="!has(self.functionalAccounts) || self.functionalAccounts.all(f, f.address.endsWith('@' + self.domain))",message="every functionalAccounts[].address must be an address in spec.domain"
+// +kubebuilder:validation:XValidation:rule="!has(self.aliases) || self.aliases.all(a, a.address.endsWith('@' + self.domain))",message="every aliases[].address must be an address in spec.domain (its target may be in another domain)"
+// +kubebuilder:validation:XValidation:rule="!has(self.invalidAddresses) || self.invalidAddresses.all(a, a.endsWith('@' + self.domain))",message="every invalidAddresses entry must be an address in spec.domain"
+type MailDomainSpec struct {
+	// domain is the DNS name the relay serves, in lower case, such as example.com.
+	// The first MailDomain to claim a domain owns it; a later claim from another
+	// namespace is reported with reason DomainConflict and not served.
+	// +required
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:XValidation:rule="self.matches('^([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?[.])+[a-z]([-a-z0-9]{0,61}[a-z0-9])?$')",message="domain must be a lower-case DNS name with at least one dot, such as example.com"
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="domain is immutable; create a new MailDomain for another domain"
+	Domain string `json:"domain"`
+
+	// users are the registered mailboxes of the domain. A registered user receives
+	// inbound mail and may send as its address (and as its aliases) on submission.
+	// +optional
+	// +listType=map
+	// +listMapKey=address
+	// +kubebuilder:validation:MaxItems=5000
+	Users []MailUser `json:"users,omitempty"`
+
+	// functionalAccounts are shared or role addresses (info@, billing@, noreply@) that
+	// are not people. They receive mail and may be used as senders.
+	// +optional
+	// +listType=map
+	// +listMapKey=address
+	// +kubebuilder:validation:MaxItems=1000
+	FunctionalAccounts []FunctionalAccount `json:"functionalAccounts,omitempty"`
+
+	// aliases are extra addresses that deliver to, and may send for, a primary address.
+	// +optional
+	// +listType=map
+	// +listMapKey=address
+	// +kubebuilder:validation:MaxItems=5000
+	Aliases []MailAlias `json:"aliases,omitempty"`
+
+	// invalidAddresses are addresses of the domain that the relay rejects on port 25
+	// with 550 5.1.1, whatever SMTP Discovery learns about them.
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=5000
+	// +kubebuilder:validation:items:MaxLength=254
+	// +kubebuilder:validation:items:XValidation:rule="self.matches('^[a-z0-9!#$&*+/=?^_{|}~-]+([.][a-z0-9!#$&*+/=?^_{|}~-]+)*@([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?[.])+[a-z]([-a-z0-9]{0,61}[a-z0-9])?$')",message="invalidAddresses must be lower-case email addresses such as old.user@example.com"
+	InvalidAddresses []string `json:"invalidAddresses,omitempty"`
+
+	// sendingServers are the networks of the domain's own mail servers and devices,
+	// allowed to relay mail from the domain's senders on port 25 without SMTP AUTH.
+	// Only safe when the relay sees real client addresses (externalTrafficPolicy: Local
+	// or the PROXY protocol).
+	// +optional
+	// +listType=map
+	// +listMapKey=cidr
+	// +kubebuilder:validation:MaxItems=256
+	SendingServers []SendingServer `json:"sendingServers,omitempty"`
+
+	// requireSMTPAuth turns the sending-server allowlist off: every sender must then
+	// authenticate on the submission port. Defaults to false.
+	// +optional
+	RequireSMTPAuth bool `json:"requireSMTPAuth,omitempty"`
+
+	// inboundDelivery is the domain's own mail server, where the relay delivers the mail
+	// it accepts for the domain on port 25. Without it the domain is outbound-only and
+	// port 25 refuses its recipients.
+	// +optional
+	InboundDelivery *InboundDelivery `json:"inboundDelivery,omitempty"`
+
+	// submissionHostnames are extra names, such as smtp.example.com, that clients of this
+	// domain use to reach the relay. They are added to the relay's STARTTLS certificate.
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=20
+	// +kubebuilder:validation:items:MaxLength=253
+	// +kubebuilder:validation:items:XValidation:rule="self.matches('^([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?[.])+[a-z]([-a-z0-9]{0,61}[a-z0-9])?$')",message="submissionHostnames must be lower-case DNS names such as smtp.example.com"
+	SubmissionHostnames []string `json:"submissionHostnames,omitempty"`
+}
+
+// MailUser is a registered mailbox.
+type MailUser struct {
+	// address is the user's email address, in lower case, such as jane.doe@example.com.
+	// +required
+	// +kubebuilder:validation:MaxLength=254
+	// +kubebuilder:validation:XValidation:rule="self.matches('^[a-z0-9!#$&*+/=?^_{|}~-]+([.][a-z0-9!#$&*+/=?^_{|}~-]+)*@([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?[.])+[a-z]([-a-z0-9]{0,61}[a-z0-9])?$')",message="address must be a lower-case email address such as jane.doe@example.com (no quotes, '%' or source routes)"
+	Address string `json:"address"`
+
+	// displayName is the user's name, used in reports.
+	// +optional
+	// +kubebuilder:validation:MaxLength=256
+	DisplayName string `json:"displayName,omitempty"`
+
+	// role is EndUser (the default) or SilentUser, who receives no digests or reports.
+	// +optional
+	// +kubebuilder:default=EndUser
+	Role UserRole `json:"role,omitempty"`
+}
+
+// FunctionalAccount is a shared or role address that is not a person.
+type FunctionalAccount struct {
+	// address is the account's email address, in lower case, such as billing@example.com.
+	// +required
+	// +kubebuilder:validation:MaxLength=254
+	// +kubebuilder:validation:XValidation:rule="self.matches('^[a-z0-9!#$&*+/=?^_{|}~-]+([.][a-z0-9!#$&*+/=?^_{|}~-]+)*@([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?[.])+[a-z]([-a-z0-9]{0,61}[a-z0-9])?$')",message="address must be a lower-case email address such as billing@example.com (no quotes, '%' or source routes)"
+	Address string `json:"address"`
+
+	// description says what the account is for.
+	// +optional
+	// +kubebuilder:validation:MaxLength=256
+	Description string `json:"description,omitempty"`
+}
+
+// MailAlias maps an extra address to a primary one.
+// +kubebuilder:validation:XValidation:rule="self.address != self.target",message="an alias cannot point to itself: address and target must differ"
+type MailAlias struct {
+	// address is the alias, in this domain, such as j.doe@example.com.
+	// +required
+	// +kubebuilder:validation:MaxLength=254
+	// +kubebuilder:validation:XValidation:rule="self.matches('^[a-z0-9!#$&*+/=?^_{|}~-]+([.][a-z0-9!#$&*+/=?^_{|}~-]+)*@([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?[.])+[a-z]([-a-z0-9]{0,61}[a-z0-9])?$')",message="address must be a lower-case email address such as j.doe@example.com (no quotes, '%' or source routes)"
+	Address string `json:"address"`
+
+	// target is the primary address the alias stands for: a user or functional account
+	// of this domain or of another MailDomain in the namespace.
+	// +required
+	// +kubebuilder:validation:MaxLength=254
+	// +kubebuilder:validation:XValidation:rule="self.matches('^[a-z0-9!#$&*+/=?^_{|}~-]+([.][a-z0-9!#$&*+/=?^_{|}~-]+)*@([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?[.])+[a-z]([-a-z0-9]{0,61}[a-z0-9])?$')",message="target must be a lower-case email address such as jane.doe@example.com"
+	Target string `json:"target"`
+}
+
+// SendingServer is a network allowed to relay without SMTP AUTH.
+type SendingServer struct {
+	// cidr is the network, such as 203.0.113.0/28 or 2001:db8:10::/64. A single host is
+	// written as /32 (IPv4) or /128 (IPv6). Ranges wider than /8 (IPv4) or /32 (IPv6)
+	// are refused: they would make the relay an open relay.
+	// +required
+	// +kubebuilder:validation:MaxLength=64
+	// +kubebuilder:validation:XValidation:rule="isCIDR(self)",message="cidr must be a network in CIDR notation, such as 203.0.113.0/28 or 2001:db8::/64"
+	// +kubebuilder:validation:XValidation:rule="!isCIDR(self) || cidr(self).prefixLength() >= (cidr(self).ip().family() == 4 ? 8 : 32)",message="cidr is too wide: more than a /8 (IPv4) or /32 (IPv6) would make the relay an open relay"
+	CIDR string `json:"cidr"`
+
+	// description says which server or device this is.
+	// +optional
+	// +kubebuilder:validation:MaxLength=256
+	Description string `json:"description,omitempty"`
+}
+
+// InboundDelivery is the domain's own mail server.
+type InboundDelivery struct {
+	// host is the server's DNS name or IP address, such as mail.corp.example.com.
+	// +required
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:XValidation:rule="isIP(self) || self.matches('^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?([.][a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*$')",message="host must be a lower-case DNS name or an IP address"
+	Host string `json:"host"`
+
+	// port is the server's SMTP port. Defaults to 25.
+	// +optional
+	// +kubebuilder:default=25
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=65535
+	Port int32 `json:"port,omitempty"`
+}
+
+// MailDomainStatus is what the operator last observed about the domain.
+type MailDomainStatus struct {
+	// conditions: Accepted (in the relay config) and Ready (enforced by every relay).
+	// +optional
+	// +listType=map
+	// +listMapKey=type
+	// +kubebuilder:validation:MaxItems=16
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+
+	// observedGeneration is the metadata.generation this status describes.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+
+	// users counts registered users, functional accounts and aliases in effect.
+	// +optional
+	Users int32 `json:"users,omitempty"`
+
+	// credentials counts SMTPCredentials that authenticate for the domain.
+	// +optional
+	Credentials int32 `json:"credentials,omitempty"`
+
+	// policies names the DiscoveryPolicies and TLSDeliveryPolicies in effect.
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=64
+	Policies []string `json:"policies,omitempty"`
+
+	// certificate is the state of the relay's STARTTLS certificate for the domain's
+	// submission hostnames.
+	// +optional
+	Certificate *CertificateStatus `json:"certificate,omitempty"`
+
+	// configHash is the hash of the relay config snapshot that last included the domain.
+	// +optional
+	// +kubebuilder:validation:MaxLength=128
+	ConfigHash string `json:"configHash,omitempty"`
+}
+
+// CertificateStatus summarises a cert-manager Certificate.
+type CertificateStatus struct {
+	// secretName is the Secret that holds the certificate and key.
+	// +optional
+	// +kubebuilder:validation:MaxLength=253
+	SecretName string `json:"secretName,omitempty"`
+
+	// ready mirrors the Certificate's Ready condition.
+	// +optional
+	Ready bool `json:"ready,omitempty"`
+
+	// notAfter is when the current certificate expires.
+	// +optional
+	NotAfter *metav1.Time `json:"notAfter,omitempty"`
+}
+
+// MailDomain is a mail domain served by the relay: its users and addresses, the
+// servers allowed to send for it, and where its inbound mail is delivered.
+//
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:shortName=md;mdomain,categories=postwarden
+// +kubebuilder:printcolumn:name="Domain",type=string,JSONPath=`.spec.domain`
+// +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
+// +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`
+// +kubebuilder:printcolumn:name="Users",type=integer,JSONPath=`.status.users`
+// +kubebuilder:printcolumn:name="Credentials",type=integer,JSONPath=`.status.credentials`
+// +kubebuilder:printcolumn:name="Inbound",type=string,JSONPath=`.spec.inboundDelivery.host`,priority=1
+// +kubebuilder:printcolumn:name="Message",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].message`,priority=1
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+type MailDomain struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// spec is the desired domain.
+	// +required
+	Spec MailDomainSpec `json:"spec"`
+
+	// status is what the operator observed.
+	// +optional
+	Status MailDomainStatus `json:"status,omitempty"`
+}
+
+// MailDomainList is a list of MailDomains.
+//
+// +kubebuilder:object:root=true
+type MailDomainList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []MailDomain `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&MailDomain{}, &MailDomainList{})
+}

@@ -1,0 +1,122 @@
+package v1alpha1
+
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// SMTPCredentialSpec asks for an SMTP AUTH username and password for one MailDomain.
+// The operator generates both and writes them once to a Secret; the password is never
+// shown again, and relays keep only its hash.
+type SMTPCredentialSpec struct {
+	// mailDomainRef names the MailDomain, in this namespace, that the credential sends for.
+	// +required
+	MailDomainRef MailDomainReference `json:"mailDomainRef"`
+
+	// label says who uses the credential, such as "billing app" or "scanner 3rd floor".
+	// It is shown in logs and message tracking, and seeds the generated username.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=64
+	// +kubebuilder:validation:XValidation:rule="self.matches('^[A-Za-z0-9][A-Za-z0-9 ._-]*$')",message="label may hold letters, digits, spaces, '.', '_' and '-', and must start with a letter or digit"
+	Label string `json:"label"`
+
+	// allowedSenders are the MAIL FROM and From: addresses the credential may use. When
+	// empty, it may use every registered user, functional account and alias of its domain.
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=100
+	// +kubebuilder:validation:items:MaxLength=254
+	// +kubebuilder:validation:items:XValidation:rule="self.matches('^[a-z0-9!#$&*+/=?^_{|}~-]+([.][a-z0-9!#$&*+/=?^_{|}~-]+)*@([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?[.])+[a-z]([-a-z0-9]{0,61}[a-z0-9])?$')",message="allowedSenders must be lower-case email addresses such as noreply@example.com"
+	AllowedSenders []string `json:"allowedSenders,omitempty"`
+
+	// secretName is the Secret the operator creates, once, with the keys username,
+	// password, host and port. Defaults to "<metadata.name>-smtp". The operator never
+	// updates an existing Secret; delete it to get a new password.
+	// +optional
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:XValidation:rule="self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')",message="secretName must be a valid Secret name: lower-case letters, digits, '-' and '.'"
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="secretName is immutable; delete and recreate the SMTPCredential to move its Secret"
+	SecretName string `json:"secretName,omitempty"`
+
+	// rotationToken rotates the password when it changes: set it to any new value, such
+	// as today's date, and the operator replaces the Secret with a new password. The old
+	// password stops working as soon as the relays apply the new config.
+	// +optional
+	// +kubebuilder:validation:MaxLength=64
+	RotationToken string `json:"rotationToken,omitempty"`
+}
+
+// SMTPCredentialStatus is what the operator last observed about the credential.
+// It never holds the password.
+type SMTPCredentialStatus struct {
+	// conditions: Accepted (in the relay config) and Ready (accepted by every relay).
+	// +optional
+	// +listType=map
+	// +listMapKey=type
+	// +kubebuilder:validation:MaxItems=16
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+
+	// observedGeneration is the metadata.generation this status describes.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+
+	// secretName is the Secret that holds the username and password.
+	// +optional
+	// +kubebuilder:validation:MaxLength=253
+	SecretName string `json:"secretName,omitempty"`
+
+	// username is the generated SMTP AUTH username. It is not secret.
+	// +optional
+	// +kubebuilder:validation:MaxLength=128
+	Username string `json:"username,omitempty"`
+
+	// issuedAt is when the current password was generated.
+	// +optional
+	IssuedAt *metav1.Time `json:"issuedAt,omitempty"`
+
+	// rotationToken is the spec.rotationToken the current password was issued for.
+	// +optional
+	// +kubebuilder:validation:MaxLength=64
+	RotationToken string `json:"rotationToken,omitempty"`
+}
+
+// SMTPCredential is an SMTP AUTH username and password for sending through the relay
+// on the submission port as one MailDomain's senders.
+//
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:shortName=smtpcred;smtpcreds,categories=postwarden
+// +kubebuilder:printcolumn:name="Domain",type=string,JSONPath=`.spec.mailDomainRef.name`
+// +kubebuilder:printcolumn:name="Label",type=string,JSONPath=`.spec.label`
+// +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
+// +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`
+// +kubebuilder:printcolumn:name="Secret",type=string,JSONPath=`.status.secretName`
+// +kubebuilder:printcolumn:name="Username",type=string,JSONPath=`.status.username`,priority=1
+// +kubebuilder:printcolumn:name="Issued",type=date,JSONPath=`.status.issuedAt`,priority=1
+// +kubebuilder:printcolumn:name="Message",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].message`,priority=1
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+type SMTPCredential struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// spec is the desired credential.
+	// +required
+	Spec SMTPCredentialSpec `json:"spec"`
+
+	// status is what the operator observed.
+	// +optional
+	Status SMTPCredentialStatus `json:"status,omitempty"`
+}
+
+// SMTPCredentialList is a list of SMTPCredentials.
+//
+// +kubebuilder:object:root=true
+type SMTPCredentialList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []SMTPCredential `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&SMTPCredential{}, &SMTPCredentialList{})
+}

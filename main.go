@@ -1,0 +1,64 @@
+// Command postwarden is the Postwarden operator and SMTP relay in one binary.
+//
+//	postwarden operator   reconcile the custom resources into relay config
+//	postwarden relay      run the SMTP relay
+//	postwarden version    print the version
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"syscall"
+
+	"github.com/postwarden/postwarden/controllers"
+	"github.com/postwarden/postwarden/relay"
+)
+
+// version is set at build time with -ldflags "-X main.version=v1.2.3".
+var version = "dev"
+
+type command struct {
+	summary string
+	run     func(ctx context.Context, args []string) error
+}
+
+var commands = map[string]command{
+	"operator": {"reconcile MailDomains, SMTPCredentials and policies into relay config", controllers.RunOperator},
+	"relay":    {"run the SMTP relay (submission and inbound)", relay.RunCommand},
+	"version":  {"print the version", printVersion},
+}
+
+func main() {
+	if len(os.Args) < 2 || commands[os.Args[1]].run == nil {
+		usage()
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := commands[os.Args[1]].run(ctx, os.Args[2:]); err != nil && !errors.Is(err, flag.ErrHelp) {
+		fmt.Fprintf(os.Stderr, "postwarden %s: %v\n", os.Args[1], err)
+		os.Exit(1)
+	}
+}
+
+func usage() {
+	fmt.Fprintln(os.Stderr, "usage: postwarden <command> [flags]\n\ncommands:")
+	for _, name := range []string{"operator", "relay", "version"} {
+		fmt.Fprintf(os.Stderr, "  %-10s %s\n", name, commands[name].summary)
+	}
+	fmt.Fprintln(os.Stderr, "\nRun 'postwarden <command> -h' for a command's flags.")
+}
+
+func printVersion(context.Context, []string) error {
+	goVersion := "unknown"
+	if info, ok := debug.ReadBuildInfo(); ok {
+		goVersion = info.GoVersion
+	}
+	fmt.Printf("postwarden %s (%s)\n", version, goVersion)
+	return nil
+}

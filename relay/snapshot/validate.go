@@ -1,0 +1,163 @@
+package snapshot
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"strings"
+)
+
+// Validate checks the whole snapshot and returns every problem found, joined. A relay
+// applies a snapshot only when Validate returns nil.
+func (s *Snapshot) Validate() error {
+	var errs []error
+	add := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+
+	domains := make(map[string]bool, len(s.Domains))
+	for _, d := range s.Domains {
+		if !IsDomain(d.Name) {
+			add("domain %q is not a lower-case DNS name", d.Name)
+			continue
+		}
+		if domains[d.Name] {
+			add("domain %q appears twice", d.Name)
+		}
+		domains[d.Name] = true
+		inDomain := func(kind, addr string) {
+			if !IsAddress(addr) || Domainpart(addr) != d.Name {
+				add("domain %s: %s %q is not an address in the domain", d.Name, kind, addr)
+			}
+		}
+		for _, u := range d.Users {
+			inDomain("user", u.Address)
+		}
+		for _, f := range d.FunctionalAccounts {
+			inDomain("functional account", f)
+		}
+		for _, a := range d.Aliases {
+			inDomain("alias", a.Address)
+			if !IsAddress(a.Target) || a.Target == a.Address {
+				add("domain %s: alias %q has a bad target %q", d.Name, a.Address, a.Target)
+			}
+		}
+		for _, a := range d.InvalidAddresses {
+			inDomain("invalid address", a)
+		}
+		for _, c := range d.SendingServers {
+			if _, err := netip.ParsePrefix(c); err != nil {
+				add("domain %s: sending server %q: %v", d.Name, c, err)
+			}
+		}
+		if e := d.InboundDelivery; e != nil && (e.Host == "" || e.Port < 1 || e.Port > 65535) {
+			add("domain %s: inbound delivery %s:%d is not a host and port", d.Name, e.Host, e.Port)
+		}
+	}
+
+	users := make(map[string]bool, len(s.Credentials))
+	for _, c := range s.Credentials {
+		switch {
+		case c.Username == "" || strings.ContainsAny(c.Username, "\x00\r\n"):
+			add("credential %s: username is empty or holds NUL, CR or LF", c.Source)
+		case users[c.Username]:
+			add("credential username %q appears twice", c.Username)
+		}
+		users[c.Username] = true
+		if _, _, err := parseHash(c.PasswordHash); err != nil {
+			add("credential %q: %v", c.Username, err)
+		}
+		if !domains[c.Domain] {
+			add("credential %q: domain %q is not in the snapshot", c.Username, c.Domain)
+		}
+		for _, a := range c.AllowedSenders {
+			if !IsAddress(a) {
+				add("credential %q: allowed sender %q is not an address", c.Username, a)
+			}
+		}
+	}
+
+	policies := make(map[string]bool, len(s.DiscoveryPolicies))
+	for _, p := range s.DiscoveryPolicies {
+		policies[p.Name] = true
+		if p.Threshold < 1 || p.WindowDays < 1 || p.ExpiryDays < 1 {
+			add("discovery policy %s: threshold, windowDays and expiryDays must be at least 1", p.Name)
+		}
+	}
+	for _, d := range s.Domains {
+		if d.DiscoveryPolicy != "" && !policies[d.DiscoveryPolicy] {
+			add("domain %s: discovery policy %q is not in the snapshot", d.Name, d.DiscoveryPolicy)
+		}
+	}
+
+	for _, p := range s.TLSPolicies {
+		if p.Direction != DirectionOutbound && p.Direction != DirectionInbound {
+			add("tls policy %s: direction %q is not Outbound or Inbound", p.Source, p.Direction)
+		}
+		switch p.Mode {
+		case ModeOpportunistic, ModeRequireTLS, ModeRequireVerifiedTLS:
+		default:
+			add("tls policy %s: mode %q is unknown", p.Source, p.Mode)
+		}
+		switch p.MinVersion {
+		case "1.0", "1.1", "1.2", "1.3":
+		default:
+			add("tls policy %s: minVersion %q is unknown", p.Source, p.MinVersion)
+		}
+		for _, dst := range p.Destinations {
+			if dst != "*" && !IsDomain(strings.TrimPrefix(dst, "*.")) {
+				add("tls policy %s: destination %q is not a domain, *.domain or *", p.Source, dst)
+			}
+		}
+	}
+
+	for _, c := range s.Certificates {
+		if (c.SecretName == "") == (c.CertFile == "" || c.KeyFile == "") {
+			add("certificate: exactly one of secretName or certFile+keyFile must be set")
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// IsDomain reports whether s is a lower-case DNS name with at least two labels.
+func IsDomain(s string) bool {
+	if len(s) == 0 || len(s) > 253 || !strings.Contains(s, ".") {
+		return false
+	}
+	for label := range strings.SplitSeq(s, ".") {
+		if len(label) == 0 || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for i := 0; i < len(label); i++ {
+			c := label[i]
+			if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// IsAddress reports whether s is a lower-case dot-atom address local@domain, the only
+// form the API admits: no quotes, no '%', no source routes.
+func IsAddress(s string) bool {
+	at := strings.LastIndexByte(s, '@')
+	if at <= 0 || len(s) > 254 || !IsDomain(s[at+1:]) {
+		return false
+	}
+	local := s[:at]
+	if len(local) > 64 || local[0] == '.' || local[len(local)-1] == '.' || strings.Contains(local, "..") {
+		return false
+	}
+	for i := 0; i < len(local); i++ {
+		c := local[i]
+		if c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '.' || strings.IndexByte("!#$&*+/=?^_{|}~-", c) >= 0 {
+			continue
+		}
+		return false
+	}
+	return true
+}
+
+// Domainpart returns what follows the last '@' of addr.
+func Domainpart(addr string) string {
+	return addr[strings.LastIndexByte(addr, '@')+1:]
+}
