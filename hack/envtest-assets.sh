@@ -35,10 +35,17 @@ kube_mod=$(cd "$work" && go mod download -json "k8s.io/kubernetes@$kube_version"
   sed -n 's#^\s*\(k8s.io/[a-z0-9-]*\) => ./staging/.*#replace \1 => \1 '"$api_version"'#p' "$kube_mod"
 } > "$work/go.mod"
 
+# Without these the binaries call themselves v0.0.0-master, and clients warn about skew.
+minor=${kube_version#v1.}; minor=${minor%%.*}
+ldflags=""
+for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+  ldflags+=" -X $pkg.gitVersion=$kube_version -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor -X $pkg.gitTreeState=clean"
+done
+
 build() { # build <output name> <package> [dir]
   local name=$1 pkg=$2 dir=${3:-$work}
   log "building $name ($pkg), this takes a few minutes the first time"
-  (cd "$dir" && GOFLAGS=-mod=mod CGO_ENABLED=0 go build -trimpath -o "$out/$name.tmp" "$pkg")
+  (cd "$dir" && GOFLAGS=-mod=mod CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$out/$name.tmp" "$pkg")
   mv "$out/$name.tmp" "$out/$name"
 }
 
