@@ -1,0 +1,229 @@
+package spool
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"slices"
+)
+
+type opKind int
+
+const (
+	opAccept opKind = iota
+	opUpdate
+	opRemove
+)
+
+// op is one change handed to the committer. Its files are written and fsync'd by the
+// caller; the committer only renames or unlinks, then fsyncs the queue directory once
+// per batch.
+type op struct {
+	kind     opKind
+	id       string
+	tmpBody  string // accept
+	tmpState string // accept, update
+	next     int64  // accept, update: heap key of NextAttempt
+	size     int64  // accept
+
+	// Guarded by Spool.mu.
+	taken     bool // the committer has it; it can no longer be withdrawn
+	abandoned bool // the caller gave up after taken: undo an accept
+	finished  bool // the result is in done
+
+	done chan error // capacity 1
+}
+
+// submit queues o for the next group commit and waits for its result. If ctx ends
+// first, an op still queued is withdrawn; a taken accept is undone by the committer.
+// Either way the caller gets ctx's error and no acknowledged message is left behind.
+func (s *Spool) submit(ctx context.Context, o *op) error {
+	o.done = make(chan error, 1)
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return ErrClosed
+	}
+	s.pending = append(s.pending, o)
+	s.mu.Unlock()
+	s.wakeCommitter()
+
+	select {
+	case err := <-o.done:
+		return err
+	case <-ctx.Done():
+	}
+	s.mu.Lock()
+	switch {
+	case o.finished:
+		s.mu.Unlock()
+		return <-o.done
+	case !o.taken:
+		s.pending = slices.DeleteFunc(s.pending, func(p *op) bool { return p == o })
+		s.mu.Unlock()
+		o.removeTemp()
+	default:
+		o.abandoned = true
+		s.mu.Unlock()
+	}
+	return fmt.Errorf("spool: commit %s: %w", o.id, ctx.Err())
+}
+
+func (o *op) removeTemp() {
+	for _, p := range []string{o.tmpBody, o.tmpState} {
+		if p != "" {
+			_ = os.Remove(p)
+		}
+	}
+}
+
+func (s *Spool) wakeCommitter() {
+	select {
+	case s.commitCh <- struct{}{}:
+	default:
+	}
+}
+
+// commitLoop is the single committer: it takes everything queued since its last
+// batch, so callers that arrive while a directory fsync is running share the next one.
+func (s *Spool) commitLoop() {
+	defer close(s.stopped)
+	for range s.commitCh {
+		s.mu.Lock()
+		batch := s.pending
+		s.pending = nil
+		for _, o := range batch {
+			o.taken = true
+		}
+		closed := s.closed
+		s.mu.Unlock()
+		if len(batch) > 0 {
+			s.commit(batch)
+		}
+		if closed {
+			return
+		}
+	}
+}
+
+func (s *Spool) commit(batch []*op) {
+	if s.hookPre != nil {
+		s.hookPre(len(batch))
+	}
+	errs := make([]error, len(batch))
+	gone := make(map[string]bool) // removed earlier in this batch
+	for i, o := range batch {
+		errs[i] = s.apply(o, gone)
+	}
+	s.crash("before-dir-sync")
+	if err := s.queueFD.Sync(); err != nil {
+		err = storageErr("sync queue dir", err)
+		for i, o := range batch {
+			if errs[i] == nil {
+				errs[i] = err
+				if o.kind == opAccept { // never acknowledged: do not deliver it
+					s.unlinkMessage(o.id)
+				}
+			}
+		}
+	}
+
+	accepted := false
+	s.mu.Lock()
+	s.stats.Commits++
+	for i, o := range batch {
+		err := errs[i]
+		switch {
+		case o.kind == opAccept && err == nil && o.abandoned:
+			// The client saw no 250, so it will retry; a crash before this unlink is
+			// durable only causes a duplicate, never a loss.
+			s.unlinkMessage(o.id)
+		case o.kind == opAccept && err == nil:
+			s.idx.put(o.id, o.next, o.size)
+			accepted = true
+		case o.kind == opUpdate && err == nil:
+			if e, ok := s.idx.byID[o.id]; ok {
+				s.idx.put(o.id, o.next, e.size)
+			}
+		case o.kind == opRemove && gone[o.id]:
+			s.idx.remove(o.id) // its state is unlinked, even if a later step failed
+		}
+		if err == nil {
+			s.stats.Ops++
+		}
+		o.finished = true
+		o.done <- err
+	}
+	s.mu.Unlock()
+	if accepted {
+		select {
+		case s.notify <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// apply performs one op's renames or unlinks, without the directory fsync.
+func (s *Spool) apply(o *op, gone map[string]bool) error {
+	switch o.kind {
+	case opAccept:
+		if err := os.Rename(o.tmpBody, s.bodyPath(o.id)); err != nil {
+			o.removeTemp()
+			return storageErr("commit body", err)
+		}
+		s.crash("between-renames")
+		if err := os.Rename(o.tmpState, s.statePath(o.id)); err != nil {
+			o.removeTemp()
+			_ = os.Remove(s.bodyPath(o.id))
+			return storageErr("commit state", err)
+		}
+		return nil
+	case opUpdate:
+		if !s.queued(o.id) || gone[o.id] {
+			o.removeTemp()
+			return fmt.Errorf("update %s: %w", o.id, ErrNotFound)
+		}
+		if err := os.Rename(o.tmpState, s.statePath(o.id)); err != nil {
+			o.removeTemp()
+			return storageErr("commit update", err)
+		}
+		return nil
+	case opRemove:
+		if !s.queued(o.id) || gone[o.id] {
+			return fmt.Errorf("remove %s: %w", o.id, ErrNotFound)
+		}
+		if err := os.Remove(s.statePath(o.id)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("spool: remove state %s: %w", o.id, err)
+		}
+		gone[o.id] = true
+		s.crash("between-unlinks")
+		if err := os.Remove(s.bodyPath(o.id)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("spool: remove body %s: %w", o.id, err)
+		}
+		return nil
+	}
+	return fmt.Errorf("spool: unknown op %d", o.kind)
+}
+
+// unlinkMessage undoes an accept, best effort. The state goes first: without it the
+// body is an orphan that Open deletes, so a crash in between never resurrects the
+// message. Remove unlinks in the same order.
+func (s *Spool) unlinkMessage(id string) {
+	_ = os.Remove(s.statePath(id))
+	_ = os.Remove(s.bodyPath(id))
+}
+
+func (s *Spool) queued(id string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.idx.byID[id]
+	return ok
+}
+
+// crash calls the test hook that kills the process at a named point.
+func (s *Spool) crash(point string) {
+	if s.crashAt != nil {
+		s.crashAt(point)
+	}
+}

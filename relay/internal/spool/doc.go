@@ -1,0 +1,45 @@
+// Package spool is the relay's durable message queue: it stores each accepted message
+// and its envelope on disk before the SMTP server answers 250, and keeps the delivery
+// state (attempts, next attempt, per-recipient outcome) that the queue runner updates.
+//
+// # On-disk layout
+//
+//	<dir>/LOCK           flock'd while a Spool is open, so two processes never share a dir
+//	<dir>/tmp/           files being written; everything here is garbage after a crash
+//	<dir>/queue/ID.body  the raw message exactly as accepted; never modified
+//	<dir>/queue/ID.json  the envelope and delivery state; replaced atomically
+//	<dir>/corrupt/       entries that failed validation at Open; kept for an operator
+//
+// A message exists when, and only when, queue/ID.json exists and queue/ID.body has the
+// size recorded in it. Accept writes tmp/ID.body while streaming and fsyncs it, writes
+// and fsyncs tmp/ID.json, then hands both to the committer, which renames the body and
+// then the state into queue/ and fsyncs queue/ once for every message in the batch
+// (group commit). Accept returns only after that directory fsync, so a 250 always
+// refers to a message that survives a crash.
+//
+// A crash at any point leaves either a complete message or garbage that Open removes:
+//
+//   - before the renames: only tmp/ files, which Open deletes;
+//   - between the two renames: a body without state, an orphan that Open deletes;
+//   - after the renames but before the directory fsync: either state (complete, never
+//     acknowledged, delivered once more is harmless) or any subset of the two files.
+//     A state file whose body is missing or has the wrong size is never delivered: Open
+//     moves it to corrupt/.
+//
+// Update writes the new state to tmp/ with fsync and renames it over queue/ID.json in
+// the next group commit, so a reader or a crash sees the old or the new state, never a
+// torn one. Remove unlinks the state first (the commit point) and then the body.
+//
+// # Memory
+//
+// The in-memory index holds, per message, its id, size and next-attempt time in a
+// heap ordered by next attempt: about a hundred bytes, so 100k queued messages cost
+// around 10 MB. Envelopes, recipient states and bodies stay on disk; Get and Due read
+// the small state file.
+//
+// # Errors
+//
+// A full disk or exhausted quota while accepting returns an error wrapping both
+// ErrInsufficientStorage and the system error, and leaves nothing behind; the SMTP
+// layer answers it with a temporary 452 4.3.1.
+package spool

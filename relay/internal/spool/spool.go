@@ -1,0 +1,274 @@
+package spool
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Envelope is the SMTP transaction a message arrived in.
+type Envelope struct {
+	Sender     string    `json:"sender"` // reverse path; "" is the null sender
+	Recipients []string  `json:"recipients"`
+	AuthUser   string    `json:"authUser,omitempty"` // SASL username, "" when not authenticated
+	ClientIP   string    `json:"clientIP,omitempty"`
+	Direction  string    `json:"direction"` // "outbound" or "inbound"
+	ReceivedAt time.Time `json:"receivedAt"`
+}
+
+// Status is the delivery outcome for one recipient.
+type Status string
+
+const (
+	StatusPending   Status = "Pending"
+	StatusDelivered Status = "Delivered"
+	StatusFailed    Status = "Failed"
+)
+
+// RecipientState is the delivery state of one recipient.
+type RecipientState struct {
+	Address   string    `json:"address"`
+	Status    Status    `json:"status"`
+	Attempts  int       `json:"attempts,omitempty"`
+	LastReply string    `json:"lastReply,omitempty"` // the last remote reply or error, for DSNs and logs
+	UpdatedAt time.Time `json:"updatedAt"`
+}
+
+// Message is a queued message's envelope and delivery state; the body stays on disk.
+type Message struct {
+	ID            string           `json:"id"` // the queue id; also printed in logs and in the 250 reply
+	Envelope      Envelope         `json:"envelope"`
+	Size          int64            `json:"size"` // body bytes
+	Recipients    []RecipientState `json:"recipients"`
+	Attempts      int              `json:"attempts,omitempty"`
+	NextAttempt   time.Time        `json:"nextAttempt"`
+	DelayNotified bool             `json:"delayNotified,omitempty"` // a delay DSN was sent
+}
+
+// Options tunes a Spool. The zero value is ready to use.
+type Options struct {
+	// Logger receives recovery reports (removed garbage, quarantined entries).
+	// Nil discards them.
+	Logger *slog.Logger
+	// Now is the clock used for ids, ReceivedAt and the first NextAttempt. Nil is time.Now.
+	Now func() time.Time
+
+	// beforeCommit, when set by tests, runs in the committer before each batch with the
+	// batch size.
+	beforeCommit func(n int)
+	// crashAt, when set by tests, is called at named points of a commit so a child
+	// process can be killed exactly there.
+	crashAt func(point string)
+}
+
+// Stats counts the committer's work, for metrics and to show group commit at work.
+type Stats struct {
+	Commits uint64 // group commits, each ending in one directory fsync
+	Ops     uint64 // accepts, updates and removes committed
+}
+
+var (
+	// ErrNotFound is returned for an id that is not queued.
+	ErrNotFound = errors.New("spool: message not found")
+	// ErrClosed is returned after Close.
+	ErrClosed = errors.New("spool: closed")
+	// ErrInsufficientStorage is wrapped into errors caused by a full disk or quota, so
+	// the SMTP layer can answer 452 4.3.1 instead of 451.
+	ErrInsufficientStorage = errors.New("spool: insufficient storage")
+)
+
+const (
+	tmpDir     = "tmp"
+	queueDir   = "queue"
+	corruptDir = "corrupt"
+	bodyExt    = ".body"
+	stateExt   = ".json"
+)
+
+// Spool is a durable message queue in one directory. Its methods are safe for
+// concurrent use.
+type Spool struct {
+	dir      string
+	tmp      string
+	queue    string
+	queueFD  *os.File // kept open for the directory fsyncs
+	unlock   func() error
+	log      *slog.Logger
+	now      func() time.Time
+	notify   chan struct{}
+	hookPre  func(n int)
+	crashAt  func(point string)
+	commitCh chan struct{} // wakes the committer; capacity 1, coalesced
+	stopped  chan struct{} // closed when the committer exits
+	seq      atomic.Uint64 // names update temp files
+
+	mu      sync.Mutex
+	idx     index
+	pending []*op // ops waiting for the committer
+	closed  bool
+	stats   Stats
+}
+
+// Open opens or creates the spool in dir, removes what crashed writers left behind
+// and rebuilds the index from the committed messages.
+func Open(dir string, opts Options) (*Spool, error) {
+	s := &Spool{
+		dir:      dir,
+		tmp:      filepath.Join(dir, tmpDir),
+		queue:    filepath.Join(dir, queueDir),
+		log:      opts.Logger,
+		now:      opts.Now,
+		notify:   make(chan struct{}, 1),
+		hookPre:  opts.beforeCommit,
+		crashAt:  opts.crashAt,
+		commitCh: make(chan struct{}, 1),
+		stopped:  make(chan struct{}),
+		idx:      newIndex(),
+	}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	for _, d := range []string{dir, s.tmp, s.queue} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return nil, fmt.Errorf("spool: create %s: %w", d, err)
+		}
+	}
+	unlock, err := lockDir(filepath.Join(dir, "LOCK"))
+	if err != nil {
+		return nil, err
+	}
+	s.unlock = unlock
+	if err := s.recover(); err != nil {
+		_ = unlock()
+		return nil, err
+	}
+	s.queueFD, err = os.Open(s.queue)
+	if err != nil {
+		_ = unlock()
+		return nil, fmt.Errorf("spool: open queue dir: %w", err)
+	}
+	// Make the directories themselves and the recovery's deletions durable.
+	for _, d := range []string{dir, s.tmp, s.queue} {
+		if err := syncDir(d); err != nil {
+			_ = s.queueFD.Close()
+			_ = unlock()
+			return nil, err
+		}
+	}
+	go s.commitLoop()
+	return s, nil
+}
+
+// Close waits for ops already handed to the committer, then releases the directory.
+// Calls after Close return ErrClosed.
+func (s *Spool) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return ErrClosed
+	}
+	s.closed = true
+	s.mu.Unlock()
+	s.wakeCommitter()
+	<-s.stopped
+	err := s.queueFD.Close()
+	if uerr := s.unlock(); err == nil {
+		err = uerr
+	}
+	return err
+}
+
+// Notify returns a channel that receives a value after messages are accepted. Sends
+// never block and coalesce: one receive may stand for many accepts.
+func (s *Spool) Notify() <-chan struct{} { return s.notify }
+
+// Len returns the number of queued messages.
+func (s *Spool) Len() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.idx.byID)
+}
+
+// Stats returns the committer's counters.
+func (s *Spool) Stats() Stats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.stats
+}
+
+// Get returns a queued message's envelope and state.
+func (s *Spool) Get(id string) (Message, error) {
+	if !validID(id) {
+		return Message{}, fmt.Errorf("get %q: %w", id, ErrNotFound)
+	}
+	s.mu.Lock()
+	_, ok := s.idx.byID[id]
+	s.mu.Unlock()
+	if !ok {
+		return Message{}, fmt.Errorf("get %s: %w", id, ErrNotFound)
+	}
+	m, err := readState(s.statePath(id))
+	if errors.Is(err, os.ErrNotExist) { // removed since the lookup
+		return Message{}, fmt.Errorf("get %s: %w", id, ErrNotFound)
+	}
+	return m, err
+}
+
+// OpenBody opens the raw message as accepted. The caller closes it.
+func (s *Spool) OpenBody(id string) (*os.File, error) {
+	if !validID(id) {
+		return nil, fmt.Errorf("open body %q: %w", id, ErrNotFound)
+	}
+	f, err := os.Open(s.bodyPath(id))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("open body %s: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("spool: open body %s: %w", id, err)
+	}
+	return f, nil
+}
+
+// Due returns up to limit messages whose NextAttempt is at or before now, earliest
+// first (ties by id, so by acceptance). It does not claim them: the caller keeps track
+// of messages it is delivering until it calls Update or Remove.
+func (s *Spool) Due(now time.Time, limit int) []Message {
+	s.mu.Lock()
+	ids := s.idx.due(now.UnixNano(), limit)
+	s.mu.Unlock()
+	out := make([]Message, 0, len(ids))
+	for _, id := range ids {
+		m, err := readState(s.statePath(id))
+		if err != nil {
+			if !errors.Is(err, os.ErrNotExist) {
+				s.log.Error("spool: read due message", "id", id, "err", err)
+			}
+			continue
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+// NextDue returns the earliest NextAttempt of any queued message, and false when the
+// queue is empty.
+func (s *Spool) NextDue() (time.Time, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e := s.idx.min()
+	if e == nil {
+		return time.Time{}, false
+	}
+	return time.Unix(0, e.next), true
+}
+
+func (s *Spool) statePath(id string) string { return filepath.Join(s.queue, id+stateExt) }
+func (s *Spool) bodyPath(id string) string  { return filepath.Join(s.queue, id+bodyExt) }
