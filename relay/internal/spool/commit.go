@@ -152,16 +152,20 @@ func (s *Spool) commit(batch []*op) {
 		if err == nil {
 			s.stats.Ops++
 		}
-		o.finished = true
-		o.done <- err
 	}
-	s.mu.Unlock()
+	// Signal before any Accept returns, so a message is never acknowledged without
+	// a wake-up for the runner still to come.
 	if accepted {
 		select {
 		case s.notify <- struct{}{}:
 		default:
 		}
 	}
+	for i, o := range batch {
+		o.finished = true
+		o.done <- errs[i]
+	}
+	s.mu.Unlock()
 }
 
 // apply performs one op's renames or unlinks, without the directory fsync.
