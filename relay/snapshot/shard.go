@@ -107,14 +107,16 @@ func Assemble(shards []Shard) (*Snapshot, error) {
 	sorted := slices.Clone(shards)
 	slices.SortFunc(sorted, func(a, b Shard) int { return a.Index - b.Index })
 	hash, count := sorted[0].Hash, sorted[0].Count
-	if len(sorted) != count {
-		return nil, fmt.Errorf("snapshot %s: have %d of %d shards", short(hash), len(sorted), count)
+	for _, sh := range sorted {
+		if sh.Hash != hash || sh.Count != count {
+			return nil, fmt.Errorf("snapshot %s: shards do not belong together (shard %d of %d for %s)",
+				short(hash), sh.Index, sh.Count, short(sh.Hash))
+		}
 	}
 	var packed bytes.Buffer
 	for i, sh := range sorted {
-		if sh.Hash != hash || sh.Count != count || sh.Index != i {
-			return nil, fmt.Errorf("snapshot %s: shards do not belong together (shard %d of %d for %s)",
-				short(hash), sh.Index, sh.Count, short(sh.Hash))
+		if sh.Index != i || len(sorted) != count {
+			return nil, fmt.Errorf("snapshot %s: shard %d of %d is missing (have %d)", short(hash), i, count, len(sorted))
 		}
 		packed.Write(sh.Data)
 	}
