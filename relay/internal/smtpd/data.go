@@ -1,0 +1,240 @@
+package smtpd
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"io"
+	"net/mail"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/emersion/go-smtp"
+
+	"github.com/postwarden/postwarden/relay/internal/directory"
+	"github.com/postwarden/postwarden/relay/internal/spool"
+)
+
+var (
+	errBareLineEnding = reject(550, smtp.EnhancedCode{5, 6, 0}, "bare_line_ending",
+		"Message contains a bare CR or LF; every line must end with CRLF")
+	errHeaderTooLarge = reject(552, smtp.EnhancedCode{5, 3, 4}, "header_too_large",
+		"Message header section exceeds the maximum size")
+	errBadHeader = reject(550, smtp.EnhancedCode{5, 6, 0}, "bad_header", "Malformed message header")
+)
+
+// Data reads the message, checks its From: header where the sender is restricted, and
+// streams it, behind our Received: header, into the queue. Any refusal happens before
+// the queue sees a byte or makes the queue's Accept fail, so nothing is kept.
+func (ss *session) Data(r io.Reader) error {
+	txn := ss.txn
+	ss.txn = nil // the transaction ends here; Reset must not log it as abandoned
+	defer ss.c.busy.Store(false)
+	if txn == nil {
+		return ss.srv.fail(ss, reject(503, smtp.EnhancedCode{5, 5, 1}, "bad_sequence", "MAIL and RCPT first"))
+	}
+	// DATA as a whole gets DataTimeout, rather than go-smtp's command timeout measured
+	// from the DATA command.
+	_ = ss.c.Conn.SetReadDeadline(time.Now().Add(ss.srv.limits.DataTimeout))
+
+	counted := &countingReader{r: r}
+	br := bufio.NewReaderSize(&lineEndingGuard{r: counted}, 4096)
+	id, err := ss.queue(txn, br)
+	ss.srv.metrics.BytesReceived.Add(float64(counted.n))
+	if err != nil {
+		reply := ss.srv.fail(ss, err)
+		_, reason := mapError(err)
+		ss.track(txn, counted.n, "", "rejected", reason)
+		return reply
+	}
+	ss.srv.metrics.MessagesAccepted.WithLabelValues(txn.direction).Inc()
+	ss.track(txn, counted.n, id, "accepted", "")
+	return ss.srv.fail(ss, &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "OK: queued as " + id})
+}
+
+func (ss *session) queue(txn *transaction, br *bufio.Reader) (string, error) {
+	header, err := readHeader(br, ss.srv.limits.MaxHeaderBytes)
+	if err != nil {
+		return "", err
+	}
+	if txn.direction == directionOutbound {
+		if err := ss.checkFrom(txn, header); err != nil {
+			return "", err
+		}
+	}
+	env := spool.Envelope{
+		Sender:     txn.sender,
+		Recipients: slices.Clone(txn.rcpts),
+		AuthUser:   ss.authUser(),
+		ClientIP:   ss.c.ip.String(),
+		Direction:  txn.direction,
+		ReceivedAt: ss.srv.opts.Now(),
+	}
+	body := io.MultiReader(strings.NewReader(ss.received(txn, env.ReceivedAt)), bytes.NewReader(header), br)
+	return ss.srv.opts.Queue.Accept(ss.ctx, env, body)
+}
+
+// readHeader reads the header section up to and including the empty line that ends it
+// (or to the end of a message without body), refusing one larger than max.
+func readHeader(br *bufio.Reader, max int) ([]byte, error) {
+	var buf []byte
+	atLineStart := true
+	for {
+		line, err := br.ReadSlice('\n')
+		buf = append(buf, line...)
+		if len(buf) > max {
+			return nil, errHeaderTooLarge
+		}
+		switch {
+		case err == bufio.ErrBufferFull:
+			atLineStart = false
+			continue
+		case err == io.EOF:
+			return buf, nil
+		case err != nil:
+			return nil, err
+		}
+		if atLineStart && string(line) == "\r\n" {
+			return buf, nil
+		}
+		atLineStart = true
+	}
+}
+
+// checkFrom enforces that the From: header names exactly one address the sender may use:
+// the credential's addresses on submission, the sending server's domains on port 25.
+func (ss *session) checkFrom(txn *transaction, header []byte) error {
+	if !bytes.HasSuffix(header, []byte("\r\n\r\n")) && !bytes.Equal(header, []byte("\r\n")) {
+		header = append(slices.Clip(header), "\r\n"...)
+	}
+	msg, err := mail.ReadMessage(bytes.NewReader(header))
+	if err != nil {
+		return errBadHeader
+	}
+	froms := msg.Header["From"]
+	if len(froms) != 1 {
+		return reject(550, smtp.EnhancedCode{5, 7, 1}, "from_header",
+			"Message must have exactly one From: header")
+	}
+	addrs, err := mail.ParseAddressList(froms[0])
+	if err != nil || len(addrs) != 1 {
+		return reject(550, smtp.EnhancedCode{5, 7, 1}, "from_header",
+			"The From: header must hold exactly one valid address")
+	}
+	m, err := directory.ParseMailbox(addrs[0].Address)
+	if err != nil {
+		return reject(553, smtp.EnhancedCode{5, 7, 1}, "from_not_allowed",
+			"The From: address is not an address this sender may use")
+	}
+	if ss.cred != nil {
+		if !ss.dir.MaySend(ss.cred, m.Key()) {
+			return reject(553, smtp.EnhancedCode{5, 7, 1}, "from_not_allowed",
+				fmt.Sprintf("From: address <%s> is not allowed for user %s", m, ss.cred.Username))
+		}
+		return nil
+	}
+	if !slices.Contains(txn.fromDomains, m.Domain) {
+		return reject(553, smtp.EnhancedCode{5, 7, 1}, "from_not_allowed",
+			fmt.Sprintf("From: address <%s> is not in a domain this server may send for", m))
+	}
+	return nil
+}
+
+// received is our Received: trace header (RFC 5321 4.4) with the protocol keyword of
+// RFC 3848, the authenticated user (as message tracking shows it) and the TLS version
+// and cipher, in comments.
+func (ss *session) received(txn *transaction, at time.Time) string {
+	var b strings.Builder
+	helo := ss.helo
+	if helo == "" {
+		helo = "unknown"
+	}
+	ip := ss.c.ip.String()
+	if ss.c.ip.Is6() {
+		ip = "IPv6:" + ip
+	}
+	proto := "ESMTP"
+	if ss.tls != nil {
+		proto += "S"
+	}
+	if ss.cred != nil {
+		proto += "A"
+	}
+	fmt.Fprintf(&b, "Received: from %s ([%s])", headerSafe(helo), ip)
+	if user := ss.authUser(); user != "" {
+		fmt.Fprintf(&b, "\r\n\t(authenticated user %s)", headerSafe(user))
+	}
+	fmt.Fprintf(&b, "\r\n\tby %s (Postwarden) with %s id %s", headerSafe(ss.srv.opts.Hostname), proto, txn.id)
+	if ss.tls != nil {
+		fmt.Fprintf(&b, "\r\n\t(version=%s cipher=%s)", headerSafe(ss.tlsVersion()), headerSafe(ss.tlsCipher()))
+	}
+	if len(txn.rcpts) == 1 {
+		fmt.Fprintf(&b, "\r\n\tfor <%s>", txn.rcpts[0])
+	}
+	fmt.Fprintf(&b, ";\r\n\t%s\r\n", at.UTC().Format(time.RFC1123Z))
+	return b.String()
+}
+
+// headerSafe keeps client-supplied text from breaking out of a header comment.
+func headerSafe(s string) string {
+	if len(s) > 255 {
+		s = s[:255]
+	}
+	return strings.Map(func(r rune) rune {
+		if r < 0x21 || r > 0x7e || r == '(' || r == ')' || r == '\\' || r == ';' {
+			return '?'
+		}
+		return r
+	}, s)
+}
+
+type countingReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
+}
+
+// lineEndingGuard fails on a CR not followed by LF or an LF not preceded by CR. go-smtp
+// itself ends DATA only at CRLF.CRLF, but a bare line ending passed on to another server
+// can end the message there (SMTP smuggling), so such messages are refused outright.
+type lineEndingGuard struct {
+	r   io.Reader
+	cr  bool
+	err error
+}
+
+func (g *lineEndingGuard) Read(p []byte) (int, error) {
+	if g.err != nil {
+		return 0, g.err
+	}
+	n, err := g.r.Read(p)
+	for i := 0; i < n; i++ {
+		c := p[i]
+		if g.cr {
+			g.cr = false
+			if c != '\n' {
+				g.err = errBareLineEnding
+				return i, g.err
+			}
+			continue
+		}
+		switch c {
+		case '\r':
+			g.cr = true
+		case '\n':
+			g.err = errBareLineEnding
+			return i, g.err
+		}
+	}
+	if err == io.EOF && g.cr {
+		g.err = errBareLineEnding
+		return n, g.err
+	}
+	return n, err
+}

@@ -1,0 +1,163 @@
+package smtpd
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// conn wraps each accepted connection. It carries the state that must survive go-smtp's
+// new session after STARTTLS (id, client IP, error count) and gives the server three
+// levers over a connection go-smtp owns: close it after the next reply, end it when
+// idle at shutdown, and release its connection-limit slot exactly once.
+type conn struct {
+	net.Conn
+	id      string
+	ip      netip.Addr
+	release func()
+	srv     *Server
+
+	errors      atomic.Int32 // rejected commands on this connection
+	txns        atomic.Int32 // transactions begun, for ids
+	busy        atomic.Bool  // inside a mail transaction
+	draining    atomic.Bool  // shutting down: end as soon as idle
+	closeOnSend atomic.Bool  // close right after the next write
+	closeOnce   sync.Once
+}
+
+func (c *conn) Write(b []byte) (int, error) {
+	n, err := c.Conn.Write(b)
+	if c.closeOnSend.Load() {
+		c.Close()
+	}
+	return n, err
+}
+
+// SetReadDeadline lets a draining server end an idle connection: go-smtp sets a deadline
+// before reading every command, and an expired one makes it answer 421 and close.
+func (c *conn) SetReadDeadline(t time.Time) error {
+	if c.draining.Load() && !c.busy.Load() {
+		t = time.Now()
+	}
+	return c.Conn.SetReadDeadline(t)
+}
+
+func (c *conn) Close() error {
+	err := c.Conn.Close()
+	c.closeOnce.Do(func() {
+		c.release()
+		c.srv.forget(c)
+	})
+	return err
+}
+
+// drain marks the connection for shutdown and wakes it if it is waiting for a command.
+func (c *conn) drain() {
+	c.draining.Store(true)
+	if !c.busy.Load() {
+		_ = c.Conn.SetReadDeadline(time.Now())
+	}
+}
+
+// listener applies the connection limits before go-smtp sees a connection: a client over
+// a limit gets 421 4.7.0 and is closed without a session.
+type listener struct {
+	net.Listener
+	srv *Server
+}
+
+func (l *listener) Accept() (net.Conn, error) {
+	for {
+		raw, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		c, ok := l.srv.admit(raw)
+		if ok {
+			return c, nil
+		}
+	}
+}
+
+func newConnID() string {
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+func remoteIP(remote net.Addr) netip.Addr {
+	if remote == nil {
+		return netip.Addr{}
+	}
+	if ap, err := netip.ParseAddrPort(remote.String()); err == nil {
+		return ap.Addr().Unmap()
+	}
+	if a, err := netip.ParseAddr(remote.String()); err == nil {
+		return a.Unmap()
+	}
+	return netip.Addr{}
+}
+
+// admit counts a new connection against the limits; a refused one is answered and
+// closed in the background, so a flood cannot stall Accept on slow writes.
+func (s *Server) admit(raw net.Conn) (*conn, bool) {
+	var ip netip.Addr
+	if s.opts.ClientIP != nil {
+		ip = s.opts.ClientIP(raw.RemoteAddr().String())
+	} else {
+		ip = remoteIP(raw.RemoteAddr())
+	}
+	mode := s.opts.Mode.String()
+	release, ok, scope := s.conns.Acquire(ip)
+	if !ok {
+		s.metrics.Connections.WithLabelValues(mode, "limit_"+scope).Inc()
+		s.logger.Info("connection refused", "client_ip", ip.String(), "limit", scope)
+		go func() {
+			_ = raw.SetWriteDeadline(time.Now().Add(10 * time.Second))
+			_, _ = raw.Write([]byte("421 4.7.0 Too many connections, try again later\r\n"))
+			_ = raw.Close()
+		}()
+		return nil, false
+	}
+	s.metrics.Connections.WithLabelValues(mode, "accepted").Inc()
+	s.metrics.ActiveConnections.WithLabelValues(mode).Inc()
+	c := &conn{Conn: raw, id: newConnID(), ip: ip, srv: s}
+	c.release = func() {
+		release()
+		s.metrics.ActiveConnections.WithLabelValues(mode).Dec()
+	}
+	s.mu.Lock()
+	s.live[c] = struct{}{}
+	draining := s.draining
+	s.mu.Unlock()
+	if draining {
+		c.drain()
+	}
+	return c, true
+}
+
+func (s *Server) forget(c *conn) {
+	s.mu.Lock()
+	delete(s.live, c)
+	s.mu.Unlock()
+}
+
+// connOf finds our wrapper under go-smtp's connection (a *tls.Conn after STARTTLS).
+func connOf(nc net.Conn) (*conn, error) {
+	for range 4 {
+		switch v := nc.(type) {
+		case *conn:
+			return v, nil
+		case interface{ NetConn() net.Conn }:
+			nc = v.NetConn()
+		default:
+			return nil, errors.New("connection was not accepted by this server")
+		}
+	}
+	return nil, errors.New("connection was not accepted by this server")
+}

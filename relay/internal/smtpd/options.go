@@ -1,0 +1,197 @@
+package smtpd
+
+import (
+	"context"
+	"crypto/tls"
+	"io"
+	"log/slog"
+	"net/netip"
+	"time"
+
+	"github.com/postwarden/postwarden/relay/internal/directory"
+	"github.com/postwarden/postwarden/relay/internal/metrics"
+	"github.com/postwarden/postwarden/relay/internal/spool"
+	"github.com/postwarden/postwarden/relay/internal/throttle"
+)
+
+// Mode selects the policy of a listener.
+type Mode int
+
+const (
+	// Submission is the authenticated outbound relay (port 587): STARTTLS, then AUTH, then
+	// mail from the credential's own addresses only.
+	Submission Mode = iota + 1
+	// Inbound is the gateway for managed domains (port 25): no AUTH; mail to managed
+	// recipients, and relaying for the domains' registered sending servers.
+	Inbound
+)
+
+func (m Mode) String() string {
+	switch m {
+	case Submission:
+		return "submission"
+	case Inbound:
+		return "inbound"
+	}
+	return "unknown"
+}
+
+// Queue stores an accepted message durably and returns its queue id. The spool
+// implements it. When body returns an error, Accept must return it wrapped (errors.Is
+// and errors.As work) and keep nothing.
+type Queue interface {
+	Accept(ctx context.Context, env spool.Envelope, body io.Reader) (id string, err error)
+}
+
+// Verdict is a RecipientVerifier's answer.
+type Verdict int
+
+const (
+	// VerdictUnknown: the address does not exist; the recipient is refused with 550 5.1.1.
+	VerdictUnknown Verdict = iota
+	// VerdictAccept: the address exists; the message is accepted for it.
+	VerdictAccept
+	// VerdictDefer: the answer is not known yet; the recipient gets 450 4.1.1.
+	VerdictDefer
+)
+
+// RecipientVerifier decides about an address of a managed domain that the directory does
+// not list (SMTP Discovery asks the customer's server). It receives only addresses that
+// passed ParseMailbox, in lower case. It is consulted only when set; without one, every
+// unlisted address is unknown. An error defers the recipient (450 4.4.3).
+type RecipientVerifier interface {
+	VerifyRecipient(ctx context.Context, domain *directory.Domain, address string) (Verdict, error)
+}
+
+// Limits bound what one client may do. A zero field takes its default from
+// DefaultLimits; every limit exists, none is unlimited.
+type Limits struct {
+	// MaxMessageBytes is advertised in SIZE and enforced while reading (552 5.3.4).
+	MaxMessageBytes int64
+	// MaxRecipients per message; the next RCPT gets 452 4.5.3.
+	MaxRecipients int
+	// MaxLineLength of commands and message lines, in bytes including CRLF; a longer line
+	// ends the connection with 500 5.4.0.
+	MaxLineLength int
+	// MaxHeaderBytes is the size of the message header section (552 5.3.4 beyond it).
+	MaxHeaderBytes int
+	// CommandTimeout is how long the server waits for each command line.
+	CommandTimeout time.Duration
+	// DataTimeout is how long DATA may take from 354 to the final dot.
+	DataTimeout time.Duration
+	// WriteTimeout bounds each reply write.
+	WriteTimeout time.Duration
+	// MaxConnections is the limit of concurrent connections on one Server.
+	MaxConnections int
+	// MaxConnectionsPerIP is the limit of concurrent connections from one IPv4 address or
+	// IPv6 /64.
+	MaxConnectionsPerIP int
+	// SoftErrorLimit is the number of rejected commands on a connection after which each
+	// further rejection is delayed by ErrorDelay.
+	SoftErrorLimit int
+	ErrorDelay     time.Duration
+	// HardErrorLimit is the number of rejected commands after which the connection is
+	// closed with 421 4.7.0.
+	HardErrorLimit int
+}
+
+// DefaultLimits returns the defaults, mostly Postfix's (postconf(5)):
+//   - MaxMessageBytes 25 MiB: Postfix's 10 MB is too small for today's attachments, and
+//     25 MiB is what the large providers accept;
+//   - MaxRecipients 1000 (smtpd_recipient_limit);
+//   - MaxLineLength 2048 (line_length_limit), above RFC 5322's 998+2;
+//   - MaxHeaderBytes 102400 (header_size_limit);
+//   - CommandTimeout 5 min (smtpd_timeout), DataTimeout 10 min (maddy's read_timeout),
+//     WriteTimeout 1 min;
+//   - MaxConnections 1000; MaxConnectionsPerIP 30 (mox): lower than Postfix's 50, since a
+//     legitimate server rarely needs more and a submission client far fewer;
+//   - SoftErrorLimit 10, ErrorDelay 1 s, HardErrorLimit 20 (smtpd_soft/hard_error_limit).
+func DefaultLimits() Limits {
+	return Limits{
+		MaxMessageBytes:     25 << 20,
+		MaxRecipients:       1000,
+		MaxLineLength:       2048,
+		MaxHeaderBytes:      102400,
+		CommandTimeout:      5 * time.Minute,
+		DataTimeout:         10 * time.Minute,
+		WriteTimeout:        time.Minute,
+		MaxConnections:      1000,
+		MaxConnectionsPerIP: 30,
+		SoftErrorLimit:      10,
+		ErrorDelay:          time.Second,
+		HardErrorLimit:      20,
+	}
+}
+
+func (l Limits) withDefaults() Limits {
+	d := DefaultLimits()
+	set := func(v *int, def int) {
+		if *v <= 0 {
+			*v = def
+		}
+	}
+	setD := func(v *time.Duration, def time.Duration) {
+		if *v <= 0 {
+			*v = def
+		}
+	}
+	if l.MaxMessageBytes <= 0 {
+		l.MaxMessageBytes = d.MaxMessageBytes
+	}
+	set(&l.MaxRecipients, d.MaxRecipients)
+	set(&l.MaxLineLength, d.MaxLineLength)
+	set(&l.MaxHeaderBytes, d.MaxHeaderBytes)
+	set(&l.MaxConnections, d.MaxConnections)
+	set(&l.MaxConnectionsPerIP, d.MaxConnectionsPerIP)
+	set(&l.SoftErrorLimit, d.SoftErrorLimit)
+	set(&l.HardErrorLimit, d.HardErrorLimit)
+	setD(&l.CommandTimeout, d.CommandTimeout)
+	setD(&l.DataTimeout, d.DataTimeout)
+	setD(&l.WriteTimeout, d.WriteTimeout)
+	setD(&l.ErrorDelay, d.ErrorDelay)
+	return l
+}
+
+// Options configure a Server. Mode, Hostname, Directory and Queue are required.
+type Options struct {
+	Mode Mode
+	// Hostname is the relay's name in the greeting and in Received: headers.
+	Hostname string
+	// TLSConfig enables STARTTLS; it is used as given (GetCertificate picks the current
+	// certificate). Nil disables STARTTLS, which on Submission means nobody can AUTH.
+	TLSConfig *tls.Config
+	// Directory returns the current directory; each session pins the one current when it
+	// starts.
+	Directory func() *directory.Directory
+	Queue     Queue
+	// RecipientVerifier, optional, is asked about unlisted addresses of managed domains.
+	RecipientVerifier RecipientVerifier
+	Limits            Limits
+	// Logger receives the message-tracking lines (nil: slog.Default()).
+	Logger *slog.Logger
+	// Metrics (nil: unregistered metrics).
+	Metrics *metrics.Metrics
+	// AuthLimiter throttles failed AUTH per IP and network (nil: a private limiter with
+	// throttle.DefaultAuthLimits). Share one between the listeners of a relay.
+	AuthLimiter *throttle.AuthLimiter
+	// Now is the clock for Received: headers and logs (nil: time.Now).
+	Now func() time.Time
+	// Sleep waits d or until ctx ends; it applies AUTH and error delays (nil: a timer).
+	// Tests replace it to observe delays without waiting.
+	Sleep func(ctx context.Context, d time.Duration)
+	// ClientIP overrides how the client address of a connection is found (nil: from
+	// RemoteAddr, which a PROXY protocol listener already rewrites).
+	ClientIP func(remote string) netip.Addr
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) {
+	if d <= 0 {
+		return
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}

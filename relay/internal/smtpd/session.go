@@ -1,0 +1,289 @@
+package smtpd
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strconv"
+
+	"github.com/emersion/go-smtp"
+
+	"github.com/postwarden/postwarden/relay/internal/directory"
+)
+
+// Envelope directions, as stored in the spool.
+const (
+	directionOutbound = "outbound"
+	directionInbound  = "inbound"
+)
+
+// session is one go-smtp session: from EHLO to logout, or to STARTTLS, after which
+// go-smtp starts a new one on the same connection (c keeps what must carry over).
+type session struct {
+	srv    *Server
+	c      *conn
+	dir    *directory.Directory // pinned at session start: a reload never changes it
+	tls    *tls.ConnectionState
+	helo   string
+	ctx    context.Context
+	cancel context.CancelFunc
+	log    *slog.Logger
+
+	cred *directory.Credential // after a successful AUTH
+	txn  *transaction
+}
+
+// transaction is one MAIL..DATA exchange.
+type transaction struct {
+	id        string
+	sender    string // as stored: local part as sent, domain lower-cased; "" is null
+	senderKey string
+	direction string
+	// fromDomains are the domains a sending server (IP relay) may use in From:.
+	fromDomains []string
+	rcpts       []string
+	rcptKeys    map[string]bool
+	rejected    int
+}
+
+func (s *Server) newSession(sc *smtp.Conn) (smtp.Session, error) {
+	c, err := connOf(sc.Conn())
+	if err != nil {
+		return nil, s.fail(nil, err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	ss := &session{
+		srv:    s,
+		c:      c,
+		dir:    s.directoryNow(),
+		helo:   sc.Hostname(),
+		ctx:    ctx,
+		cancel: cancel,
+	}
+	if st, ok := sc.TLSConnectionState(); ok {
+		ss.tls = &st
+	}
+	ss.log = s.logger.With("session", c.id, "client_ip", c.ip.String())
+	return ss, nil
+}
+
+// fail maps err to its reply (see mapError), counts it, and applies the connection's
+// error limits: past SoftErrorLimit every rejection waits ErrorDelay, and at
+// HardErrorLimit the connection is closed after the reply.
+func (s *Server) fail(ss *session, err error) error {
+	reply, reason := mapError(err)
+	s.metrics.Replies.WithLabelValues(strconv.Itoa(reply.Code), enhancedString(reply.EnhancedCode)).Inc()
+	if reply.Code < 400 || ss == nil {
+		return reply
+	}
+	s.metrics.MessagesRejected.WithLabelValues(reason).Inc()
+	if reason == "internal" || reason == "storage" {
+		ss.log.Error("temporary failure", "reason", reason, "error", err)
+	}
+	n := int(ss.c.errors.Add(1))
+	if n >= s.limits.HardErrorLimit {
+		ss.log.Warn("closing connection after too many errors", "errors", n)
+		ss.c.closeOnSend.Store(true)
+		return &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 7, 0}, Message: "Too many errors, closing connection"}
+	}
+	if n > s.limits.SoftErrorLimit {
+		s.opts.Sleep(ss.ctx, s.limits.ErrorDelay)
+	}
+	return reply
+}
+
+func (ss *session) tlsVersion() string {
+	if ss.tls == nil {
+		return ""
+	}
+	return tls.VersionName(ss.tls.Version)
+}
+
+func (ss *session) tlsCipher() string {
+	if ss.tls == nil {
+		return ""
+	}
+	return tls.CipherSuiteName(ss.tls.CipherSuite)
+}
+
+func (ss *session) authUser() string {
+	if ss.cred == nil {
+		return ""
+	}
+	return ss.cred.Username
+}
+
+// Reset ends the transaction; one that got no DATA is logged as abandoned.
+func (ss *session) Reset() {
+	if ss.txn != nil {
+		ss.track(ss.txn, 0, "", "abandoned", "")
+	}
+	ss.txn = nil
+	ss.c.busy.Store(false)
+}
+
+// Logout ends the session and its context.
+func (ss *session) Logout() error {
+	ss.Reset()
+	ss.cancel()
+	return nil
+}
+
+// Mail starts a transaction after checking who may send as from.
+func (ss *session) Mail(from string, _ *smtp.MailOptions) error {
+	ss.c.busy.Store(true)
+	txn, err := ss.mail(from)
+	if err != nil {
+		ss.c.busy.Store(false)
+		return ss.srv.fail(ss, err)
+	}
+	txn.id = ss.c.id + "." + strconv.Itoa(int(ss.c.txns.Add(1)))
+	txn.rcptKeys = map[string]bool{}
+	ss.txn = txn
+	return nil
+}
+
+func (ss *session) mail(from string) (*transaction, error) {
+	if ss.srv.opts.Mode == Submission {
+		return ss.mailSubmission(from)
+	}
+	return ss.mailInbound(from)
+}
+
+func (ss *session) mailSubmission(from string) (*transaction, error) {
+	if ss.cred == nil {
+		return nil, reject(530, smtp.EnhancedCode{5, 7, 0}, "auth_required", "Authentication required")
+	}
+	if from == "" {
+		return nil, reject(553, smtp.EnhancedCode{5, 7, 1}, "null_sender",
+			"The null sender is not allowed on submission")
+	}
+	m, err := directory.ParseMailbox(from)
+	if err != nil {
+		return nil, reject(553, smtp.EnhancedCode{5, 1, 7}, "bad_sender_syntax", "Bad sender address syntax")
+	}
+	if !ss.dir.MaySend(ss.cred, m.Key()) {
+		return nil, reject(553, smtp.EnhancedCode{5, 7, 1}, "sender_not_allowed",
+			fmt.Sprintf("Sender address <%s> is not allowed for user %s", m, ss.cred.Username))
+	}
+	return &transaction{sender: m.String(), senderKey: m.Key(), direction: directionOutbound}, nil
+}
+
+func (ss *session) mailInbound(from string) (*transaction, error) {
+	if from == "" {
+		return &transaction{direction: directionInbound}, nil
+	}
+	m, err := directory.ParseMailbox(from)
+	if err != nil {
+		return nil, reject(553, smtp.EnhancedCode{5, 1, 7}, "bad_sender_syntax", "Bad sender address syntax")
+	}
+	txn := &transaction{sender: m.String(), senderKey: m.Key(), direction: directionInbound}
+	// A registered sending server relays for the senders of its domains, unless the
+	// domain requires AUTH.
+	if ss.c.ip.IsValid() {
+		for _, name := range ss.dir.SendingServerDomains(ss.c.ip) {
+			if d := ss.dir.Domain(name); d != nil && !d.RequireSMTPAuth {
+				txn.fromDomains = append(txn.fromDomains, name)
+			}
+		}
+	}
+	if slices.Contains(txn.fromDomains, m.Domain) {
+		txn.direction = directionOutbound
+	}
+	return txn, nil
+}
+
+// Rcpt checks one recipient against the transaction's direction.
+func (ss *session) Rcpt(to string, _ *smtp.RcptOptions) error {
+	if ss.txn == nil {
+		return ss.srv.fail(ss, reject(503, smtp.EnhancedCode{5, 5, 1}, "bad_sequence", "MAIL first"))
+	}
+	rcpt, err := ss.rcpt(to)
+	if err != nil {
+		ss.txn.rejected++
+		return ss.srv.fail(ss, err)
+	}
+	if !ss.txn.rcptKeys[rcpt] {
+		ss.txn.rcptKeys[rcpt] = true
+		ss.txn.rcpts = append(ss.txn.rcpts, rcpt)
+	}
+	return nil
+}
+
+func (ss *session) rcpt(to string) (string, error) {
+	m, err := directory.ParseMailbox(to)
+	if err != nil {
+		return "", reject(553, smtp.EnhancedCode{5, 1, 3}, "bad_recipient_syntax",
+			"Bad recipient address syntax (quoted, routed or malformed addresses are not accepted)")
+	}
+	if ss.txn.direction == directionOutbound {
+		return m.String(), nil
+	}
+	key := m.Key()
+	e := ss.dir.Lookup(key)
+	if e.Domain == nil {
+		return "", reject(554, smtp.EnhancedCode{5, 7, 1}, "relay_denied",
+			fmt.Sprintf("<%s>: Relay access denied", m))
+	}
+	if e.Domain.InboundDelivery == nil {
+		return "", reject(550, smtp.EnhancedCode{5, 7, 1}, "no_inbound_delivery",
+			fmt.Sprintf("<%s>: This relay does not accept inbound mail for %s", m, e.Domain.Name))
+	}
+	switch e.Kind {
+	case directory.KindUser, directory.KindFunctional, directory.KindAlias:
+		return key, nil
+	case directory.KindInvalid:
+		return "", reject(550, smtp.EnhancedCode{5, 1, 1}, "invalid_recipient",
+			fmt.Sprintf("<%s>: Recipient address rejected: address is not valid", m))
+	}
+	return ss.verify(e.Domain, key, m)
+}
+
+// verify asks the RecipientVerifier, if any, about an unlisted address.
+func (ss *session) verify(d *directory.Domain, key string, m directory.Mailbox) (string, error) {
+	unknown := reject(550, smtp.EnhancedCode{5, 1, 1}, "unknown_recipient",
+		fmt.Sprintf("<%s>: Recipient address rejected: user unknown", m))
+	v := ss.srv.opts.RecipientVerifier
+	if v == nil {
+		return "", unknown
+	}
+	verdict, err := v.VerifyRecipient(ss.ctx, d, key)
+	switch {
+	case err != nil:
+		r := reject(450, smtp.EnhancedCode{4, 4, 3}, "verify_failed",
+			fmt.Sprintf("<%s>: Recipient address could not be verified, try again later", m))
+		r.cause = err
+		return "", r
+	case verdict == VerdictAccept:
+		return key, nil
+	case verdict == VerdictDefer:
+		return "", reject(450, smtp.EnhancedCode{4, 1, 1}, "verify_deferred",
+			fmt.Sprintf("<%s>: Recipient address not yet verified, try again later", m))
+	}
+	return "", unknown
+}
+
+// track writes the message-tracking line of a transaction.
+func (ss *session) track(txn *transaction, size int64, queueID, outcome, reason string) {
+	level := slog.LevelInfo
+	if outcome == "abandoned" && len(txn.rcpts) == 0 && txn.rejected == 0 {
+		level = slog.LevelDebug
+	}
+	ss.log.Log(context.Background(), level, "message",
+		"txn", txn.id,
+		"sasl_user", ss.authUser(),
+		"sender", txn.sender,
+		"recipients", txn.rcpts,
+		"rejected_recipients", txn.rejected,
+		"direction", txn.direction,
+		"size", size,
+		"tls_version", ss.tlsVersion(),
+		"tls_cipher", ss.tlsCipher(),
+		"queue_id", queueID,
+		"outcome", outcome,
+		"reason", reason,
+	)
+}
+
