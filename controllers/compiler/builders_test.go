@@ -58,7 +58,9 @@ func alias(addr, target string) domainOpt {
 }
 
 func invalid(addrs ...string) domainOpt {
-	return func(md *relayv1alpha1.MailDomain) { md.Spec.InvalidAddresses = append(md.Spec.InvalidAddresses, addrs...) }
+	return func(md *relayv1alpha1.MailDomain) {
+		md.Spec.InvalidAddresses = append(md.Spec.InvalidAddresses, addrs...)
+	}
 }
 
 func sendingServer(cidr string) domainOpt {
