@@ -40,8 +40,12 @@ vet: ## Run go vet.
 envtest: ## Build (once) kube-apiserver, etcd and kubectl for tests.
 	@hack/envtest-assets.sh >/dev/null
 
+.PHONY: test-deps
+test-deps: ## Install the real SMTP clients the tests drive (swaks, python3).
+	@hack/test-deps.sh
+
 .PHONY: test
-test: verify-gen vet envtest ## Run every test against a real API server.
+test: verify-gen vet envtest test-deps ## Run every test against a real API server.
 	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" $(GO) test -race -shuffle=on -count=1 ./...
 
 .PHONY: bench
