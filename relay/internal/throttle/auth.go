@@ -46,11 +46,11 @@ type AuthLimiter struct {
 	limits AuthLimits
 	now    func() time.Time
 
-	mu      sync.Mutex
-	minute  int64 // index of the current minute window
-	day     int64
-	perMin  map[netip.Prefix]int
-	perDay  map[netip.Prefix]int
+	mu     sync.Mutex
+	minute int64 // index of the current minute window
+	day    int64
+	perMin map[netip.Prefix]int
+	perDay map[netip.Prefix]int
 }
 
 // NewAuthLimiter returns a limiter; now is the clock (nil: time.Now).
