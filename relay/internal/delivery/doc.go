@@ -1,0 +1,7 @@
+// Package delivery is the relay's back door: it takes queued messages from the spool
+// and delivers them over SMTP. A Client makes one attempt for the recipients of one
+// domain (MX lookup or a fixed route, STARTTLS as the TLS policy demands, one
+// transaction, per-recipient outcomes) and keeps sessions for reuse; a Runner decides
+// what is due, routes recipients by domain, bounds concurrency, records outcomes in the
+// spool, retries with backoff and sends delivery status notifications.
+package delivery
