@@ -140,4 +140,3 @@ func (l *loginServer) Next(response []byte) ([]byte, bool, error) {
 	}
 	return nil, true, l.ss.srv.fail(l.ss, errAuthSyntax)
 }
-

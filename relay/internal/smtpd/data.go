@@ -167,7 +167,8 @@ func (ss *session) received(txn *transaction, at time.Time) string {
 	}
 	fmt.Fprintf(&b, "\r\n\tby %s (Postwarden) with %s id %s", headerSafe(ss.srv.opts.Hostname), proto, txn.id)
 	if ss.tls != nil {
-		fmt.Fprintf(&b, "\r\n\t(version=%s cipher=%s)", headerSafe(ss.tlsVersion()), headerSafe(ss.tlsCipher()))
+		fmt.Fprintf(&b, "\r\n\t(version=%s cipher=%s)",
+			headerSafe(strings.ReplaceAll(ss.tlsVersion(), " ", "")), headerSafe(ss.tlsCipher()))
 	}
 	if len(txn.rcpts) == 1 {
 		fmt.Fprintf(&b, "\r\n\tfor <%s>", txn.rcpts[0])

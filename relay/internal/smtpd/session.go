@@ -286,4 +286,3 @@ func (ss *session) track(txn *transaction, size int64, queueID, outcome, reason 
 		"reason", reason,
 	)
 }
-
