@@ -38,20 +38,12 @@ func (s *Spool) Accept(ctx context.Context, env Envelope, body io.Reader) (strin
 	}
 	o := &op{kind: opAccept, id: id, tmpBody: f.Name(), tmpState: filepath.Join(s.tmp, id+stateExt)}
 	size, err := copyBody(ctx, f, body)
-	if err == nil {
-		s.crash("body-written")
-		err = f.Sync()
-		if err != nil {
-			err = storageErr("sync body", err)
-		}
-	}
-	if cerr := f.Close(); err == nil && cerr != nil {
-		err = storageErr("close body", cerr)
-	}
 	if err != nil {
+		_ = f.Close()
 		_ = os.Remove(o.tmpBody)
 		return "", err
 	}
+	s.crash("body-written")
 
 	m := Message{
 		ID:          id,
@@ -63,16 +55,42 @@ func (s *Spool) Accept(ctx context.Context, env Envelope, body io.Reader) (strin
 	for i, rcpt := range env.Recipients {
 		m.Recipients[i] = RecipientState{Address: rcpt, Status: StatusPending, UpdatedAt: now}
 	}
-	if err := writeState(o.tmpState, m); err != nil {
+	sf, err := createState(o.tmpState, m)
+	if err != nil {
+		_ = f.Close()
 		_ = os.Remove(o.tmpBody)
 		return "", err
 	}
-	s.crash("state-written")
+	if err := syncBoth(f, sf); err != nil {
+		o.removeTemp()
+		return "", err
+	}
+	s.crash("files-synced")
 	o.next, o.size = timeKey(m.NextAttempt), size
 	if err := s.submit(ctx, o); err != nil {
 		return "", err
 	}
 	return id, nil
+}
+
+// syncBoth fsyncs and closes the body and state files. The two fsyncs run at once, so
+// the filesystem can make both durable in one journal commit instead of two.
+func syncBoth(body, state *os.File) error {
+	stateErr := make(chan error, 1)
+	go func() { stateErr <- state.Sync() }()
+	err := body.Sync()
+	if serr := <-stateErr; err == nil {
+		err = serr
+	}
+	for _, f := range []*os.File{body, state} {
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+	}
+	if err != nil {
+		return storageErr("sync message", err)
+	}
+	return nil
 }
 
 // createBody picks a fresh id and creates its body file in tmp/.

@@ -93,6 +93,11 @@ func (s *Spool) commitLoop() {
 		s.mu.Lock()
 		batch := s.pending
 		s.pending = nil
+		if s.maxBatch > 0 && len(batch) > s.maxBatch {
+			s.pending = slices.Clone(batch[s.maxBatch:])
+			batch = batch[:s.maxBatch]
+			s.wakeCommitter()
+		}
 		for _, o := range batch {
 			o.taken = true
 		}

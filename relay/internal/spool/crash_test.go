@@ -194,12 +194,12 @@ func TestCrashBeforeAcknowledgement(t *testing.T) {
 		left int    // files in tmp/ and queue/ at the crash, garbage or not
 		want int    // messages found after recovery
 	}{
-		"a kill mid-stream leaves nothing":             {mode: "stream", wait: "STREAMING", left: 1},
-		"a crash after the body fsync leaves nothing":  {mode: "crash-at:body-written", left: 1},
-		"a crash after the state fsync leaves nothing": {mode: "crash-at:state-written", left: 2},
-		"a crash between the renames leaves nothing":   {mode: "crash-at:between-renames", left: 2},
-		"a crash before the directory fsync keeps it":  {mode: "crash-at:before-dir-sync", left: 2, want: 1},
-		"a crash inside Remove does not resurrect it":  {mode: "crash-at:between-unlinks", left: 1},
+		"a kill mid-stream leaves nothing":                {mode: "stream", wait: "STREAMING", left: 1},
+		"a crash after streaming the body leaves nothing": {mode: "crash-at:body-written", left: 1},
+		"a crash after the file fsyncs leaves nothing":    {mode: "crash-at:files-synced", left: 2},
+		"a crash between the renames leaves nothing":      {mode: "crash-at:between-renames", left: 2},
+		"a crash before the directory fsync keeps it":     {mode: "crash-at:before-dir-sync", left: 2, want: 1},
+		"a crash inside Remove does not resurrect it":     {mode: "crash-at:between-unlinks", left: 1},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {

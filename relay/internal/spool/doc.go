@@ -11,8 +11,8 @@
 //	<dir>/corrupt/       entries that failed validation at Open; kept for an operator
 //
 // A message exists when, and only when, queue/ID.json exists and queue/ID.body has the
-// size recorded in it. Accept writes tmp/ID.body while streaming and fsyncs it, writes
-// and fsyncs tmp/ID.json, then hands both to the committer, which renames the body and
+// size recorded in it. Accept writes tmp/ID.body while streaming, writes tmp/ID.json,
+// fsyncs both at once, then hands them to the committer, which renames the body and
 // then the state into queue/ and fsyncs queue/ once for every message in the batch
 // (group commit). Accept returns only after that directory fsync, so a 250 always
 // refers to a message that survives a crash.

@@ -20,26 +20,38 @@ type stateFile struct {
 // writeState writes m to a new file at path and fsyncs it; the caller renames it into
 // place. The file is removed again on any error.
 func writeState(path string, m Message) error {
-	data, err := json.Marshal(stateFile{Version: stateVersion, Message: m})
+	f, err := createState(path, m)
 	if err != nil {
-		return fmt.Errorf("spool: encode state %s: %w", m.ID, err)
+		return err
 	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		return storageErr("create state", err)
-	}
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
+	err = f.Sync()
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
 	if err != nil {
 		_ = os.Remove(path)
-		return storageErr("write state", err)
+		return storageErr("sync state", err)
 	}
 	return nil
+}
+
+// createState writes m to a new file at path and returns it open and not yet synced.
+// The file is removed again on any error.
+func createState(path string, m Message) (*os.File, error) {
+	data, err := json.Marshal(stateFile{Version: stateVersion, Message: m})
+	if err != nil {
+		return nil, fmt.Errorf("spool: encode state %s: %w", m.ID, err)
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return nil, storageErr("create state", err)
+	}
+	if _, err := f.Write(data); err != nil {
+		_ = f.Close()
+		_ = os.Remove(path)
+		return nil, storageErr("write state", err)
+	}
+	return f, nil
 }
 
 // readState reads and checks a state file.

@@ -64,6 +64,8 @@ type Options struct {
 	// crashAt, when set by tests, is called at named points of a commit so a child
 	// process can be killed exactly there.
 	crashAt func(point string)
+	// maxBatch, when set by benchmarks, caps a group commit; 1 turns group commit off.
+	maxBatch int
 }
 
 // Stats counts the committer's work, for metrics and to show group commit at work.
@@ -103,6 +105,7 @@ type Spool struct {
 	notify   chan struct{}
 	hookPre  func(n int)
 	crashAt  func(point string)
+	maxBatch int
 	commitCh chan struct{} // wakes the committer; capacity 1, coalesced
 	stopped  chan struct{} // closed when the committer exits
 	seq      atomic.Uint64 // names update temp files
@@ -126,6 +129,7 @@ func Open(dir string, opts Options) (*Spool, error) {
 		notify:   make(chan struct{}, 1),
 		hookPre:  opts.beforeCommit,
 		crashAt:  opts.crashAt,
+		maxBatch: opts.maxBatch,
 		commitCh: make(chan struct{}, 1),
 		stopped:  make(chan struct{}),
 		idx:      newIndex(),
