@@ -43,6 +43,7 @@ func (s *Spool) submit(ctx context.Context, o *op) error {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
+		o.removeTemp()
 		return ErrClosed
 	}
 	s.pending = append(s.pending, o)
