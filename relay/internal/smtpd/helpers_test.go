@@ -245,11 +245,13 @@ func newEnv(t *testing.T, mode Mode, opts ...envOption) *testEnv {
 	e.dir.Store(buildDir(t, testSnapshot(t)))
 	e.metrics = metrics.New(prometheus.NewRegistry())
 	o := Options{
-		Mode:        mode,
-		Hostname:    testHostname,
-		TLSConfig:   e.tls.server,
-		Directory:   e.dir.Load,
-		Queue:       queueFunc(func(ctx context.Context, env spool.Envelope, body io.Reader) (string, error) { return e.queue.Accept(ctx, env, body) }),
+		Mode:      mode,
+		Hostname:  testHostname,
+		TLSConfig: e.tls.server,
+		Directory: e.dir.Load,
+		Queue: queueFunc(func(ctx context.Context, env spool.Envelope, body io.Reader) (string, error) {
+			return e.queue.Accept(ctx, env, body)
+		}),
 		Logger:      slog.New(slog.NewJSONHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		Metrics:     e.metrics,
 		AuthLimiter: throttle.NewAuthLimiter(throttle.DefaultAuthLimits(), nil),

@@ -131,8 +131,8 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		}
 		return ctx.Err()
 	}
-	if errors.Is(err, net.ErrClosed) {
-		return nil
+	if errors.Is(err, net.ErrClosed) || errors.Is(err, smtp.ErrServerClosed) {
+		return nil // closed by an earlier Shutdown
 	}
 	return err
 }
