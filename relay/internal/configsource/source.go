@@ -1,0 +1,69 @@
+// Package configsource loads the relay's config snapshot and the STARTTLS certificates
+// it names, and hands each new combination to a Sink. Two sources exist: a JSON file
+// watched on disk (standalone use), and the sharded Secrets the operator writes, watched
+// through the Kubernetes API so a change is enforced in well under a second (a mounted
+// Secret volume would lag by a minute or more). The package also keeps the Lease through
+// which a replica reports the snapshot it enforces.
+package configsource
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"os"
+
+	"github.com/postwarden/postwarden/relay/internal/tlscert"
+	"github.com/postwarden/postwarden/relay/snapshot"
+)
+
+// Update is a validated snapshot with the PEM material of its certificates.
+type Update struct {
+	Snapshot *snapshot.Snapshot
+	// Certificates holds every certificate that could be read: those the snapshot names,
+	// then the extra files the relay was started with.
+	Certificates []tlscert.Pair
+	// Missing names the certificates the snapshot names that do not exist yet (a Secret
+	// cert-manager has not issued). They are not an error: the relay serves the others.
+	Missing []string
+}
+
+// Sink receives what a source loads. Sources call it from one goroutine at a time.
+type Sink interface {
+	// Apply installs u, or returns an error and keeps what it had.
+	Apply(u Update) error
+	// Refuse hears of a config that could not be read, parsed or assembled. The sink
+	// keeps what it had.
+	Refuse(err error)
+}
+
+// CertFiles is a certificate held in two PEM files.
+type CertFiles struct {
+	CertFile, KeyFile string
+}
+
+// read returns the pair, or an error wrapping os.ErrNotExist when a file is missing.
+func (c CertFiles) read() (tlscert.Pair, error) {
+	cert, err := os.ReadFile(c.CertFile)
+	if err != nil {
+		return tlscert.Pair{}, fmt.Errorf("reading certificate: %w", err)
+	}
+	key, err := os.ReadFile(c.KeyFile)
+	if err != nil {
+		return tlscert.Pair{}, fmt.Errorf("reading certificate key: %w", err)
+	}
+	return tlscert.Pair{Name: c.CertFile, CertPEM: cert, KeyPEM: key}, nil
+}
+
+// fingerprint identifies the content of an Update, so that an event that changed
+// nothing (a resync, an unrelated Secret, an editor touching a file) is not applied again.
+func fingerprint(hash string, certs []tlscert.Pair, missing []string) string {
+	h := sha256.New()
+	fmt.Fprintf(h, "%s\x00", hash)
+	for _, c := range certs {
+		fmt.Fprintf(h, "%s\x00%d:%s%d:%s", c.Name, len(c.CertPEM), c.CertPEM, len(c.KeyPEM), c.KeyPEM)
+	}
+	for _, m := range missing {
+		fmt.Fprintf(h, "missing\x00%s\x00", m)
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
