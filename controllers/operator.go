@@ -1,19 +1,32 @@
+// Package controllers is the Postwarden operator: it reconciles MailDomains,
+// SMTPCredentials, DiscoveryPolicies and TLSDeliveryPolicies into one relay config
+// snapshot, issues SMTP credentials, manages the relay's certificate, and reports what
+// the relays enforce. docs/operator.md describes the design.
 package controllers
 
 import (
 	"context"
 	"flag"
 	"fmt"
+	"strings"
 
+	certmanagerv1 "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
+	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	relayv1alpha1 "github.com/postwarden/postwarden/api/v1alpha1"
+	"github.com/postwarden/postwarden/relay/snapshot"
 )
 
 // Scheme holds every API type the operator reads or writes.
@@ -22,6 +35,7 @@ var Scheme = runtime.NewScheme()
 func init() {
 	utilruntime.Must(clientgoscheme.AddToScheme(Scheme))
 	utilruntime.Must(relayv1alpha1.AddToScheme(Scheme))
+	utilruntime.Must(certmanagerv1.AddToScheme(Scheme))
 }
 
 // OperatorOptions are the operator's command-line settings.
@@ -31,6 +45,25 @@ type OperatorOptions struct {
 	LeaderElection bool
 	// Namespace is where the operator writes relay config and finds relay replicas.
 	Namespace string
+	// ConfigName names the config: its shard Secrets are ConfigName-<index>, labelled
+	// snapshot.LabelConfig=ConfigName.
+	ConfigName string
+
+	// SubmissionHost and SubmissionPort are written into every credential Secret, for
+	// clients to connect to. SubmissionHost defaults to the first relay hostname.
+	SubmissionHost string
+	SubmissionPort int
+
+	// RelayHostnames are the relay's own DNS names, always on its certificate.
+	RelayHostnames []string
+	// IssuerName, IssuerKind and IssuerGroup name the cert-manager issuer of the relay's
+	// certificate. Without IssuerName the operator manages no certificate.
+	IssuerName  string
+	IssuerKind  string
+	IssuerGroup string
+	// CertificateName is the cert-manager Certificate the operator owns in Namespace; its
+	// Secret is CertificateName-tls.
+	CertificateName string
 }
 
 // BindFlags registers the options on fs.
@@ -39,7 +72,54 @@ func (o *OperatorOptions) BindFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.ProbeAddr, "health-probe-bind-address", ":8081", "address of the /healthz and /readyz endpoints")
 	fs.BoolVar(&o.LeaderElection, "leader-elect", false, "elect a leader, so that only one of several replicas reconciles")
 	fs.StringVar(&o.Namespace, "namespace", "postwarden-system", "namespace of the relays and their config Secrets")
+	fs.StringVar(&o.ConfigName, "config-name", "postwarden-relay-config", "name of the relay config; its shard Secrets are <name>-<index>")
+	fs.StringVar(&o.SubmissionHost, "submission-host", "", "host written into credential Secrets for clients to connect to (default: the first --relay-hostnames entry)")
+	fs.IntVar(&o.SubmissionPort, "submission-port", 587, "port written into credential Secrets for clients to connect to")
+	fs.Func("relay-hostnames", "comma-separated DNS names of the relay, always on its certificate", func(s string) error {
+		for h := range strings.SplitSeq(s, ",") {
+			if h = strings.TrimSpace(strings.ToLower(h)); h != "" {
+				if !snapshot.IsDomain(h) {
+					return fmt.Errorf("%q is not a lower-case DNS name", h)
+				}
+				o.RelayHostnames = append(o.RelayHostnames, h)
+			}
+		}
+		return nil
+	})
+	fs.StringVar(&o.IssuerName, "issuer-name", "", "cert-manager issuer of the relay certificate; empty: the operator manages no certificate")
+	fs.StringVar(&o.IssuerKind, "issuer-kind", "ClusterIssuer", "kind of the cert-manager issuer: Issuer or ClusterIssuer")
+	fs.StringVar(&o.IssuerGroup, "issuer-group", "cert-manager.io", "API group of the cert-manager issuer")
+	fs.StringVar(&o.CertificateName, "certificate-name", "postwarden-relay", "name of the cert-manager Certificate the operator owns; its Secret is <name>-tls")
 }
+
+// withDefaults fills in what flags leave empty, for callers that build options in code.
+func (o OperatorOptions) withDefaults() OperatorOptions {
+	if o.Namespace == "" {
+		o.Namespace = "postwarden-system"
+	}
+	if o.ConfigName == "" {
+		o.ConfigName = "postwarden-relay-config"
+	}
+	if o.SubmissionHost == "" && len(o.RelayHostnames) > 0 {
+		o.SubmissionHost = o.RelayHostnames[0]
+	}
+	if o.SubmissionPort == 0 {
+		o.SubmissionPort = 587
+	}
+	if o.CertificateName == "" {
+		o.CertificateName = "postwarden-relay"
+	}
+	if o.IssuerKind == "" {
+		o.IssuerKind = "ClusterIssuer"
+	}
+	if o.IssuerGroup == "" {
+		o.IssuerGroup = "cert-manager.io"
+	}
+	return o
+}
+
+// certificateSecretName is the Secret that cert-manager fills for the relay.
+func (o OperatorOptions) certificateSecretName() string { return o.CertificateName + "-tls" }
 
 // RunOperator is the `postwarden operator` command.
 func RunOperator(ctx context.Context, args []string) error {
@@ -57,18 +137,9 @@ func RunOperator(ctx context.Context, args []string) error {
 	if err != nil {
 		return fmt.Errorf("loading kubeconfig: %w", err)
 	}
-	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
-		Scheme:                 Scheme,
-		Metrics:                metricsserver.Options{BindAddress: opts.MetricsAddr},
-		HealthProbeBindAddress: opts.ProbeAddr,
-		LeaderElection:         opts.LeaderElection,
-		LeaderElectionID:       "operator.relay.postwarden.dev",
-		// The operator is stopped only by its context; release the lease at once so a
-		// standby takes over without waiting for it to expire.
-		LeaderElectionReleaseOnCancel: true,
-	})
+	mgr, err := NewManager(cfg, opts)
 	if err != nil {
-		return fmt.Errorf("creating manager: %w", err)
+		return err
 	}
 	if err := SetupWithManager(mgr, opts); err != nil {
 		return err
@@ -83,7 +154,38 @@ func RunOperator(ctx context.Context, args []string) error {
 	return mgr.Start(ctx)
 }
 
-// SetupWithManager registers every reconciler of the operator with mgr.
-func SetupWithManager(mgr ctrl.Manager, opts OperatorOptions) error {
-	return nil
+// NewManager creates the operator's manager. Its cache holds relay Leases and the
+// relay Certificate of the operator namespace only, and never whole Secrets: Secrets are
+// watched as metadata, and the few whose data the operator needs are read directly.
+func NewManager(cfg *rest.Config, opts OperatorOptions) (ctrl.Manager, error) {
+	opts = opts.withDefaults()
+	byObject := map[client.Object]cache.ByObject{
+		&coordinationv1.Lease{}: {
+			Namespaces: map[string]cache.Config{opts.Namespace: {}},
+			Label:      labels.SelectorFromSet(labels.Set{snapshot.LabelRelayStatus: "true"}),
+		},
+	}
+	installed, err := certManagerInstalled(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if installed {
+		byObject[&certmanagerv1.Certificate{}] = cache.ByObject{Namespaces: map[string]cache.Config{opts.Namespace: {}}}
+	}
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme:                 Scheme,
+		Metrics:                metricsserver.Options{BindAddress: opts.MetricsAddr},
+		HealthProbeBindAddress: opts.ProbeAddr,
+		LeaderElection:         opts.LeaderElection,
+		LeaderElectionID:       "operator.relay.postwarden.dev",
+		// The operator is stopped only by its context; release the lease at once so a
+		// standby takes over without waiting for it to expire.
+		LeaderElectionReleaseOnCancel: true,
+		Cache:                         cache.Options{ByObject: byObject},
+		Client:                        client.Options{Cache: &client.CacheOptions{DisableFor: []client.Object{&corev1.Secret{}}}},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("creating manager: %w", err)
+	}
+	return mgr, nil
 }

@@ -1,0 +1,212 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+
+	relayv1alpha1 "github.com/postwarden/postwarden/api/v1alpha1"
+	"github.com/postwarden/postwarden/controllers/compiler"
+)
+
+// configReconciler renders every object into one snapshot and writes it. Every event
+// it watches maps to the single request configKey, so a burst of changes becomes one
+// render; it runs with one worker, so renders never overlap.
+type configReconciler struct {
+	client    client.Client // cached; Secrets only as metadata
+	apiReader client.Reader // uncached, for the few Secret contents needed
+	opts      OperatorOptions
+	state     *state
+	certs     *certificateManager
+	// maxShardBytes is snapshot.MaxShardBytes, smaller in tests.
+	maxShardBytes int
+
+	// caBundles caches CA bundle Secrets by resourceVersion, so a render reads a Secret's
+	// data only when it changed.
+	caBundles map[types.NamespacedName]caBundle
+}
+
+type caBundle struct {
+	resourceVersion string
+	data            map[string][]byte
+}
+
+func (r *configReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.Result, error) {
+	log := logf.FromContext(ctx)
+	start := time.Now()
+	in, err := r.gather(ctx)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	res, err := compiler.Compile(in)
+	if err != nil {
+		return ctrl.Result{}, fmt.Errorf("compiling relay config: %w", err)
+	}
+	certRequeue, err := r.certs.ensure(ctx, res.Hostnames)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	r.state.setWriting(res.Snapshot.Hash)
+	written, err := r.writeShards(ctx, res.Snapshot)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	changed := r.state.applyResult(res)
+	if written {
+		log.Info("relay config written", "hash", res.Snapshot.Hash, "domains", len(res.Snapshot.Domains),
+			"credentials", len(res.Snapshot.Credentials), "duration", time.Since(start).Round(time.Millisecond))
+	}
+	r.state.notify(ctx, changed)
+	if r.state.refreshRelays() {
+		r.state.notify(ctx, r.state.keys(""))
+	}
+	return ctrl.Result{RequeueAfter: certRequeue}, nil
+}
+
+// gather reads every input of a render from the cache.
+func (r *configReconciler) gather(ctx context.Context) (compiler.Input, error) {
+	noCopy := client.UnsafeDisableDeepCopy
+	var in compiler.Input
+	in.RelayHostnames = r.opts.RelayHostnames
+
+	var domains relayv1alpha1.MailDomainList
+	if err := r.client.List(ctx, &domains, noCopy); err != nil {
+		return in, fmt.Errorf("listing MailDomains: %w", err)
+	}
+	in.MailDomains = make([]*relayv1alpha1.MailDomain, 0, len(domains.Items))
+	for i := range domains.Items {
+		in.MailDomains = append(in.MailDomains, &domains.Items[i])
+	}
+
+	var creds relayv1alpha1.SMTPCredentialList
+	if err := r.client.List(ctx, &creds, noCopy); err != nil {
+		return in, fmt.Errorf("listing SMTPCredentials: %w", err)
+	}
+	secrets, err := r.credentialSecrets(ctx)
+	if err != nil {
+		return in, err
+	}
+	in.Credentials = make([]compiler.Credential, 0, len(creds.Items))
+	for i := range creds.Items {
+		cred := &creds.Items[i]
+		c := compiler.Credential{Object: cred}
+		if s := secrets[types.NamespacedName{Namespace: cred.Namespace, Name: credentialSecretName(cred)}]; s != nil && isControlledBy(s, cred) {
+			c.Username = s.Annotations[AnnotationUsername]
+			c.PasswordHash = s.Annotations[AnnotationPasswordHash]
+		}
+		in.Credentials = append(in.Credentials, c)
+	}
+
+	var discovery relayv1alpha1.DiscoveryPolicyList
+	if err := r.client.List(ctx, &discovery, noCopy); err != nil {
+		return in, fmt.Errorf("listing DiscoveryPolicies: %w", err)
+	}
+	for i := range discovery.Items {
+		in.DiscoveryPolicies = append(in.DiscoveryPolicies, &discovery.Items[i])
+	}
+
+	var tls relayv1alpha1.TLSDeliveryPolicyList
+	if err := r.client.List(ctx, &tls, noCopy); err != nil {
+		return in, fmt.Errorf("listing TLSDeliveryPolicies: %w", err)
+	}
+	in.CABundles = map[compiler.SecretKeyRef]string{}
+	for i := range tls.Items {
+		p := &tls.Items[i]
+		in.TLSPolicies = append(in.TLSPolicies, p)
+		if ref := p.Spec.CABundleSecretRef; ref != nil {
+			data, err := r.caBundle(ctx, types.NamespacedName{Namespace: p.Namespace, Name: ref.Name})
+			if err != nil {
+				return in, err
+			}
+			key := ref.Key
+			if key == "" {
+				key = "ca.crt"
+			}
+			if v, ok := data[key]; ok {
+				in.CABundles[compiler.SecretKeyRef{Namespace: p.Namespace, Name: ref.Name, Key: key}] = string(v)
+			}
+		}
+	}
+
+	if r.certs.enabled() {
+		exists, err := r.secretExists(ctx, types.NamespacedName{Namespace: r.opts.Namespace, Name: r.opts.certificateSecretName()})
+		if err != nil {
+			return in, err
+		}
+		if exists {
+			in.CertificateSecret = r.opts.certificateSecretName()
+		}
+	}
+	return in, nil
+}
+
+// credentialSecrets returns the metadata of every credential Secret, by name.
+func (r *configReconciler) credentialSecrets(ctx context.Context) (map[types.NamespacedName]*metav1.PartialObjectMetadata, error) {
+	list := &metav1.PartialObjectMetadataList{}
+	list.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("SecretList"))
+	if err := r.client.List(ctx, list, client.HasLabels{LabelCredential}, client.UnsafeDisableDeepCopy); err != nil {
+		return nil, fmt.Errorf("listing credential Secrets: %w", err)
+	}
+	out := make(map[types.NamespacedName]*metav1.PartialObjectMetadata, len(list.Items))
+	for i := range list.Items {
+		s := &list.Items[i]
+		out[types.NamespacedName{Namespace: s.Namespace, Name: s.Name}] = s
+	}
+	return out, nil
+}
+
+// caBundle returns a Secret's data, read from the API server only when the cached
+// metadata shows a new resourceVersion. A missing Secret gives nil.
+func (r *configReconciler) caBundle(ctx context.Context, name types.NamespacedName) (map[string][]byte, error) {
+	meta := secretMeta()
+	if err := r.client.Get(ctx, name, meta); err != nil {
+		if apierrors.IsNotFound(err) {
+			delete(r.caBundles, name)
+			return nil, nil
+		}
+		return nil, fmt.Errorf("reading Secret %s: %w", name, err)
+	}
+	if c, ok := r.caBundles[name]; ok && c.resourceVersion == meta.ResourceVersion {
+		return c.data, nil
+	}
+	var secret corev1.Secret
+	if err := r.apiReader.Get(ctx, name, &secret); err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("reading Secret %s: %w", name, err)
+	}
+	r.caBundles[name] = caBundle{resourceVersion: secret.ResourceVersion, data: secret.Data}
+	return secret.Data, nil
+}
+
+func (r *configReconciler) secretExists(ctx context.Context, name types.NamespacedName) (bool, error) {
+	if err := r.client.Get(ctx, name, secretMeta()); err != nil {
+		if apierrors.IsNotFound(err) {
+			return false, nil
+		}
+		return false, fmt.Errorf("reading Secret %s: %w", name, err)
+	}
+	return true, nil
+}
+
+// secretMeta is an empty Secret metadata object, for the metadata cache.
+func secretMeta() *metav1.PartialObjectMetadata {
+	m := &metav1.PartialObjectMetadata{}
+	m.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Secret"))
+	return m
+}
+
+// isControlledBy reports whether obj's controller reference is owner.
+func isControlledBy(obj metav1.Object, owner metav1.Object) bool {
+	ref := metav1.GetControllerOf(obj)
+	return ref != nil && ref.UID == owner.GetUID()
+}

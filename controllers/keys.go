@@ -1,0 +1,31 @@
+package controllers
+
+// Labels and annotations the operator puts on what it creates.
+const (
+	// LabelCredential marks a credential Secret; its value is the SMTPCredential's name.
+	LabelCredential = "relay.postwarden.dev/credential"
+	// AnnotationUsername, AnnotationPasswordHash and AnnotationRotationToken are written
+	// once, with the credential Secret: the username, the password's hash (the only form
+	// in which the operator keeps it), and the spec.rotationToken it was issued for.
+	AnnotationUsername      = "relay.postwarden.dev/username"
+	AnnotationPasswordHash  = "relay.postwarden.dev/password-hash"
+	AnnotationRotationToken = "relay.postwarden.dev/rotation-token"
+
+	labelManagedBy = "app.kubernetes.io/managed-by"
+	managerName    = "postwarden-operator"
+	fieldOwner     = "postwarden-operator"
+
+	// ConditionCertificateReady reports the relay certificate on MailDomains.
+	ConditionCertificateReady = "CertificateReady"
+	// reasonCertificateIssued: the relay certificate is issued and current.
+	reasonCertificateIssued = "Issued"
+
+	// Field index names.
+	indexCredentialSecret   = "postwarden.secretName"
+	indexCredentialUsername = "postwarden.status.username"
+	indexCredentialDomain   = "postwarden.spec.mailDomainRef"
+	indexTLSPolicyCASecret  = "postwarden.spec.caBundleSecretRef"
+
+	// configKey is the one request every config-relevant event maps to.
+	configKey = "relay-config"
+)

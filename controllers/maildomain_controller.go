@@ -1,0 +1,71 @@
+package controllers
+
+import (
+	"context"
+
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/recorder"
+
+	relayv1alpha1 "github.com/postwarden/postwarden/api/v1alpha1"
+	"github.com/postwarden/postwarden/controllers/compiler"
+)
+
+// mailDomainReconciler writes MailDomain status from the last render: the conditions,
+// the counts and policies in effect, the relay certificate, and the config hash.
+type mailDomainReconciler struct {
+	client   client.Client
+	recorder recorder.EventRecorder
+	state    *state
+}
+
+func (r *mailDomainReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	var md relayv1alpha1.MailDomain
+	if err := r.client.Get(ctx, req.NamespacedName, &md); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if !md.DeletionTimestamp.IsZero() {
+		return ctrl.Result{}, nil
+	}
+	st, ok := r.state.status(compiler.ObjectKey{Kind: compiler.KindMailDomain, Namespace: md.Namespace, Name: md.Name}, md.Generation)
+	if !ok {
+		return ctrl.Result{}, nil // the next render sends it again
+	}
+	before := md.DeepCopy()
+	s := &md.Status
+	setConditions(&s.Conditions, md.Generation, st)
+	v := st.verdict
+	s.Users, s.Credentials, s.Policies, s.ConfigHash, s.Certificate = 0, 0, nil, "", nil
+	if v.Accepted {
+		s.Users, s.Credentials, s.Policies, s.ConfigHash = v.Users, v.Credentials, v.Policies, st.firstHash
+		setCertificateStatus(s, md.Generation, st.cert)
+	} else {
+		meta.RemoveStatusCondition(&s.Conditions, ConditionCertificateReady)
+	}
+	s.ObservedGeneration = md.Generation
+	return ctrl.Result{}, writeStatus(ctx, r.client, r.recorder, &md, before, md.Status, before.Status, s.Conditions, before.Status.Conditions)
+}
+
+// setCertificateStatus reports the relay certificate on a served domain.
+func setCertificateStatus(s *relayv1alpha1.MailDomainStatus, generation int64, c certView) {
+	cond := metav1.Condition{Type: ConditionCertificateReady, ObservedGeneration: generation, Status: metav1.ConditionFalse, Message: c.Message}
+	switch {
+	case c.Missing:
+		cond.Reason = relayv1alpha1.ReasonCertManagerMissing
+	case !c.Managed:
+		meta.RemoveStatusCondition(&s.Conditions, ConditionCertificateReady)
+		return
+	case c.Ready:
+		cond.Status, cond.Reason = metav1.ConditionTrue, reasonCertificateIssued
+		s.Certificate = &relayv1alpha1.CertificateStatus{SecretName: c.SecretName, Ready: true, NotAfter: c.NotAfter}
+	default:
+		cond.Reason = relayv1alpha1.ReasonCertificateNotReady
+		s.Certificate = &relayv1alpha1.CertificateStatus{SecretName: c.SecretName, NotAfter: c.NotAfter}
+	}
+	if cond.Message == "" {
+		cond.Message = "the relay certificate is " + map[bool]string{true: "issued", false: "not issued yet"}[c.Ready]
+	}
+	meta.SetStatusCondition(&s.Conditions, cond)
+}

@@ -1,0 +1,64 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	coordinationv1 "k8s.io/api/coordination/v1"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/postwarden/postwarden/relay/snapshot"
+)
+
+// relaysReconciler reads the relay status Leases: which replicas are live and which
+// snapshot each enforces. When that changes, every object's Ready is recomputed.
+type relaysReconciler struct {
+	client client.Client
+	opts   OperatorOptions
+	state  *state
+	now    func() time.Time
+}
+
+// maxRelayRecheck bounds the wait before a Lease is looked at again.
+const maxRelayRecheck = time.Minute
+
+func (r *relaysReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.Result, error) {
+	var leases coordinationv1.LeaseList
+	if err := r.client.List(ctx, &leases, client.InNamespace(r.opts.Namespace),
+		client.MatchingLabels{snapshot.LabelRelayStatus: "true"}); err != nil {
+		return ctrl.Result{}, fmt.Errorf("listing relay status Leases: %w", err)
+	}
+	now := r.now()
+	live := 0
+	var hashes []string
+	var next time.Duration
+	for i := range leases.Items {
+		expires, ok := leaseExpiry(&leases.Items[i])
+		if !ok || !expires.After(now) {
+			continue
+		}
+		live++
+		hashes = append(hashes, leases.Items[i].Annotations[snapshot.AnnotationHash])
+		if d := expires.Sub(now); next == 0 || d < next {
+			next = d
+		}
+	}
+	if r.state.setRelays(live, hashes) {
+		r.state.notify(ctx, r.state.keys(""))
+	}
+	if next == 0 {
+		return ctrl.Result{}, nil
+	}
+	// Look again when the first Lease would expire, unless it is renewed before.
+	return ctrl.Result{RequeueAfter: min(next+100*time.Millisecond, maxRelayRecheck)}, nil
+}
+
+// leaseExpiry is renewTime + leaseDurationSeconds; false when either is missing.
+func leaseExpiry(l *coordinationv1.Lease) (time.Time, bool) {
+	if l.Spec.RenewTime == nil || l.Spec.LeaseDurationSeconds == nil {
+		return time.Time{}, false
+	}
+	return l.Spec.RenewTime.Add(time.Duration(*l.Spec.LeaseDurationSeconds) * time.Second), true
+}
