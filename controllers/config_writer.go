@@ -122,4 +122,3 @@ func annotationsHold(have, want map[string]string) bool {
 	}
 	return true
 }
-

@@ -19,8 +19,8 @@ type state struct {
 	mu sync.Mutex
 	// seq numbers the distinct snapshots written, from 1; hashSeq maps a hash to the
 	// latest seq that wrote it (the same content may come back).
-	seq     int64
-	hash    string
+	seq  int64
+	hash string
 	// writing is the hash being written, before it becomes hash.
 	writing string
 	hashSeq map[string]int64
