@@ -30,6 +30,15 @@
 // the next group commit, so a reader or a crash sees the old or the new state, never a
 // torn one. Remove unlinks the state first (the commit point) and then the body.
 //
+// Group commit: one goroutine, the committer, performs every rename and unlink. It
+// takes all ops queued while its previous directory fsync ran, so N concurrent
+// sessions share one directory fsync instead of queueing for N of them; the per-file
+// fsyncs run in the sessions' own goroutines, where the filesystem merges concurrent
+// ones into shared journal commits. Stats reports commits and ops.
+//
+// Durability rests on the filesystem honouring fsync on files and directories, as
+// ext4 and XFS do; the crash tests kill a process, which cannot show power loss.
+//
 // # Memory
 //
 // The in-memory index holds, per message, its id, size and next-attempt time in a

@@ -160,7 +160,7 @@ func Open(dir string, opts Options) (*Spool, error) {
 		return nil, fmt.Errorf("spool: open queue dir: %w", err)
 	}
 	// Make the directories themselves and the recovery's deletions durable.
-	for _, d := range []string{dir, s.tmp, s.queue} {
+	for _, d := range []string{filepath.Dir(dir), dir, s.tmp, s.queue} {
 		if err := syncDir(d); err != nil {
 			_ = s.queueFD.Close()
 			_ = unlock()
