@@ -159,8 +159,10 @@ func Open(dir string, opts Options) (*Spool, error) {
 		_ = unlock()
 		return nil, fmt.Errorf("spool: open queue dir: %w", err)
 	}
-	// Make the directories themselves and the recovery's deletions durable.
-	for _, d := range []string{filepath.Dir(dir), dir, s.tmp, s.queue} {
+	// Make the directories themselves and the recovery's deletions durable. The parent
+	// may be unreadable to us; then dir was most likely not just created.
+	_ = syncDir(filepath.Dir(dir))
+	for _, d := range []string{dir, s.tmp, s.queue} {
 		if err := syncDir(d); err != nil {
 			_ = s.queueFD.Close()
 			_ = unlock()
