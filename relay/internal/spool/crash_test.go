@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -37,9 +38,16 @@ func TestMain(m *testing.M) {
 func runChild(mode, dir string) {
 	opts := Options{}
 	point, crashMode := strings.CutPrefix(mode, "crash-at:")
+	updatePoint, updateMode := strings.CutPrefix(mode, "update-crash-at:")
+	var armed atomic.Bool // for updates: crash only once the accept is done
+	if updateMode {
+		point, crashMode = updatePoint, true
+	} else {
+		armed.Store(true)
+	}
 	if crashMode {
 		opts.crashAt = func(p string) {
-			if p == point {
+			if p == point && armed.Load() {
 				_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
 				select {}
 			}
@@ -80,6 +88,15 @@ func runChild(mode, dir string) {
 	case mode == "stream":
 		r := io.MultiReader(bytes.NewReader(testBody(7)), stallingReader{})
 		_, _ = s.Accept(context.Background(), testEnvelope(), r)
+	case updateMode:
+		id := acceptSeq(1)
+		m, err := s.Get(id)
+		if err != nil {
+			os.Exit(2)
+		}
+		m.Attempts = 1
+		armed.Store(true)
+		_ = s.Update(m)
 	case point == "between-unlinks":
 		id := acceptSeq(1)
 		_ = s.Remove(id)
@@ -187,12 +204,13 @@ func TestCrashAfterAcknowledgement(t *testing.T) {
 	}
 }
 
-func TestCrashBeforeAcknowledgement(t *testing.T) {
+func TestCrashAtEachStage(t *testing.T) {
 	tests := map[string]struct {
-		mode string
-		wait string // the line to kill on; "" waits for the child's own kill
-		left int    // files in tmp/ and queue/ at the crash, garbage or not
-		want int    // messages found after recovery
+		mode     string
+		wait     string // the line to kill on; "" waits for the child's own kill
+		left     int    // files in tmp/ and queue/ at the crash, garbage or not
+		want     int    // messages found after recovery
+		attempts int    // their Attempts
 	}{
 		"a kill mid-stream leaves nothing":                {mode: "stream", wait: "STREAMING", left: 1},
 		"a crash after streaming the body leaves nothing": {mode: "crash-at:body-written", left: 1},
@@ -200,6 +218,12 @@ func TestCrashBeforeAcknowledgement(t *testing.T) {
 		"a crash between the renames leaves nothing":      {mode: "crash-at:between-renames", left: 2},
 		"a crash before the directory fsync keeps it":     {mode: "crash-at:before-dir-sync", left: 2, want: 1},
 		"a crash inside Remove does not resurrect it":     {mode: "crash-at:between-unlinks", left: 1},
+		"a crash before an update's rename keeps the old state": {
+			mode: "update-crash-at:update-synced", left: 3, want: 1, attempts: 0,
+		},
+		"a crash after an update's rename keeps the new state": {
+			mode: "update-crash-at:before-dir-sync", left: 2, want: 1, attempts: 1,
+		},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -215,7 +239,7 @@ func TestCrashBeforeAcknowledgement(t *testing.T) {
 					_ = c.cmd.Wait()
 					break
 				}
-				if !strings.HasPrefix(line, "ACK ") || tc.mode != "crash-at:between-unlinks" {
+				if !strings.HasPrefix(line, "ACK ") || !acksFirst(tc.mode) {
 					t.Fatalf("child said %q before its crash", line)
 				}
 			}
@@ -227,8 +251,14 @@ func TestCrashBeforeAcknowledgement(t *testing.T) {
 			}
 
 			s := openSpool(t, dir, Options{})
-			if got := len(checkComplete(t, s)); got != tc.want {
-				t.Fatalf("%d messages after recovery, want %d", got, tc.want)
+			msgs := checkComplete(t, s)
+			if len(msgs) != tc.want {
+				t.Fatalf("%d messages after recovery, want %d", len(msgs), tc.want)
+			}
+			for _, m := range msgs {
+				if m.Attempts != tc.attempts {
+					t.Fatalf("message %s has state with %d attempts, want %d", m.ID, m.Attempts, tc.attempts)
+				}
 			}
 			if files := tmpFiles(t, dir); len(files) != 0 {
 				t.Fatalf("tmp after recovery holds %v", files)
@@ -238,4 +268,9 @@ func TestCrashBeforeAcknowledgement(t *testing.T) {
 			}
 		})
 	}
+}
+
+// acksFirst reports whether a child mode acknowledges one message before its crash.
+func acksFirst(mode string) bool {
+	return mode == "crash-at:between-unlinks" || strings.HasPrefix(mode, "update-crash-at:")
 }

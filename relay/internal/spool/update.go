@@ -34,6 +34,7 @@ func (s *Spool) Update(m Message) error {
 	if err := writeState(tmp, m); err != nil {
 		return err
 	}
+	s.crash("update-synced")
 	// The wait is bounded by one directory fsync, and giving up early would leave the
 	// caller unsure which state is on disk, so it is not cancellable.
 	return s.submit(context.Background(), &op{kind: opUpdate, id: m.ID, tmpState: tmp, next: timeKey(m.NextAttempt)})
