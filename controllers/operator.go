@@ -21,6 +21,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	ctrlconfig "sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
@@ -154,6 +155,9 @@ func RunOperator(ctx context.Context, args []string) error {
 	return mgr.Start(ctx)
 }
 
+// testSkipNameValidation lets tests run several managers in one process.
+var testSkipNameValidation *bool
+
 // NewManager creates the operator's manager. Its cache holds relay Leases and the
 // relay Certificate of the operator namespace only, and never whole Secrets: Secrets are
 // watched as metadata, and the few whose data the operator needs are read directly.
@@ -182,6 +186,7 @@ func NewManager(cfg *rest.Config, opts OperatorOptions) (ctrl.Manager, error) {
 		// standby takes over without waiting for it to expire.
 		LeaderElectionReleaseOnCancel: true,
 		Cache:                         cache.Options{ByObject: byObject},
+		Controller:                    ctrlconfig.Controller{SkipNameValidation: testSkipNameValidation},
 		Client:                        client.Options{Cache: &client.CacheOptions{DisableFor: []client.Object{&corev1.Secret{}}}},
 	})
 	if err != nil {

@@ -1,0 +1,280 @@
+package controllers_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+
+	relayv1alpha1 "github.com/postwarden/postwarden/api/v1alpha1"
+	"github.com/postwarden/postwarden/controllers"
+	"github.com/postwarden/postwarden/relay/snapshot"
+	"github.com/postwarden/postwarden/test/testenv"
+)
+
+const (
+	operatorNS    = "postwarden-system"
+	relayHostname = "relay.test.example"
+	configName    = "postwarden-relay-config"
+)
+
+var (
+	env *testenv.Env
+	k8s client.Client
+	// logs collects everything the operator logs, for the password scan.
+	logs lockedBuffer
+
+	operatorMu   sync.Mutex
+	stopOperator func()
+)
+
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+func operatorOptions() controllers.OperatorOptions {
+	return controllers.OperatorOptions{
+		MetricsAddr: "0", ProbeAddr: "0", Namespace: operatorNS, ConfigName: configName,
+		RelayHostnames: []string{relayHostname}, SubmissionPort: 587,
+		IssuerName: "test-issuer", IssuerKind: "ClusterIssuer", IssuerGroup: "cert-manager.io",
+	}
+}
+
+func TestMain(m *testing.M) {
+	ctrl.SetLogger(zap.New(zap.WriteTo(&logs), zap.UseDevMode(true)))
+	var err error
+	if env, err = testenv.Start(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	k8s = env.Client
+	code := func() int {
+		ctx := context.Background()
+		if err := k8s.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: operatorNS}}); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		if err := startOperator(); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		defer stopRunningOperator()
+		code := m.Run()
+		if os.Getenv("POSTWARDEN_TEST_LOGS") != "" {
+			fmt.Fprint(os.Stderr, logs.String())
+		}
+		return code
+	}()
+	if err := env.Stop(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+	}
+	os.Exit(code)
+}
+
+// startOperator runs the operator in the background against the test control plane.
+func startOperator() error {
+	operatorMu.Lock()
+	defer operatorMu.Unlock()
+	mgr, err := controllers.NewTestManager(env.Config, operatorOptions())
+	if err != nil {
+		return err
+	}
+	if err := controllers.SetupWithManager(mgr, operatorOptions()); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- mgr.Start(ctx) }()
+	stopOperator = func() {
+		cancel()
+		if err := <-done; err != nil {
+			fmt.Fprintln(os.Stderr, "operator stopped with error:", err)
+		}
+	}
+	return nil
+}
+
+func stopRunningOperator() {
+	operatorMu.Lock()
+	defer operatorMu.Unlock()
+	if stopOperator != nil {
+		stopOperator()
+		stopOperator = nil
+	}
+}
+
+// eventually polls check until it returns nil or the deadline passes.
+func eventually(t *testing.T, what string, check func() error) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	var err error
+	for time.Now().Before(deadline) {
+		if err = check(); err == nil {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("%s: still failing after 30s: %v", what, err)
+}
+
+// newNamespace creates a namespace for one test.
+func newNamespace(t *testing.T, prefix string) string {
+	t.Helper()
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: prefix + "-"}}
+	if err := k8s.Create(context.Background(), ns); err != nil {
+		t.Fatal(err)
+	}
+	return ns.Name
+}
+
+func create(t *testing.T, obj client.Object) {
+	t.Helper()
+	if err := k8s.Create(context.Background(), obj); err != nil {
+		t.Fatalf("creating %T %s: %v", obj, obj.GetName(), err)
+	}
+}
+
+func get(t *testing.T, obj client.Object) error {
+	t.Helper()
+	return k8s.Get(context.Background(), client.ObjectKeyFromObject(obj), obj)
+}
+
+// update applies change to the live object and writes it, retrying on conflicts.
+func update[T client.Object](t *testing.T, obj T, change func(T)) {
+	t.Helper()
+	eventually(t, "updating "+obj.GetName(), func() error {
+		if err := get(t, obj); err != nil {
+			return err
+		}
+		change(obj)
+		return k8s.Update(context.Background(), obj)
+	})
+}
+
+// condition returns a condition as "Status/Reason", or "" when absent.
+func condition(conds []metav1.Condition, typ string) string {
+	c := meta.FindStatusCondition(conds, typ)
+	if c == nil {
+		return ""
+	}
+	return string(c.Status) + "/" + c.Reason
+}
+
+func wantCondition(conds []metav1.Condition, typ, want string) error {
+	if got := condition(conds, typ); got != want {
+		c := meta.FindStatusCondition(conds, typ)
+		msg := ""
+		if c != nil {
+			msg = c.Message
+		}
+		return fmt.Errorf("%s is %q (%s), want %q", typ, got, msg, want)
+	}
+	return nil
+}
+
+// currentSnapshot reads and assembles the relay config the operator wrote, as a relay
+// would: all shards of one hash, or an error.
+func currentSnapshot() (*snapshot.Snapshot, error) {
+	var list corev1.SecretList
+	if err := k8s.List(context.Background(), &list, client.InNamespace(operatorNS),
+		client.MatchingLabels{snapshot.LabelConfig: configName}); err != nil {
+		return nil, err
+	}
+	if len(list.Items) == 0 {
+		return nil, errors.New("no config shards")
+	}
+	var shards []snapshot.Shard
+	for _, s := range list.Items {
+		sh, err := snapshot.ShardFromAnnotations(s.Annotations, s.Data[snapshot.DataKey])
+		if err != nil {
+			return nil, err
+		}
+		shards = append(shards, sh)
+	}
+	return snapshot.Assemble(shards)
+}
+
+// snapshotWhere polls until the written config satisfies check.
+func snapshotWhere(t *testing.T, what string, check func(*snapshot.Snapshot) error) *snapshot.Snapshot {
+	t.Helper()
+	var snap *snapshot.Snapshot
+	eventually(t, what, func() error {
+		s, err := currentSnapshot()
+		if err != nil {
+			return err
+		}
+		if err := check(s); err != nil {
+			return err
+		}
+		snap = s
+		return nil
+	})
+	return snap
+}
+
+func findDomain(s *snapshot.Snapshot, name string) *snapshot.Domain {
+	for i := range s.Domains {
+		if s.Domains[i].Name == name {
+			return &s.Domains[i]
+		}
+	}
+	return nil
+}
+
+func findCredential(s *snapshot.Snapshot, ns, name string) *snapshot.Credential {
+	for i := range s.Credentials {
+		if c := &s.Credentials[i]; c.Source.Namespace == ns && c.Source.Name == name {
+			return c
+		}
+	}
+	return nil
+}
+
+// Builders.
+
+func mailDomain(ns, name, domain string, users ...string) *relayv1alpha1.MailDomain {
+	md := &relayv1alpha1.MailDomain{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}, Spec: relayv1alpha1.MailDomainSpec{Domain: domain}}
+	for _, u := range users {
+		md.Spec.Users = append(md.Spec.Users, relayv1alpha1.MailUser{Address: u})
+	}
+	return md
+}
+
+func smtpCredential(ns, name, domainRef, label string) *relayv1alpha1.SMTPCredential {
+	return &relayv1alpha1.SMTPCredential{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		Spec: relayv1alpha1.SMTPCredentialSpec{MailDomainRef: relayv1alpha1.MailDomainReference{Name: domainRef}, Label: label}}
+}
+
+func secretOf(t *testing.T, cred *relayv1alpha1.SMTPCredential) *corev1.Secret {
+	t.Helper()
+	var s corev1.Secret
+	eventually(t, "credential Secret exists", func() error {
+		return k8s.Get(context.Background(), types.NamespacedName{Namespace: cred.Namespace, Name: cred.Name + "-smtp"}, &s)
+	})
+	return &s
+}
