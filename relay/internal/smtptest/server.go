@@ -69,6 +69,10 @@ func WithHandshakeFailure() Option {
 	}
 }
 
+// WithDiscard makes the server keep envelopes but drop message bodies, for benchmarks
+// that send more than memory should hold.
+func WithDiscard() Option { return func(s *Server) { s.discard = true } }
+
 // WithDomain sets the name the server gives in its greeting and EHLO reply.
 func WithDomain(name string) Option { return func(s *Server) { s.srv.Domain = name } }
 
@@ -84,8 +88,9 @@ type Server struct {
 	// Port is the listening port.
 	Port int
 
-	srv *smtp.Server
-	ln  net.Listener
+	srv     *smtp.Server
+	ln      net.Listener
+	discard bool
 
 	mu          sync.Mutex
 	messages    []Message
@@ -276,7 +281,13 @@ func (x *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 }
 
 func (x *session) Data(r io.Reader) error {
-	data, err := io.ReadAll(r)
+	var data []byte
+	var err error
+	if x.s.discard {
+		_, err = io.Copy(io.Discard, r)
+	} else {
+		data, err = io.ReadAll(r)
+	}
 	if err != nil {
 		return err
 	}
