@@ -219,7 +219,7 @@ func (s *sleeps) list() []time.Duration {
 
 // testEnv is a running Server on loopback with a real spool behind it.
 type testEnv struct {
-	t       *testing.T
+	t       testing.TB
 	srv     *Server
 	addr    string
 	spool   *spool.Spool
@@ -235,7 +235,7 @@ type envOption func(*Options)
 
 func withLimits(f func(*Limits)) envOption { return func(o *Options) { f(&o.Limits) } }
 
-func newEnv(t *testing.T, mode Mode, opts ...envOption) *testEnv {
+func newEnv(t testing.TB, mode Mode, opts ...envOption) *testEnv {
 	t.Helper()
 	sp, err := spool.Open(filepath.Join(t.TempDir(), "spool"), spool.Options{})
 	if err != nil {
@@ -315,7 +315,7 @@ func (e *testEnv) message(id string) (spool.Envelope, string) {
 // client is the raw-protocol test client: the rungs are dial (greeting), ehlo,
 // starttls, auth, then cmd for anything.
 type client struct {
-	t    *testing.T
+	t    testing.TB
 	e    *testEnv
 	conn net.Conn
 	r    *bufio.Reader
@@ -451,7 +451,7 @@ func msg(from, to, subject string) string {
 }
 
 // waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, what string, cond func() bool) {
+func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(15 * time.Second)
 	for !cond() {
