@@ -1,14 +1,159 @@
 // Package relay is the Postwarden SMTP relay: submission on 587, the inbound gateway on
 // 25, a durable spool and delivery. Its configuration comes from a relay/snapshot
-// document, loaded from a file or from Secrets written by the operator.
+// document, loaded from a file or from Secrets written by the operator, and is reloaded
+// without a restart.
 package relay
 
 import (
 	"context"
 	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"strings"
+	"time"
+
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/postwarden/postwarden/relay/internal/proxyproto"
+	"github.com/postwarden/postwarden/relay/internal/smtpd"
 )
+
+// serviceAccountNamespace holds the pod's namespace inside a cluster.
+const serviceAccountNamespace = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 
 // RunCommand is the `postwarden relay` command.
 func RunCommand(ctx context.Context, args []string) error {
-	return errors.New("not implemented yet")
+	cfg, logger, err := parseFlags(args)
+	if err != nil {
+		return err
+	}
+	r, err := New(cfg)
+	if err != nil {
+		return err
+	}
+	logger.Info("relay starting", "hostname", cfg.Hostname)
+	return r.Run(ctx)
+}
+
+// parseFlags turns the command line into a Config, a Kubernetes client included.
+func parseFlags(args []string) (Config, *slog.Logger, error) {
+	fs := flag.NewFlagSet("postwarden relay", flag.ContinueOnError)
+	defaults := smtpd.DefaultLimits()
+	hostname, _ := os.Hostname()
+	var (
+		cfg                       Config
+		trusted, kubeconfig       string
+		logLevel, logFormat       string
+		limits                    = &cfg.Limits
+		submissionProxy, inboundP bool
+	)
+	fs.StringVar(&cfg.Submission.Addr, "submission-listen", ":587", "submission listener address (STARTTLS and AUTH); empty disables it")
+	fs.StringVar(&cfg.Inbound.Addr, "inbound-listen", ":25", "inbound listener address (mail for managed domains); empty disables it")
+	fs.BoolVar(&submissionProxy, "submission-proxy-protocol", false, "expect a PROXY protocol header on the submission listener from --trusted-proxies")
+	fs.BoolVar(&inboundP, "inbound-proxy-protocol", false, "expect a PROXY protocol header on the inbound listener from --trusted-proxies")
+	fs.StringVar(&trusted, "trusted-proxies", "", "comma-separated CIDRs of load balancers whose PROXY headers are believed")
+	fs.DurationVar(&cfg.ProxyHeaderTimeout, "proxy-header-timeout", proxyproto.DefaultHeaderTimeout, "how long a trusted proxy has to send its PROXY header")
+	fs.StringVar(&cfg.Hostname, "hostname", hostname, "the relay's name in greetings and Received: headers; picks the certificate for clients without SNI")
+
+	fs.StringVar(&cfg.ConfigFile, "config", "", "snapshot document to load and watch (standalone use)")
+	fs.StringVar(&cfg.KubeConfigName, "kube-config-name", "", "read the snapshot from the Secrets labelled "+
+		"relay.postwarden.dev/config=NAME in --namespace")
+	fs.StringVar(&cfg.Namespace, "namespace", "", "namespace of the config Secrets and the status Lease (default: the pod's)")
+	fs.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig file (default: $KUBECONFIG, else the in-cluster service account)")
+	fs.StringVar(&cfg.PodName, "pod-name", os.Getenv("POD_NAME"), "pod name for the status Lease (default: $POD_NAME); empty: no Lease")
+	fs.DurationVar(&cfg.LeaseDuration, "lease-duration", 30*time.Second, "duration of the status Lease; it is renewed every third of it")
+
+	fs.StringVar(&cfg.TLSCertFile, "tls-cert", "", "PEM certificate chain served besides the snapshot's certificates")
+	fs.StringVar(&cfg.TLSKeyFile, "tls-key", "", "PEM private key of --tls-cert")
+	fs.StringVar(&cfg.SpoolDir, "spool-dir", "/var/spool/postwarden", "folder of the durable message spool")
+
+	fs.Int64Var(&limits.MaxMessageBytes, "max-message-bytes", defaults.MaxMessageBytes, "largest message accepted, in bytes")
+	fs.IntVar(&limits.MaxRecipients, "max-recipients", defaults.MaxRecipients, "recipients per message")
+	fs.IntVar(&limits.MaxConnections, "max-connections", defaults.MaxConnections, "concurrent connections per listener")
+	fs.IntVar(&limits.MaxConnectionsPerIP, "max-connections-per-ip", defaults.MaxConnectionsPerIP, "concurrent connections per client IPv4 address or IPv6 /64")
+	fs.DurationVar(&limits.CommandTimeout, "command-timeout", defaults.CommandTimeout, "how long to wait for each SMTP command")
+	fs.DurationVar(&limits.DataTimeout, "data-timeout", defaults.DataTimeout, "how long a message's DATA may take")
+
+	fs.StringVar(&cfg.HTTPAddr, "http-listen", ":9090", "address of /metrics, /healthz and /readyz; empty disables it")
+	fs.DurationVar(&cfg.DrainDelay, "drain-delay", 0, "at shutdown, keep serving this long after /readyz fails, so load balancers stop sending first")
+	fs.DurationVar(&cfg.GracePeriod, "grace-period", 30*time.Second, "at shutdown, how long sessions in a mail transaction may take to finish")
+	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&logFormat, "log-format", "json", "json or text")
+	if err := fs.Parse(args); err != nil {
+		return Config{}, nil, err
+	}
+	if fs.NArg() > 0 {
+		return Config{}, nil, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	cfg.Submission.Proxy, cfg.Inbound.Proxy = submissionProxy, inboundP
+
+	logger, err := newLogger(logLevel, logFormat)
+	if err != nil {
+		return Config{}, nil, err
+	}
+	cfg.Logger = logger
+	if cfg.TrustedProxies, err = parsePrefixes(trusted); err != nil {
+		return Config{}, nil, err
+	}
+	if cfg.KubeConfigName != "" {
+		if cfg.Namespace == "" {
+			ns, err := os.ReadFile(serviceAccountNamespace)
+			if err != nil {
+				return Config{}, nil, errors.New("--namespace is required outside a pod")
+			}
+			cfg.Namespace = strings.TrimSpace(string(ns))
+		}
+		if kubeconfig == "" {
+			kubeconfig = os.Getenv("KUBECONFIG")
+		}
+		rest, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+		if err != nil {
+			return Config{}, nil, fmt.Errorf("kubernetes client config: %w", err)
+		}
+		rest.UserAgent = "postwarden-relay"
+		if cfg.Kube, err = kubernetes.NewForConfig(rest); err != nil {
+			return Config{}, nil, fmt.Errorf("kubernetes client: %w", err)
+		}
+	}
+	return cfg, logger, nil
+}
+
+func parsePrefixes(list string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for item := range strings.SplitSeq(list, ",") {
+		item = strings.TrimSpace(item)
+		if item == "" {
+			continue
+		}
+		p, err := netip.ParsePrefix(item)
+		if err != nil {
+			// A bare address means itself alone.
+			addr, aerr := netip.ParseAddr(item)
+			if aerr != nil {
+				return nil, fmt.Errorf("--trusted-proxies: %q is not a CIDR or an address", item)
+			}
+			p = netip.PrefixFrom(addr, addr.BitLen())
+		}
+		out = append(out, p.Masked())
+	}
+	return out, nil
+}
+
+func newLogger(level, format string) (*slog.Logger, error) {
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level: %w", err)
+	}
+	opts := &slog.HandlerOptions{Level: lvl}
+	switch format {
+	case "json":
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
+	case "text":
+		return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format %q is not json or text", format)
 }

@@ -1,0 +1,347 @@
+package relay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/postwarden/postwarden/relay/internal/configsource"
+	"github.com/postwarden/postwarden/relay/internal/metrics"
+	"github.com/postwarden/postwarden/relay/internal/proxyproto"
+	"github.com/postwarden/postwarden/relay/internal/smtpd"
+	"github.com/postwarden/postwarden/relay/internal/spool"
+	"github.com/postwarden/postwarden/relay/internal/throttle"
+	"github.com/postwarden/postwarden/relay/internal/tlscert"
+)
+
+// Listener is one SMTP listener.
+type Listener struct {
+	// Addr is the address to listen on; "" disables the listener.
+	Addr string
+	// Proxy expects a PROXY protocol header from the peers in Config.TrustedProxies.
+	Proxy bool
+}
+
+// Config is everything the relay is started with. Exactly one of ConfigFile and
+// KubeConfigName says where the snapshot comes from.
+type Config struct {
+	// Hostname is the relay's name in greetings and Received: headers; it also picks
+	// the certificate for clients that send no SNI.
+	Hostname   string
+	Submission Listener
+	Inbound    Listener
+	// TrustedProxies are the networks whose PROXY protocol headers are believed.
+	TrustedProxies     []netip.Prefix
+	ProxyHeaderTimeout time.Duration
+
+	// ConfigFile is a snapshot document (standalone use).
+	ConfigFile string
+	// KubeConfigName is the snapshot.LabelConfig value of the shard Secrets in Namespace,
+	// read through Kube.
+	KubeConfigName string
+	Namespace      string
+	Kube           kubernetes.Interface
+	// PodName names the status Lease (Kubernetes only; no Lease when empty).
+	PodName string
+	// LeaseDuration is the status Lease's duration (30 s when zero).
+	LeaseDuration time.Duration
+
+	// TLSCertFile and TLSKeyFile are a certificate served besides the snapshot's.
+	TLSCertFile, TLSKeyFile string
+
+	SpoolDir string
+	Limits   smtpd.Limits
+
+	// HTTPAddr serves /metrics, /healthz and /readyz; "" disables it.
+	HTTPAddr string
+	// DrainDelay is how long the relay keeps serving after it reports not ready, so load
+	// balancers stop sending new connections before the listeners close.
+	DrainDelay time.Duration
+	// GracePeriod is how long sessions in a mail transaction may take to finish at
+	// shutdown.
+	GracePeriod time.Duration
+
+	Logger *slog.Logger
+}
+
+// Relay is a running relay: listeners bound, spool open.
+type Relay struct {
+	cfg      Config
+	log      *slog.Logger
+	registry *prometheus.Registry
+	cfgm     *metrics.Config
+	certs    tlscert.Store
+	reload   *reloader
+	spool    *spool.Spool
+	servers  []*smtpServer
+	lease    *configsource.LeaseReporter
+	source   interface {
+		Run(ctx context.Context, sink configsource.Sink) error
+	}
+	http     *http.Server
+	httpLn   net.Listener
+	draining atomic.Bool
+}
+
+type smtpServer struct {
+	mode smtpd.Mode
+	srv  *smtpd.Server
+	ln   net.Listener
+}
+
+// New checks cfg, opens the spool and binds the listeners. Call Run to serve.
+func New(cfg Config) (r *Relay, err error) {
+	if err := cfg.check(); err != nil {
+		return nil, err
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.GracePeriod <= 0 {
+		cfg.GracePeriod = 30 * time.Second
+	}
+	r = &Relay{cfg: cfg, log: cfg.Logger, registry: prometheus.NewRegistry()}
+	r.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	r.cfgm = metrics.NewConfig(r.registry)
+	smtpMetrics := metrics.New(r.registry)
+	r.reload = &reloader{hostname: cfg.Hostname, log: r.log, metrics: r.cfgm, certs: &r.certs, now: time.Now}
+
+	var extra []configsource.CertFiles
+	if cfg.TLSCertFile != "" {
+		extra = append(extra, configsource.CertFiles{CertFile: cfg.TLSCertFile, KeyFile: cfg.TLSKeyFile})
+	}
+	if cfg.ConfigFile != "" {
+		r.source = &configsource.File{Path: cfg.ConfigFile, ExtraCerts: extra, Logger: r.log}
+	} else {
+		r.source = &configsource.Kube{Client: cfg.Kube, Namespace: cfg.Namespace, Name: cfg.KubeConfigName,
+			ExtraCerts: extra, Logger: r.log}
+		if cfg.PodName != "" {
+			r.lease = configsource.NewLeaseReporter(configsource.LeaseReporter{
+				Client: cfg.Kube, Namespace: cfg.Namespace, PodName: cfg.PodName, Duration: cfg.LeaseDuration,
+				Status: func() (bool, string) { return r.Ready(), r.reload.Hash() }, Logger: r.log,
+			})
+			r.reload.applied = r.lease.Poke
+		}
+	}
+
+	// Undo what was opened if a later step fails.
+	defer func() {
+		if err != nil {
+			r.closeListeners()
+			if r.spool != nil {
+				_ = r.spool.Close()
+			}
+		}
+	}()
+	if r.spool, err = spool.Open(cfg.SpoolDir, spool.Options{Logger: r.log.With("component", "spool")}); err != nil {
+		return nil, fmt.Errorf("opening spool: %w", err)
+	}
+	authLimiter := throttle.NewAuthLimiter(throttle.DefaultAuthLimits(), nil)
+	for _, l := range []struct {
+		Listener
+		mode smtpd.Mode
+	}{{cfg.Submission, smtpd.Submission}, {cfg.Inbound, smtpd.Inbound}} {
+		if l.Addr == "" {
+			continue
+		}
+		ln, err := r.listen(l.Listener, l.mode)
+		if err != nil {
+			return nil, err
+		}
+		srv := smtpd.New(smtpd.Options{
+			Mode:        l.mode,
+			Hostname:    cfg.Hostname,
+			TLSConfig:   r.certs.TLSConfig(),
+			Directory:   r.reload.Directory,
+			Queue:       r.spool,
+			Limits:      cfg.Limits,
+			Logger:      r.log,
+			Metrics:     smtpMetrics,
+			AuthLimiter: authLimiter,
+		})
+		r.servers = append(r.servers, &smtpServer{mode: l.mode, srv: srv, ln: ln})
+	}
+	if cfg.HTTPAddr != "" {
+		if r.httpLn, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
+			return nil, fmt.Errorf("listening for http on %s: %w", cfg.HTTPAddr, err)
+		}
+		r.http = &http.Server{Handler: r.httpHandler(), ReadHeaderTimeout: 10 * time.Second}
+	}
+	return r, nil
+}
+
+func (cfg *Config) check() error {
+	var errs []error
+	if cfg.Hostname == "" {
+		errs = append(errs, errors.New("a hostname is required"))
+	}
+	if (cfg.ConfigFile == "") == (cfg.KubeConfigName == "") {
+		errs = append(errs, errors.New("exactly one of a config file and a Kubernetes config name is required"))
+	}
+	if cfg.KubeConfigName != "" && (cfg.Kube == nil || cfg.Namespace == "") {
+		errs = append(errs, errors.New("a Kubernetes config needs a client and a namespace"))
+	}
+	if (cfg.TLSCertFile == "") != (cfg.TLSKeyFile == "") {
+		errs = append(errs, errors.New("a TLS certificate file needs its key file, and the other way round"))
+	}
+	if cfg.SpoolDir == "" {
+		errs = append(errs, errors.New("a spool folder is required"))
+	}
+	if cfg.Submission.Addr == "" && cfg.Inbound.Addr == "" {
+		errs = append(errs, errors.New("at least one SMTP listener is required"))
+	}
+	if (cfg.Submission.Proxy || cfg.Inbound.Proxy) && len(cfg.TrustedProxies) == 0 {
+		errs = append(errs, errors.New("the PROXY protocol needs the trusted proxy networks"))
+	}
+	return errors.Join(errs...)
+}
+
+func (r *Relay) listen(l Listener, mode smtpd.Mode) (net.Listener, error) {
+	ln, err := net.Listen("tcp", l.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("listening for %s on %s: %w", mode, l.Addr, err)
+	}
+	if !l.Proxy {
+		return ln, nil
+	}
+	rejects := r.cfgm.ProxyRejects.WithLabelValues(mode.String())
+	return proxyproto.NewListener(ln, proxyproto.Options{
+		Trusted:       r.cfg.TrustedProxies,
+		HeaderTimeout: r.cfg.ProxyHeaderTimeout,
+		OnReject: func(peer net.Addr, err error) {
+			rejects.Inc()
+			r.log.Warn("dropped connection without a valid PROXY header", "listener", mode.String(), "peer", peer.String(), "error", err)
+		},
+	}), nil
+}
+
+// Addr returns the bound address of the listener for mode, or nil.
+func (r *Relay) Addr(mode smtpd.Mode) net.Addr {
+	for _, s := range r.servers {
+		if s.mode == mode {
+			return s.ln.Addr()
+		}
+	}
+	return nil
+}
+
+// SubmissionAddr returns the bound submission address, or nil.
+func (r *Relay) SubmissionAddr() net.Addr { return r.Addr(smtpd.Submission) }
+
+// InboundAddr returns the bound inbound address, or nil.
+func (r *Relay) InboundAddr() net.Addr { return r.Addr(smtpd.Inbound) }
+
+// HTTPAddr returns the bound address of the metrics and health server, or nil.
+func (r *Relay) HTTPAddr() net.Addr {
+	if r.httpLn == nil {
+		return nil
+	}
+	return r.httpLn.Addr()
+}
+
+// Spool returns the relay's spool.
+func (r *Relay) Spool() *spool.Spool { return r.spool }
+
+// Hash returns the hash of the snapshot in force, or "".
+func (r *Relay) Hash() string { return r.reload.Hash() }
+
+// Ready reports whether the relay serves mail: a snapshot and a certificate are loaded,
+// and it is not shutting down.
+func (r *Relay) Ready() bool {
+	return !r.draining.Load() && r.reload.Hash() != "" && r.certs.Ready()
+}
+
+// Run serves until ctx ends, then shuts down: it reports not ready, waits DrainDelay,
+// stops accepting, lets sessions finish for GracePeriod, and closes the spool. It
+// returns early with an error when a listener or the config source fails.
+func (r *Relay) Run(ctx context.Context) error {
+	bg, stopBG := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	fatal := make(chan error, len(r.servers)+2)
+
+	wg.Go(func() {
+		if err := r.source.Run(bg, r.reload); err != nil {
+			fatal <- fmt.Errorf("config source: %w", err)
+		}
+	})
+	if r.lease != nil {
+		wg.Go(func() { r.lease.Run(bg) })
+	}
+	stopDelivery := r.startDelivery(bg)
+	for _, s := range r.servers {
+		r.log.Info("listening", "listener", s.mode.String(), "addr", s.ln.Addr().String())
+		go func() {
+			if err := s.srv.Serve(s.ln); err != nil {
+				fatal <- fmt.Errorf("%s listener: %w", s.mode, err)
+			}
+		}()
+	}
+	if r.http != nil {
+		go func() {
+			if err := r.http.Serve(r.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				fatal <- fmt.Errorf("http server: %w", err)
+			}
+		}()
+	}
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case runErr = <-fatal:
+		r.log.Error("relay failing", "error", runErr)
+	}
+	r.shutdown(stopBG, &wg, stopDelivery)
+	return runErr
+}
+
+func (r *Relay) shutdown(stopBG context.CancelFunc, wg *sync.WaitGroup, stopDelivery func()) {
+	r.draining.Store(true)
+	r.log.Info("shutting down", "drainDelay", r.cfg.DrainDelay, "gracePeriod", r.cfg.GracePeriod)
+	if r.cfg.DrainDelay > 0 {
+		time.Sleep(r.cfg.DrainDelay) // keep serving while balancers notice /readyz
+	}
+	grace, cancel := context.WithTimeout(context.Background(), r.cfg.GracePeriod)
+	defer cancel()
+	var sessions sync.WaitGroup
+	for _, s := range r.servers {
+		sessions.Go(func() {
+			if err := s.srv.Shutdown(grace); err != nil {
+				r.log.Warn("sessions cut at the end of the grace period", "listener", s.mode.String(), "error", err)
+			}
+		})
+	}
+	sessions.Wait()
+	stopDelivery()
+	stopBG()
+	wg.Wait()
+	if err := r.spool.Close(); err != nil {
+		r.log.Error("closing spool", "error", err)
+	}
+	if r.http != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = r.http.Shutdown(ctx)
+	}
+	r.log.Info("stopped")
+}
+
+// closeListeners releases what New bound, when New fails or Run is never called.
+func (r *Relay) closeListeners() {
+	for _, s := range r.servers {
+		_ = s.ln.Close()
+	}
+	if r.httpLn != nil {
+		_ = r.httpLn.Close()
+	}
+}
