@@ -12,3 +12,6 @@ func NewTestManager(cfg *rest.Config, opts OperatorOptions) (ctrl.Manager, error
 	testSkipNameValidation = &skip
 	return NewManager(cfg, opts)
 }
+
+// SetShardBytes sets the shard size of managers set up afterwards.
+func SetShardBytes(n int) { shardBytes = n }

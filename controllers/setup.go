@@ -50,7 +50,7 @@ func SetupWithManager(mgr ctrl.Manager, opts OperatorOptions) error {
 	c := mgr.GetClient()
 	certs := &certificateManager{client: c, opts: opts, installed: installed, state: st}
 	cfg := &configReconciler{client: c, apiReader: mgr.GetAPIReader(), opts: opts, state: st, certs: certs,
-		maxShardBytes: snapshot.MaxShardBytes, caBundles: map[types.NamespacedName]caBundle{}}
+		maxShardBytes: shardBytes, caBundles: map[types.NamespacedName]caBundle{}}
 	if err := setupConfigController(mgr, cfg, installed); err != nil {
 		return err
 	}
@@ -107,6 +107,9 @@ func SetupWithManager(mgr ctrl.Manager, opts OperatorOptions) error {
 	}
 	return nil
 }
+
+// shardBytes is the largest shard; tests make it small to exercise sharding.
+var shardBytes = snapshot.MaxShardBytes
 
 var configRequest = reconcile.Request{NamespacedName: types.NamespacedName{Name: configKey}}
 

@@ -67,6 +67,8 @@ func operatorOptions() controllers.OperatorOptions {
 
 func TestMain(m *testing.M) {
 	ctrl.SetLogger(zap.New(zap.WriteTo(&logs), zap.UseDevMode(true)))
+	// Small shards, so that every test reads a config split over several Secrets.
+	controllers.SetShardBytes(1024)
 	var err error
 	if env, err = testenv.Start(); err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -277,4 +279,8 @@ func secretOf(t *testing.T, cred *relayv1alpha1.SMTPCredential) *corev1.Secret {
 		return k8s.Get(context.Background(), types.NamespacedName{Namespace: cred.Namespace, Name: cred.Name + "-smtp"}, &s)
 	})
 	return &s
+}
+
+func objectMeta(ns, name string) metav1.ObjectMeta {
+	return metav1.ObjectMeta{Namespace: ns, Name: name}
 }
