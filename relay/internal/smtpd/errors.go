@@ -61,6 +61,9 @@ func mapError(err error) (*smtp.SMTPError, string) {
 	case errors.As(err, &smtpErr):
 		// Replies built by go-smtp itself; their texts are fixed strings.
 		return smtpErr, "protocol"
+	case errors.Is(err, smtp.ErrTooLongLine):
+		// go-smtp closes the connection after this reply.
+		return &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 6, 0}, Message: "Message has a line over the length limit"}, "line_too_long"
 	case errors.Is(err, spool.ErrInsufficientStorage):
 		return &smtp.SMTPError{Code: 452, EnhancedCode: smtp.EnhancedCode{4, 3, 1}, Message: textStorage}, "storage"
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, os.ErrDeadlineExceeded),

@@ -267,6 +267,8 @@ func TestMapError(t *testing.T) {
 			fmt.Errorf("spool: reading body: %w", errBareLineEnding), 550, smtp.EnhancedCode{5, 6, 0}, "bare_line_ending"},
 		"go-smtp's size error becomes 552 5.3.4": {
 			fmt.Errorf("spool: %w", smtp.ErrDataTooLarge), 552, smtp.EnhancedCode{5, 3, 4}, "too_large"},
+		"an over-long line becomes 554 5.6.0": {
+			fmt.Errorf("spool: %w", smtp.ErrTooLongLine), 554, smtp.EnhancedCode{5, 6, 0}, "line_too_long"},
 		"a full disk becomes 452 4.3.1": {
 			fmt.Errorf("spool: write: %w: %w", spool.ErrInsufficientStorage, errors.New("no space left on device")), 452, smtp.EnhancedCode{4, 3, 1}, "storage"},
 		"a read timeout becomes 451 4.4.2": {

@@ -81,6 +81,8 @@ func (s *Server) fail(ss *session, err error) error {
 	s.metrics.MessagesRejected.WithLabelValues(reason).Inc()
 	if reason == "internal" || reason == "storage" {
 		ss.log.Error("temporary failure", "reason", reason, "error", err)
+	} else {
+		ss.log.Debug("rejected", "code", reply.Code, "reason", reason)
 	}
 	n := int(ss.c.errors.Add(1))
 	if n >= s.limits.HardErrorLimit {

@@ -366,6 +366,16 @@ func TestSubmissionRefusals(t *testing.T) {
 			},
 			want: "500 5.4.0 ",
 		},
+		"a message line over the line limit gets 554 5.6.0": {
+			limits: func(l *Limits) { l.MaxLineLength = 200 },
+			run: func(e *testEnv) string {
+				c := e.submission("alice-relay", alicePassword)
+				c.expect("MAIL FROM:<alice@example.com>", "250 ")
+				c.expect("RCPT TO:<x@foreign.example>", "250 ")
+				return c.data(msg("alice@example.com", "x@foreign.example", "hi") + strings.Repeat("y", 300) + "\r\n")
+			},
+			want: "554 5.6.0 ",
+		},
 		"a quoted recipient hiding a second @ is refused": {
 			run: func(e *testEnv) string {
 				c := e.submission("alice-relay", alicePassword)
