@@ -21,10 +21,10 @@
 //
 //   - before the renames: only tmp/ files, which Open deletes;
 //   - between the two renames: a body without state, an orphan that Open deletes;
-//   - after the renames but before the directory fsync: either state (complete, never
-//     acknowledged, delivered once more is harmless) or any subset of the two files.
-//     A state file whose body is missing or has the wrong size is never delivered: Open
-//     moves it to corrupt/.
+//   - after the renames but before the directory fsync: the complete message, never
+//     acknowledged, so the client may send it again (a duplicate, never a loss); or,
+//     after a power loss, any subset of the two files. A state file whose body is
+//     missing or has the wrong size is never delivered: Open moves it to corrupt/.
 //
 // Update writes the new state to tmp/ with fsync and renames it over queue/ID.json in
 // the next group commit, so a reader or a crash sees the old or the new state, never a
