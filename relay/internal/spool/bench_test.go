@@ -3,7 +3,10 @@ package spool
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
+	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -54,4 +57,43 @@ func benchmarkAccept(b *testing.B, par int, group bool) {
 	st := s.Stats()
 	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "msgs/s")
 	b.ReportMetric(float64(st.Ops)/float64(st.Commits), "msgs/commit")
+}
+
+// BenchmarkOpen10k measures the rescan at startup with 10k queued messages, written
+// straight into the queue directory so that setting up does not take minutes of fsyncs.
+func BenchmarkOpen10k(b *testing.B) {
+	dir := b.TempDir()
+	q := filepath.Join(dir, queueDir)
+	if err := os.MkdirAll(q, 0o700); err != nil {
+		b.Fatal(err)
+	}
+	body := testBody(1)
+	now := time.Now()
+	for i := range 10_000 {
+		id := newID(now.Add(time.Duration(i) * time.Millisecond))
+		m := Message{ID: id, Envelope: testEnvelope(), Size: int64(len(body)), NextAttempt: now,
+			Recipients: []RecipientState{{Address: "bob@example.net", Status: StatusPending}}}
+		data, err := json.Marshal(stateFile{Version: stateVersion, Message: m})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(q, id+bodyExt), body, 0o600); err != nil {
+			b.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(q, id+stateExt), data, 0o600); err != nil {
+			b.Fatal(err)
+		}
+	}
+	for b.Loop() {
+		s, err := Open(dir, Options{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if s.Len() != 10_000 {
+			b.Fatalf("Len = %d after Open, want 10000", s.Len())
+		}
+		if err := s.Close(); err != nil {
+			b.Fatal(err)
+		}
+	}
 }
