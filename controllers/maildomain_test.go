@@ -15,7 +15,9 @@ import (
 )
 
 func TestDomainConflictAcrossNamespaces(t *testing.T) {
-	owner, intruder := newNamespace(t, "owner"), newNamespace(t, "intruder")
+	// Claims made in the same second tie on creationTimestamp and go to the namespace
+	// that sorts first, so the names keep the test's order either way.
+	owner, intruder := newNamespace(t, "claim-a"), newNamespace(t, "claim-b")
 	domain := owner + ".example"
 	first := mailDomain(owner, "shop", domain, "sales@"+domain)
 	create(t, first)
