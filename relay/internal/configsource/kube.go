@@ -109,6 +109,7 @@ type kubeLoader struct {
 	certs   corelisters.SecretLister
 	log     *slog.Logger
 	last    string // what was last handed to the sink
+	current string // the hash of the last snapshot applied
 }
 
 func (l *kubeLoader) load(sink Sink) {
@@ -117,7 +118,7 @@ func (l *kubeLoader) load(sink Sink) {
 		sink.Refuse(fmt.Errorf("listing config secrets: %w", err))
 		return
 	}
-	group, ok := newestComplete(secrets, l.log)
+	group, ok := newestComplete(secrets, l.current, l.log)
 	if !ok {
 		if len(secrets) == 0 {
 			l.log.Debug("no config secrets yet", "namespace", l.kube.Namespace, "config", l.kube.Name)
@@ -167,7 +168,9 @@ func (l *kubeLoader) load(sink Sink) {
 	l.last = key
 	if err := sink.Apply(u); err != nil {
 		l.log.Debug("config not applied", "error", err)
+		return
 	}
+	l.current = s.Hash
 }
 
 // refuse tells the sink once per distinct failure, not at every unrelated event.
@@ -199,9 +202,12 @@ type shardSecret struct {
 }
 
 // newestComplete groups the shard Secrets by snapshot hash and returns the shards of
-// the newest group that has all its parts. During a rollout the operator writes the new
-// set beside the old one, so both may be complete for a moment; the newer wins.
-func newestComplete(secrets []*corev1.Secret, log *slog.Logger) ([]shardSecret, bool) {
+// the group that has all its parts. The operator rewrites its Secrets in place, from the
+// last shard down to shard 0, so a new set is complete only once the old one is not, and
+// one group at most is complete. Should two be (a set written beside another under new
+// names), the newest wins; creation times have a one-second grain, so on a tie a hash
+// other than the current one wins, since a set is only ever added to replace it.
+func newestComplete(secrets []*corev1.Secret, current string, log *slog.Logger) ([]shardSecret, bool) {
 	groups := map[string][]shardSecret{}
 	for _, sec := range secrets {
 		sh, err := snapshot.ShardFromAnnotations(sec.Annotations, sec.Data[snapshot.DataKey])
@@ -223,11 +229,19 @@ func newestComplete(secrets []*corev1.Secret, log *slog.Logger) ([]shardSecret, 
 				newest = t
 			}
 		}
-		if best == nil || newest.After(bestTime) || newest.Equal(bestTime) && g[0].shard.Hash > best[0].shard.Hash {
+		if best == nil || newest.After(bestTime) || newest.Equal(bestTime) && tieBreak(g[0].shard.Hash, best[0].shard.Hash, current) {
 			best, bestTime = g, newest
 		}
 	}
 	return best, best != nil
+}
+
+// tieBreak reports whether a group of hash a wins over one of hash b of the same age.
+func tieBreak(a, b, current string) bool {
+	if (a == current) != (b == current) {
+		return b == current
+	}
+	return a > b
 }
 
 // complete reports whether g holds exactly the parts 0..Count-1 once each.

@@ -60,7 +60,9 @@ func writeShards(t *testing.T, ns, config, prefix string, s *snapshot.Snapshot, 
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, sh := range shards {
+	// The operator's order: from the last shard down to shard 0.
+	for i := len(shards) - 1; i >= 0; i-- {
+		sh := shards[i]
 		if len(only) > 0 && !contains(only, sh.Index) {
 			continue
 		}
@@ -160,10 +162,16 @@ func TestKubeSourceAppliesCompleteShardSets(t *testing.T) {
 		return len(u.Certificates) == 1 && bytes.Equal(u.Certificates[0].CertPEM, renewed.CertPEM)
 	})
 
-	// A new snapshot written beside the old one wins once complete.
+	// A new snapshot written over the old one, with fewer shards, wins once complete;
+	// the old set's remaining shards cannot make a complete set any more.
 	second := bigSnapshot(t, certs, "example.net", 10)
-	writeShards(t, ns, "relay", "relay-b", second, 0)
+	writeShards(t, ns, "relay", "relay-a", second, 0)
 	rec.waitApplied(t, "the second snapshot", hasHash(second.Hash))
+
+	// A set written beside the current one under other names wins too.
+	third := bigSnapshot(t, certs, "example.org", 10)
+	writeShards(t, ns, "relay", "relay-b", third, 0)
+	rec.waitApplied(t, "the third snapshot", hasHash(third.Hash))
 }
 
 func TestKubeSourceRefusesACorruptSet(t *testing.T) {
