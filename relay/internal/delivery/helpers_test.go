@@ -16,13 +16,13 @@ import (
 // world is a small internet on loopback: a DNS server and SMTP servers whose names
 // resolve to 127.0.0.1, each on its own port.
 type world struct {
-	t        *testing.T
+	t        testing.TB
 	dns      *smtptest.DNS
 	resolver *mx.Resolver
 	ports    map[string]int
 }
 
-func newWorld(t *testing.T) *world {
+func newWorld(t testing.TB) *world {
 	t.Helper()
 	d := smtptest.StartDNS(t)
 	r, err := mx.New([]string{d.Addr}, 2*time.Second)

@@ -119,8 +119,12 @@ func (r *Runner) Run(ctx context.Context) error {
 	inflight := map[string]bool{}
 	for {
 		now := r.clock.Now()
-		full := false
-		for _, m := range r.opts.Spool.Due(now, r.opts.Workers+len(inflight)) {
+		full := len(inflight) >= r.opts.Workers
+		var due []spool.Message
+		if !full {
+			due = r.opts.Spool.Due(now, r.opts.Workers+len(inflight))
+		}
+		for _, m := range due {
 			if inflight[m.ID] || r.isHeld(m.ID, now) {
 				continue
 			}
@@ -311,6 +315,9 @@ func (r *Runner) apply(m *spool.Message, idx []int, res Result, direction string
 			rs.LastReply = formatReply("4.4.7", host, out.Text()+" (gave up: delivery time expired)")
 		}
 		r.metrics.Recipients.WithLabelValues(direction, result).Inc()
+		r.log.Info("delivery: attempt", "id", m.ID, "rcpt", rs.Address, "result", result,
+			"attempt", m.Attempts, "remote", res.RemoteMTA, "tls", res.TLS.VersionName(),
+			"verified", res.TLS.Verified, "reply", rs.LastReply)
 	}
 }
 

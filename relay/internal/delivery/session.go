@@ -83,7 +83,10 @@ func (cl *Client) open(ctx context.Context, key poolKey, policy tlspolicy.Policy
 	c := smtp.NewClient(&replayConn{Conn: conn, pending: []byte("220 resumed\r\n")})
 	c.CommandTimeout = cl.opts.CommandTimeout
 	c.SubmissionTimeout = cl.opts.DataTimeout
-	if err := c.Hello(cl.opts.HELOName); err != nil {
+	stop := context.AfterFunc(ctx, func() { _ = c.Close() })
+	err = c.Hello(cl.opts.HELOName)
+	stop()
+	if err != nil {
 		_ = c.Close()
 		return nil, hostErrorOf(key.host, "EHLO", err)
 	}
@@ -101,10 +104,14 @@ func (cl *Client) greet(ctx context.Context, key poolKey) (net.Conn, map[string]
 		return nil, nil, &hostError{status: "4.4.1", reason: fmt.Sprintf("connecting to %s [%s]: %v", key.host, key.addr, stripAddr(err))}
 	}
 	cl.metrics.Connections.WithLabelValues("opened").Inc()
-	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Now()) })
-	defer stop()
+	// The deadline is set before the cancellation hook, which must win over it.
 	_ = conn.SetDeadline(time.Now().Add(cl.opts.CommandTimeout))
-	defer conn.SetDeadline(time.Time{})
+	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Now()) })
+	defer func() {
+		if stop() {
+			_ = conn.SetDeadline(time.Time{})
+		}
+	}()
 	tp := textproto.NewConn(conn)
 	if _, _, err := tp.ReadResponse(220); err != nil {
 		_ = conn.Close()
@@ -139,6 +146,8 @@ func (cl *Client) greet(ctx context.Context, key poolKey) (net.Conn, map[string]
 // startTLS sends STARTTLS and runs the handshake.
 func (cl *Client) startTLS(ctx context.Context, conn net.Conn, cfg *tls.Config) (*tls.Conn, error) {
 	_ = conn.SetDeadline(time.Now().Add(cl.opts.CommandTimeout))
+	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Now()) })
+	defer stop()
 	tp := textproto.NewConn(conn)
 	id, err := tp.Cmd("STARTTLS")
 	if err != nil {

@@ -1,0 +1,81 @@
+package delivery
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/postwarden/postwarden/relay/internal/smtptest"
+	"github.com/postwarden/postwarden/relay/internal/spool"
+	"github.com/postwarden/postwarden/relay/snapshot"
+)
+
+// BenchmarkEndToEnd queues messages from parallel goroutines into a real spool and
+// measures until a loopback sink has every one of them: MX lookup on a loopback DNS
+// server, SMTP with STARTTLS, the spool's fsyncs for the attempt, and removal.
+func BenchmarkEndToEnd(b *testing.B) {
+	for _, size := range []int{4 << 10, 100 << 10} {
+		for _, tlsOn := range []bool{false, true} {
+			name := fmt.Sprintf("%dKiB/plaintext", size>>10)
+			if tlsOn {
+				name = fmt.Sprintf("%dKiB/starttls", size>>10)
+			}
+			b.Run(name, func(b *testing.B) { benchEndToEnd(b, size, tlsOn) })
+		}
+	}
+}
+
+func benchEndToEnd(b *testing.B, size int, tlsOn bool) {
+	w := newWorld(b)
+	opts := []smtptest.Option{smtptest.WithDiscard()}
+	if tlsOn {
+		opts = append(opts, smtptest.WithCertificate(smtptest.SelfSigned(b, "mx.dest.example")))
+	}
+	sink := w.mx("dest.example", "mx.dest.example", 10, opts...)
+	sp, err := spool.Open(b.TempDir(), spool.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer sp.Close()
+	snap := &snapshot.Snapshot{APIVersion: snapshot.APIVersion}
+	runner, err := NewRunner(RunnerOptions{
+		Spool: sp, Client: w.client(), Config: func() *snapshot.Snapshot { return snap },
+		Hostname: "relay.test", Workers: 16, PerDestination: 16,
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- runner.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+
+	body := []byte("From: <a@a.example>\r\nTo: <b@dest.example>\r\nSubject: bench\r\n\r\n" +
+		strings.Repeat(strings.Repeat("x", 76)+"\r\n", size/78))
+	env := spool.Envelope{Sender: "a@a.example", Recipients: []string{"b@dest.example"}, Direction: DirectionOutbound}
+	b.SetBytes(int64(len(body)))
+	b.ResetTimer()
+	start := time.Now()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if _, err := sp.Accept(context.Background(), env, bytes.NewReader(body)); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	sink.WaitMessages(b, b.N, 5*time.Minute)
+	deadline := time.Now().Add(time.Minute)
+	for sp.Len() > 0 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	elapsed := time.Since(start)
+	b.StopTimer()
+	if n := len(sink.Messages()); n != b.N {
+		b.Fatalf("sink has %d messages, want %d (duplicates?)", n, b.N)
+	}
+	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "msgs/s")
+}

@@ -1,0 +1,110 @@
+package delivery
+
+import (
+	"net"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/postwarden/postwarden/relay/internal/smtptest"
+	"github.com/postwarden/postwarden/relay/internal/spool"
+)
+
+func TestSemaphoresBoundEachKey(t *testing.T) {
+	s := newSemaphores(2)
+	var active, peak atomic.Int32
+	var wg sync.WaitGroup
+	for i := range 20 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			key := "a.example"
+			if i%2 == 1 {
+				key = "b.example"
+			}
+			release := s.acquire(key, nil)
+			n := active.Add(1)
+			for p := peak.Load(); n > p && !peak.CompareAndSwap(p, n); p = peak.Load() {
+			}
+			for range 50 {
+				runtime.Gosched()
+			}
+			active.Add(-1)
+			release()
+		}()
+	}
+	wg.Wait()
+	if p := peak.Load(); p > 4 {
+		t.Fatalf("%d holders at once across two keys of limit 2", p)
+	}
+	if len(s.m) != 0 {
+		t.Fatalf("%d idle keys kept", len(s.m))
+	}
+	done := make(chan struct{})
+	close(done)
+	hold := s.acquire("c.example", nil)
+	hold2 := s.acquire("c.example", nil)
+	if s.acquire("c.example", done) != nil {
+		t.Fatal("a full key granted a third slot")
+	}
+	hold()
+	hold2()
+}
+
+func TestRunnerUsesTheSmarthost(t *testing.T) {
+	h := newHarness(t, Retry{})
+	smarthost := smtptest.Start(t)
+	h.runner.opts.Smarthost = &Target{Host: "127.0.0.1", Port: smarthost.Port}
+	h.start()
+	// No MX exists for either domain: only the smarthost can take them.
+	id := h.accept("alice@a.example", "x@nomx.example", "y@nomx2.example", "bob@a.example")
+	h.waitGone(id)
+	if n := len(smarthost.Messages()); n != 2 {
+		t.Fatalf("the smarthost got %d transactions, want one per domain", n)
+	}
+	if n := len(h.sender.Messages()); n != 1 {
+		t.Fatalf("a managed domain's mail bypassed its inbound server: %d", n)
+	}
+}
+
+func TestRunnerDrainsOnShutdown(t *testing.T) {
+	h := newHarness(t, Retry{})
+	// A host that accepts connections and never greets.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	var conns sync.WaitGroup
+	accepted := make(chan struct{}, 8)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted <- struct{}{}
+			conns.Add(1)
+			go func() { defer conns.Done(); buf := make([]byte, 1); c.Read(buf); c.Close() }()
+		}
+	}()
+	h.dns.Add(t, "dest.example. MX 10 mute.dest.example.", "mute.dest.example. A 127.0.0.1")
+	h.ports["mute.dest.example"] = ln.Addr().(*net.TCPAddr).Port
+	h.runner.opts.DrainTimeout = 10 * time.Millisecond
+	h.start()
+	id := h.accept("alice@a.example", "b@dest.example")
+	<-accepted
+	h.stop()
+	h.stop = func() {}
+	m, err := h.spool.Get(id)
+	if err != nil {
+		t.Fatalf("the message was lost at shutdown: %v", err)
+	}
+	rs := m.Recipients[0]
+	if rs.Status != spool.StatusPending || rs.Attempts != m.Attempts || m.Attempts != 1 || !strings.Contains(rs.LastReply, "4.") {
+		t.Fatalf("after shutdown: attempts %d, recipient %+v", m.Attempts, rs)
+	}
+}
