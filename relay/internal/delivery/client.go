@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -280,8 +281,24 @@ func (cl *Client) transact(ctx context.Context, s *session, req Request, res *Re
 	defer stop()
 	start := cl.now()
 	c := s.c
-	if err := c.Mail(req.Sender, &smtp.MailOptions{Size: req.Size}); err != nil {
-		if _, _, _, ok := replyOf(err); !ok {
+	opts := &smtp.MailOptions{Size: req.Size}
+	if !isASCII(req.Sender) || slices.ContainsFunc(req.Recipients, func(a string) bool { return !isASCII(a) }) {
+		if ok, _ := c.Extension("SMTPUTF8"); !ok {
+			for i, a := range req.Recipients {
+				res.Recipients[i] = RecipientResult{Address: a, Outcome: Failed, Status: "5.6.7",
+					Reason: s.host + " does not support SMTPUTF8, which the addresses need"}
+			}
+			cl.recordTLS(s, res)
+			cl.put(s)
+			return true, false, nil
+		}
+		opts.UTF8 = true
+	}
+	if err := c.Mail(req.Sender, opts); err != nil {
+		code, _, _, ok := replyOf(err)
+		if !ok || code == 421 {
+			// An I/O error or 421 (closing) before anything happened: on a pooled
+			// session it only means the server dropped it while idle.
 			s.close()
 			return false, true, hostErrorOf(s.host, "MAIL FROM", err)
 		}
@@ -449,4 +466,13 @@ func (cl *Client) janitor() {
 			s.close()
 		}
 	}
+}
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			return false
+		}
+	}
+	return true
 }

@@ -294,3 +294,24 @@ func TestStaleSessionIsReplaced(t *testing.T) {
 		t.Fatalf("after a stale session: %s %q, %d messages", r.Outcome, r.Text(), len(srv.Messages()))
 	}
 }
+
+func TestA421OnAPooledSessionOpensANewOne(t *testing.T) {
+	w := newWorld(t)
+	srv := w.mx("dest.example", "mx.dest.example", 10)
+	c := w.client()
+	deliver(t, c, "dest.example", tlspolicy.Default, "a@dest.example")
+	srv.Inject(smtptest.StageMail, smtptest.Reply(421, "4.4.2", "idle timeout"), 1)
+	r := deliver(t, c, "dest.example", tlspolicy.Default, "b@dest.example").Recipients[0]
+	if r.Outcome != Delivered || srv.Connections() != 2 || len(srv.Messages()) != 2 {
+		t.Fatalf("got %s %q over %d connections", r.Outcome, r.Text(), srv.Connections())
+	}
+}
+
+func TestInternationalAddressNeedsSMTPUTF8(t *testing.T) {
+	w := newWorld(t)
+	srv := w.mx("dest.example", "mx.dest.example", 10) // go-smtp does not offer SMTPUTF8 by default
+	r := deliver(t, w.client(), "dest.example", tlspolicy.Default, "jörg@dest.example").Recipients[0]
+	if r.Outcome != Failed || r.Status != "5.6.7" || len(srv.Messages()) != 0 {
+		t.Fatalf("got %s %s %q", r.Outcome, r.Status, r.Text())
+	}
+}

@@ -123,8 +123,17 @@ func (cl *Client) greet(ctx context.Context, key poolKey) (net.Conn, map[string]
 		return nil, nil, hostErrorOf(key.host, "EHLO", err)
 	}
 	tp.StartResponse(id)
-	_, msg, err := tp.ReadResponse(250)
+	code, msg, err := tp.ReadResponse(250)
 	tp.EndResponse(id)
+	if err != nil && (code == 500 || code == 502) {
+		// An RFC 821 server: HELO, and no extensions (so no STARTTLS).
+		msg = ""
+		if id, err = tp.Cmd("HELO %s", cl.opts.HELOName); err == nil {
+			tp.StartResponse(id)
+			_, _, err = tp.ReadResponse(250)
+			tp.EndResponse(id)
+		}
+	}
 	if err != nil {
 		_ = conn.Close()
 		return nil, nil, hostErrorOf(key.host, "EHLO", protoErr(err))
