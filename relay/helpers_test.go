@@ -263,3 +263,5 @@ func tlsLeaf(chain []byte) (*x509.Certificate, error) {
 	}
 	return x509.ParseCertificate(block.Bytes)
 }
+
+func containsBytes(data []byte, s string) bool { return strings.Contains(string(data), s) }

@@ -288,6 +288,7 @@ func (r *Relay) Run(ctx context.Context) error {
 		}()
 	}
 	if r.http != nil {
+		r.log.Info("listening", "listener", "http", "addr", r.httpLn.Addr().String())
 		go func() {
 			if err := r.http.Serve(r.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				fatal <- fmt.Errorf("http server: %w", err)
