@@ -1,0 +1,220 @@
+package delivery
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/postwarden/postwarden/relay/internal/spool"
+)
+
+// process makes one delivery attempt for every pending recipient of m.
+func (r *Runner) process(ctx context.Context, m spool.Message) {
+	log := r.log.With("id", m.ID)
+	var pending []int
+	for i, rs := range m.Recipients {
+		if rs.Status == spool.StatusPending {
+			pending = append(pending, i)
+			if rs.Attempts < m.Attempts {
+				// The attempt recorded below was never completed: the process died
+				// with this recipient in flight.
+				r.metrics.PossibleDuplicates.Inc()
+				log.Warn("delivery: retrying a recipient whose last attempt was interrupted", "rcpt", rs.Address)
+			}
+		}
+	}
+	if len(pending) == 0 {
+		r.finish(ctx, m, log) // a crash came between the last update and the removal
+		return
+	}
+
+	// Write the attempt down first: a crash from here on retries after the backoff
+	// and is recognised as a possible duplicate.
+	start := r.clock.Now()
+	m.Attempts++
+	m.NextAttempt = r.nextAttempt(m, start)
+	if err := r.opts.Spool.Update(m); err != nil {
+		log.Error("delivery: cannot record the attempt; not delivering", "err", err)
+		r.hold(m.ID, start.Add(r.retry.First))
+		return
+	}
+	r.signal()
+
+	body, err := r.opts.Spool.OpenBody(m.ID)
+	if err != nil {
+		log.Error("delivery: cannot open the queued message", "err", err)
+		return
+	}
+	defer body.Close()
+
+	rt, err := r.routes.get(r.opts.Config())
+	if err != nil {
+		log.Error("delivery: the configuration's TLS policies do not compile; retrying later", "err", err)
+		return
+	}
+	groups := map[string][]int{}
+	var order []string
+	for _, i := range pending {
+		d := domainOf(m.Recipients[i].Address)
+		if groups[d] == nil {
+			order = append(order, d)
+		}
+		groups[d] = append(groups[d], i)
+	}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for _, domain := range order {
+		idx := groups[domain]
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			route, direction := rt.route(m.Envelope.Sender, domain, r.opts.Smarthost)
+			res := r.deliverGroup(ctx, m, route, idx, io.NewSectionReader(body, 0, m.Size))
+			mu.Lock()
+			defer mu.Unlock()
+			r.apply(&m, idx, res, direction)
+		}()
+	}
+	wg.Wait()
+	r.after(ctx, m, rt, log)
+}
+
+func (r *Runner) nextAttempt(m spool.Message, now time.Time) time.Time {
+	next := now.Add(r.retry.Backoff(m.Attempts))
+	// The last attempt happens when the lifetime ends, not a backoff after it.
+	if end := m.Envelope.ReceivedAt.Add(r.retry.Lifetime); next.After(end) && end.After(now) {
+		next = end
+	}
+	return next
+}
+
+// deliverGroup runs one transaction for the recipients idx of m, within the
+// concurrency bounds.
+func (r *Runner) deliverGroup(ctx context.Context, m spool.Message, route Route, idx []int, body io.ReadSeeker) Result {
+	deferAll := func(reason string) Result {
+		res := Result{}
+		for _, i := range idx {
+			res.Recipients = append(res.Recipients, RecipientResult{Address: m.Recipients[i].Address, Outcome: Deferred, Status: "4.3.0", Reason: reason})
+		}
+		return res
+	}
+	release := r.perDest.acquire(route.Domain, ctx.Done())
+	if release == nil {
+		return deferAll("delivery interrupted by shutdown")
+	}
+	defer release()
+	select {
+	case r.sessions <- struct{}{}:
+		defer func() { <-r.sessions }()
+	case <-ctx.Done():
+		return deferAll("delivery interrupted by shutdown")
+	}
+	rcpts := make([]string, len(idx))
+	for k, i := range idx {
+		rcpts[k] = m.Recipients[i].Address
+	}
+	return r.opts.Client.Deliver(ctx, Request{
+		Route: route, Sender: m.Envelope.Sender, Recipients: rcpts, Body: body, Size: m.Size,
+	})
+}
+
+// apply records a group's outcomes in m.
+func (r *Runner) apply(m *spool.Message, idx []int, res Result, direction string) {
+	now := r.clock.Now()
+	expired := !now.Before(m.Envelope.ReceivedAt.Add(r.retry.Lifetime))
+	for k, i := range idx {
+		out := res.Recipients[k]
+		rs := &m.Recipients[i]
+		rs.Attempts, rs.UpdatedAt = m.Attempts, now
+		host := ""
+		if out.Reply != "" {
+			host = res.RemoteMTA
+		}
+		rs.LastReply = formatReply(out.Status, host, out.Text())
+		result := "deferred"
+		switch {
+		case out.Outcome == Delivered:
+			rs.Status, result = spool.StatusDelivered, "delivered"
+		case out.Outcome == Failed:
+			rs.Status, result = spool.StatusFailed, "bounced"
+		case expired:
+			rs.Status, result = spool.StatusFailed, "expired"
+			rs.LastReply = formatReply("4.4.7", host, out.Text()+" (gave up: delivery time expired)")
+		}
+		r.metrics.Recipients.WithLabelValues(direction, result).Inc()
+		r.log.Info("delivery: attempt", "id", m.ID, "rcpt", rs.Address, "result", result,
+			"attempt", m.Attempts, "remote", res.RemoteMTA, "tls", res.TLS.VersionName(),
+			"verified", res.TLS.Verified, "reply", rs.LastReply)
+	}
+}
+
+// after writes the attempt's outcome: removal when every recipient is final, else the
+// new state, with a delay notice when one is due.
+func (r *Runner) after(ctx context.Context, m spool.Message, rt *routes, log *slog.Logger) {
+	pending := 0
+	for _, rs := range m.Recipients {
+		if rs.Status == spool.StatusPending {
+			pending++
+		}
+	}
+	if pending == 0 {
+		if hasFailed(m) && m.Envelope.Sender != "" {
+			// The DSN goes out only after the outcome is durable, so a crash can
+			// duplicate a DSN but never redeliver the message.
+			if err := r.opts.Spool.Update(m); err != nil {
+				log.Error("delivery: cannot record the outcome", "err", err)
+				return
+			}
+		}
+		r.finish(ctx, m, log)
+		return
+	}
+	now := r.clock.Now()
+	if r.retry.DelayNotice > 0 && !m.DelayNotified && m.Envelope.Sender != "" &&
+		!now.Before(m.Envelope.ReceivedAt.Add(r.retry.DelayNotice)) {
+		if err := r.notify(ctx, m, rt, true); err != nil {
+			log.Error("delivery: cannot queue the delay notice", "err", err)
+		} else {
+			m.DelayNotified = true
+		}
+	}
+	if err := r.opts.Spool.Update(m); err != nil {
+		log.Error("delivery: cannot record the outcome", "err", err)
+	}
+}
+
+// finish bounces the failed recipients of a message whose recipients are all final,
+// then removes it.
+func (r *Runner) finish(ctx context.Context, m spool.Message, log *slog.Logger) {
+	if hasFailed(m) {
+		if m.Envelope.Sender == "" {
+			log.Info("delivery: not bouncing a message from the null sender")
+		} else {
+			rt, err := r.routes.get(r.opts.Config())
+			if err == nil {
+				err = r.notify(ctx, m, rt, false)
+			}
+			if err != nil {
+				// Keep the message: the bounce is retried with the next attempt.
+				log.Error("delivery: cannot queue the bounce", "err", err)
+				m.NextAttempt = r.clock.Now().Add(r.retry.First)
+				_ = r.opts.Spool.Update(m)
+				return
+			}
+		}
+	}
+	if err := r.opts.Spool.Remove(m.ID); err != nil {
+		log.Error("delivery: cannot remove a finished message", "err", err)
+	}
+}
+
+func hasFailed(m spool.Message) bool {
+	for _, rs := range m.Recipients {
+		if rs.Status == spool.StatusFailed {
+			return true
+		}
+	}
+	return false
+}
