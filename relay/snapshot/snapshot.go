@@ -61,6 +61,32 @@ type Domain struct {
 	InboundDelivery *Endpoint `json:"inboundDelivery,omitempty"`
 	// DiscoveryPolicy names the DiscoveryPolicies entry covering the domain, if any.
 	DiscoveryPolicy string `json:"discoveryPolicy,omitempty"`
+	// Discovered are the addresses SMTP Discovery has learned, as the operator last merged
+	// the relays' observations. The lists above always win over them.
+	Discovered []DiscoveredAddress `json:"discovered,omitempty"`
+}
+
+// Discovered address states.
+const (
+	// DiscoveredPending passed a verification callout but has not reached the threshold.
+	DiscoveredPending = "Pending"
+	// DiscoveredUser reached the threshold (or was auto-added) and counts as a user.
+	DiscoveredUser = "User"
+	// DiscoveredAlias was recorded as an alias of Target.
+	DiscoveredAlias = "Alias"
+	// DiscoveredInvalid expired, or was refused by the domain's server; it is rejected.
+	DiscoveredInvalid = "Invalid"
+)
+
+// DiscoveredAddress is one address learned by SMTP Discovery.
+type DiscoveredAddress struct {
+	Address string `json:"address"`
+	// State is DiscoveredPending, DiscoveredUser, DiscoveredAlias or DiscoveredInvalid.
+	State string `json:"state"`
+	// Target is the primary address of an alias.
+	Target string `json:"target,omitempty"`
+	// Role is the role of a discovered user.
+	Role string `json:"role,omitempty"`
 }
 
 // User is a registered mailbox.
@@ -159,6 +185,7 @@ func (s *Snapshot) Normalize() {
 		slices.Sort(d.FunctionalAccounts)
 		slices.Sort(d.InvalidAddresses)
 		slices.Sort(d.SendingServers)
+		slices.SortFunc(d.Discovered, func(a, b DiscoveredAddress) int { return strings.Compare(a.Address, b.Address) })
 	}
 	slices.SortFunc(s.Credentials, func(a, b Credential) int { return strings.Compare(a.Username, b.Username) })
 	for i := range s.Credentials {

@@ -43,6 +43,18 @@ func (s *Snapshot) Validate() error {
 		for _, a := range d.InvalidAddresses {
 			inDomain("invalid address", a)
 		}
+		for _, a := range d.Discovered {
+			inDomain("discovered address", a.Address)
+			switch a.State {
+			case DiscoveredPending, DiscoveredUser, DiscoveredInvalid:
+			case DiscoveredAlias:
+				if !IsAddress(a.Target) || a.Target == a.Address {
+					add("domain %s: discovered alias %q has a bad target %q", d.Name, a.Address, a.Target)
+				}
+			default:
+				add("domain %s: discovered address %q has unknown state %q", d.Name, a.Address, a.State)
+			}
+		}
 		for _, c := range d.SendingServers {
 			if _, err := netip.ParsePrefix(c); err != nil {
 				add("domain %s: sending server %q: %v", d.Name, c, err)
