@@ -28,10 +28,14 @@ var (
 // streams it, behind our Received: header, into the queue. Any refusal happens before
 // the queue sees a byte or makes the queue's Accept fail, so nothing is kept.
 func (ss *session) Data(r io.Reader) error {
-	txn := ss.txn
-	ss.txn = nil // the transaction ends here; Reset must not log it as abandoned
+	ss.inData.Store(true)
+	defer ss.inData.Store(false)
+	txn := ss.takeTxn() // the transaction ends here; Reset must not log it as abandoned
 	defer ss.c.busy.Store(false)
 	if txn == nil {
+		// Only BDAT gets here: go-smtp started Data on its goroutine, and the transaction
+		// was reset (BDAT 0, then RSET) before Data ran. As in Reset, end the connection.
+		_ = ss.c.Close()
 		return ss.srv.fail(ss, reject(503, smtp.EnhancedCode{5, 5, 1}, "bad_sequence", "MAIL and RCPT first"))
 	}
 	// DATA as a whole gets DataTimeout, rather than go-smtp's command timeout measured

@@ -54,6 +54,39 @@ func TestChunkingGoesThroughTheSameChecks(t *testing.T) {
 	}
 }
 
+// go-smtp's BDAT handling races with itself when the transaction is reset between
+// chunks (a new chunk's result channel is replaced while the old Data goroutine still
+// sends on it), so the server ends such a connection; the aborted message is not kept.
+func TestResetDuringChunkingEndsTheConnection(t *testing.T) {
+	cases := map[string]func(c *client){
+		"RSET between chunks closes the connection": func(c *client) {
+			c.send("RSET")
+		},
+		"an oversized chunk is refused with 552, then the connection closes": func(c *client) {
+			c.send("BDAT 6000\r\n" + strings.Repeat("abcd\r\n", 1000)[:5998])
+			c.expect("", "552 5.3.4 ")
+		},
+	}
+	for name, step := range cases {
+		t.Run(name, func(t *testing.T) {
+			e := newEnv(t, Inbound, withLimits(func(l *Limits) { l.MaxMessageBytes = 4000 }))
+			c := e.dial()
+			c.ehlo()
+			c.expect("MAIL FROM:<x@foreign.example>", "250 ")
+			c.expect("RCPT TO:<alice@example.com>", "250 ")
+			if got := c.bdat("From: x@foreign.example\r\n", false); !strings.HasPrefix(got, "250 ") {
+				t.Fatalf("chunk: %q", got)
+			}
+			step(c)
+			c.readEOF()
+			waitFor(t, "the connection to end", func() bool { return e.srv.ActiveConnections() == 0 })
+			if n := e.spool.Len(); n != 0 {
+				t.Fatalf("spool holds %d messages", n)
+			}
+		})
+	}
+}
+
 // FuzzSession feeds raw bytes to a live inbound session over loopback, after a greeting
 // and EHLO, and checks that the server answers within the deadline, closes or keeps the
 // connection cleanly, and leaks no connection slot.

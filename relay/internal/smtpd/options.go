@@ -70,8 +70,8 @@ type Limits struct {
 	MaxMessageBytes int64
 	// MaxRecipients per message; the next RCPT gets 452 4.5.3.
 	MaxRecipients int
-	// MaxLineLength of commands and message lines, in bytes including CRLF; a longer line
-	// ends the connection with 500 5.4.0.
+	// MaxLineLength of commands and message lines, in bytes including CRLF. A longer
+	// command gets 500 5.4.0, a longer message line 554 5.6.0; both end the connection.
 	MaxLineLength int
 	// MaxHeaderBytes is the size of the message header section (552 5.3.4 beyond it).
 	MaxHeaderBytes int

@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"slices"
 	"strconv"
+	"sync"
+	"sync/atomic"
 
 	"github.com/emersion/go-smtp"
 
@@ -32,7 +34,13 @@ type session struct {
 	log    *slog.Logger
 
 	cred *directory.Credential // after a successful AUTH
-	txn  *transaction
+
+	// txnMu guards txn: with BDAT, go-smtp runs Data on its own goroutine, and an RSET or
+	// a disconnect calls Reset meanwhile.
+	txnMu sync.Mutex
+	txn   *transaction
+	// inData is set while Data runs.
+	inData atomic.Bool
 }
 
 // transaction is one MAIL..DATA exchange.
@@ -119,11 +127,27 @@ func (ss *session) authUser() string {
 
 // Reset ends the transaction; one that got no DATA is logged as abandoned.
 func (ss *session) Reset() {
-	if ss.txn != nil {
-		ss.track(ss.txn, 0, "", "abandoned", "")
+	if ss.inData.Load() {
+		// go-smtp resets in the middle of BDAT (RSET, EHLO, an oversized chunk) while
+		// Data still runs on its own goroutine, and its next BDAT would then race with
+		// that goroutine over the chunk result: a later message could get this one's
+		// reply. Ending the connection is the only safe way out.
+		ss.log.Info("closing connection reset during BDAT")
+		_ = ss.c.Close()
 	}
-	ss.txn = nil
+	if txn := ss.takeTxn(); txn != nil {
+		ss.track(txn, 0, "", "abandoned", "")
+	}
 	ss.c.busy.Store(false)
+}
+
+// takeTxn ends the current transaction and returns it (nil if none).
+func (ss *session) takeTxn() *transaction {
+	ss.txnMu.Lock()
+	defer ss.txnMu.Unlock()
+	txn := ss.txn
+	ss.txn = nil
+	return txn
 }
 
 // Logout ends the session and its context.
@@ -143,7 +167,9 @@ func (ss *session) Mail(from string, _ *smtp.MailOptions) error {
 	}
 	txn.id = ss.c.id + "." + strconv.Itoa(int(ss.c.txns.Add(1)))
 	txn.rcptKeys = map[string]bool{}
+	ss.txnMu.Lock()
 	ss.txn = txn
+	ss.txnMu.Unlock()
 	return nil
 }
 
@@ -199,28 +225,33 @@ func (ss *session) mailInbound(from string) (*transaction, error) {
 
 // Rcpt checks one recipient against the transaction's direction.
 func (ss *session) Rcpt(to string, _ *smtp.RcptOptions) error {
-	if ss.txn == nil {
+	// go-smtp refuses RCPT during BDAT, so Data cannot run now: no lock needed beyond
+	// the read below.
+	ss.txnMu.Lock()
+	txn := ss.txn
+	ss.txnMu.Unlock()
+	if txn == nil {
 		return ss.srv.fail(ss, reject(503, smtp.EnhancedCode{5, 5, 1}, "bad_sequence", "MAIL first"))
 	}
-	rcpt, err := ss.rcpt(to)
+	rcpt, err := ss.rcpt(txn, to)
 	if err != nil {
-		ss.txn.rejected++
+		txn.rejected++
 		return ss.srv.fail(ss, err)
 	}
-	if !ss.txn.rcptKeys[rcpt] {
-		ss.txn.rcptKeys[rcpt] = true
-		ss.txn.rcpts = append(ss.txn.rcpts, rcpt)
+	if !txn.rcptKeys[rcpt] {
+		txn.rcptKeys[rcpt] = true
+		txn.rcpts = append(txn.rcpts, rcpt)
 	}
 	return nil
 }
 
-func (ss *session) rcpt(to string) (string, error) {
+func (ss *session) rcpt(txn *transaction, to string) (string, error) {
 	m, err := directory.ParseMailbox(to)
 	if err != nil {
 		return "", reject(553, smtp.EnhancedCode{5, 1, 3}, "bad_recipient_syntax",
 			"Bad recipient address syntax (quoted, routed or malformed addresses are not accepted)")
 	}
-	if ss.txn.direction == directionOutbound {
+	if txn.direction == directionOutbound {
 		return m.String(), nil
 	}
 	key := m.Key()
