@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"slices"
 	"sync"
 	"time"
 
@@ -116,23 +117,33 @@ func (r *Runner) Run(ctx context.Context) error {
 	defer cutWork()
 	var wg sync.WaitGroup
 	finished := make(chan string, r.opts.Workers)
-	inflight := map[string]bool{}
+	inflight := map[string][]string{} // message id → its pending domains
+	busy := map[string]int{}          // domain → messages in flight for it
 	for {
 		now := r.clock.Now()
 		full := len(inflight) >= r.opts.Workers
 		var due []spool.Message
 		if !full {
-			due = r.opts.Spool.Due(now, r.opts.Workers+len(inflight))
+			// Look past the head of the queue, so messages for a saturated
+			// destination do not hold up the others.
+			due = r.opts.Spool.Due(now, 4*r.opts.Workers+len(inflight))
 		}
 		for _, m := range due {
-			if inflight[m.ID] || r.isHeld(m.ID, now) {
+			if inflight[m.ID] != nil || r.isHeld(m.ID, now) {
 				continue
+			}
+			domains := pendingDomains(m)
+			if !slices.ContainsFunc(domains, func(d string) bool { return busy[d] < r.opts.PerDestination }) {
+				continue // picked up again when a delivery for these domains ends
 			}
 			if len(inflight) >= r.opts.Workers {
 				full = true
 				break
 			}
-			inflight[m.ID] = true
+			inflight[m.ID] = domains
+			for _, d := range domains {
+				busy[d]++
+			}
 			r.metrics.InFlight.Inc()
 			wg.Add(1)
 			go func() {
@@ -165,6 +176,11 @@ func (r *Runner) Run(ctx context.Context) error {
 			close(finished)
 			return nil
 		case id := <-finished:
+			for _, d := range inflight[id] {
+				if busy[d]--; busy[d] <= 0 {
+					delete(busy, d)
+				}
+			}
 			delete(inflight, id)
 			r.metrics.InFlight.Dec()
 		case <-r.opts.Spool.Notify():
@@ -172,6 +188,21 @@ func (r *Runner) Run(ctx context.Context) error {
 		case <-timer:
 		}
 	}
+}
+
+// pendingDomains lists the distinct domains of m's pending recipients; a message
+// with none (only its removal is left) gets a placeholder so it is still dispatched.
+func pendingDomains(m spool.Message) []string {
+	var ds []string
+	for _, rs := range m.Recipients {
+		if d := domainOf(rs.Address); rs.Status == spool.StatusPending && !slices.Contains(ds, d) {
+			ds = append(ds, d)
+		}
+	}
+	if len(ds) == 0 {
+		ds = []string{""}
+	}
+	return ds
 }
 
 func (r *Runner) signal() {

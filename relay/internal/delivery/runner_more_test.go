@@ -108,3 +108,35 @@ func TestRunnerDrainsOnShutdown(t *testing.T) {
 		t.Fatalf("after shutdown: attempts %d, recipient %+v", m.Attempts, rs)
 	}
 }
+
+func TestRunnerKeepsASlowDestinationFromBlockingOthers(t *testing.T) {
+	h := newHarness(t, Retry{})
+	slow := h.mx("slow.example", "mx.slow.example", 10)
+	fast := h.mx("fast.example", "mx.fast.example", 10)
+	release := slow.HoldData()
+	t.Cleanup(release)
+	h.runner.opts.Workers, h.runner.opts.PerDestination = 2, 1
+	h.runner.perDest = newSemaphores(1)
+	h.runner.sessions = make(chan struct{}, 2)
+	var slowIDs []string
+	for range 3 {
+		slowIDs = append(slowIDs, h.accept("alice@a.example", "s@slow.example"))
+	}
+	fastID := h.accept("alice@a.example", "f@fast.example")
+	h.start()
+	eventually(t, "a delivery to wait at the slow destination", func() bool { return slow.Held() == 1 })
+	h.waitGone(fastID)
+	if len(fast.Messages()) != 1 {
+		t.Fatal("the fast destination got nothing")
+	}
+	if n := slow.Held(); n != 1 {
+		t.Fatalf("%d deliveries at once to a destination limited to 1", n)
+	}
+	release()
+	for _, id := range slowIDs {
+		h.waitGone(id)
+	}
+	if n := len(slow.Messages()); n != 3 {
+		t.Fatalf("the slow destination got %d of 3", n)
+	}
+}

@@ -98,6 +98,8 @@ type Server struct {
 	rejectRcpt  map[string]*smtp.SMTPError
 	connections int
 	changed     chan struct{} // closed and replaced whenever a message arrives
+	hold        chan struct{} // while non-nil, DATA waits until it is closed
+	held        int           // sessions waiting in DATA
 }
 
 // Start starts a server that is closed when the test ends. Without options it does not
@@ -196,6 +198,32 @@ func (s *Server) WaitMessages(t testing.TB, n int, timeout time.Duration) []Mess
 	}
 }
 
+// HoldData makes every session that reaches DATA wait, after reading the message and
+// before replying, until release is called. It lets tests see how many deliveries run
+// at once.
+func (s *Server) HoldData() (release func()) {
+	ch := make(chan struct{})
+	s.mu.Lock()
+	s.hold = ch
+	s.mu.Unlock()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			s.mu.Lock()
+			s.hold = nil
+			s.mu.Unlock()
+			close(ch)
+		})
+	}
+}
+
+// Held returns how many sessions are waiting in DATA because of HoldData.
+func (s *Server) Held() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.held
+}
+
 // take consumes one injected failure for stage, if any.
 func (s *Server) take(stage Stage) *smtp.SMTPError {
 	s.mu.Lock()
@@ -290,6 +318,18 @@ func (x *session) Data(r io.Reader) error {
 	}
 	if err != nil {
 		return err
+	}
+	x.s.mu.Lock()
+	hold := x.s.hold
+	if hold != nil {
+		x.s.held++
+	}
+	x.s.mu.Unlock()
+	if hold != nil {
+		<-hold
+		x.s.mu.Lock()
+		x.s.held--
+		x.s.mu.Unlock()
 	}
 	if r := x.s.take(StageData); r != nil {
 		return r
