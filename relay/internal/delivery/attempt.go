@@ -45,6 +45,8 @@ func (r *Runner) process(ctx context.Context, m spool.Message) {
 	body, err := r.opts.Spool.OpenBody(m.ID)
 	if err != nil {
 		log.Error("delivery: cannot open the queued message", "err", err)
+		r.deferPending(&m, pending, "the queued message could not be read")
+		r.after(ctx, m, nil, log)
 		return
 	}
 	defer body.Close()
@@ -52,33 +54,56 @@ func (r *Runner) process(ctx context.Context, m spool.Message) {
 	rt, err := r.routes.get(r.opts.Config())
 	if err != nil {
 		log.Error("delivery: the configuration's TLS policies do not compile; retrying later", "err", err)
+		r.deferPending(&m, pending, "the relay configuration is not usable")
+		r.after(ctx, m, nil, log)
 		return
 	}
-	groups := map[string][]int{}
-	var order []string
+	type group struct {
+		domain string
+		idx    []int
+		rcpts  []string
+	}
+	var groups []*group
+	byDomain := map[string]*group{}
 	for _, i := range pending {
 		d := domainOf(m.Recipients[i].Address)
-		if groups[d] == nil {
-			order = append(order, d)
+		g := byDomain[d]
+		if g == nil {
+			g = &group{domain: d}
+			byDomain[d] = g
+			groups = append(groups, g)
 		}
-		groups[d] = append(groups[d], i)
+		g.idx = append(g.idx, i)
+		g.rcpts = append(g.rcpts, m.Recipients[i].Address)
 	}
 	var mu sync.Mutex
 	var wg sync.WaitGroup
-	for _, domain := range order {
-		idx := groups[domain]
+	for _, g := range groups {
+		route, direction := rt.route(m.Envelope.Sender, g.domain, r.opts.Smarthost)
+		req := Request{Route: route, Sender: m.Envelope.Sender, Recipients: g.rcpts,
+			Body: io.NewSectionReader(body, 0, m.Size), Size: m.Size}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			route, direction := rt.route(m.Envelope.Sender, domain, r.opts.Smarthost)
-			res := r.deliverGroup(ctx, m, route, idx, io.NewSectionReader(body, 0, m.Size))
+			res := r.deliverGroup(ctx, req)
 			mu.Lock()
 			defer mu.Unlock()
-			r.apply(&m, idx, res, direction)
+			r.apply(&m, g.idx, res, direction)
 		}()
 	}
 	wg.Wait()
 	r.after(ctx, m, rt, log)
+}
+
+// deferPending records a local failure for every pending recipient, so the attempt
+// is complete and is not mistaken later for one cut short by a crash.
+func (r *Runner) deferPending(m *spool.Message, pending []int, reason string) {
+	res := Result{}
+	for _, i := range pending {
+		res.Recipients = append(res.Recipients, RecipientResult{
+			Address: m.Recipients[i].Address, Outcome: Deferred, Status: "4.3.0", Reason: reason})
+	}
+	r.apply(m, pending, res, m.Envelope.Direction)
 }
 
 func (r *Runner) nextAttempt(m spool.Message, now time.Time) time.Time {
@@ -90,34 +115,28 @@ func (r *Runner) nextAttempt(m spool.Message, now time.Time) time.Time {
 	return next
 }
 
-// deliverGroup runs one transaction for the recipients idx of m, within the
-// concurrency bounds.
-func (r *Runner) deliverGroup(ctx context.Context, m spool.Message, route Route, idx []int, body io.ReadSeeker) Result {
-	deferAll := func(reason string) Result {
+// deliverGroup runs one transaction within the concurrency bounds.
+func (r *Runner) deliverGroup(ctx context.Context, req Request) Result {
+	interrupted := func() Result {
 		res := Result{}
-		for _, i := range idx {
-			res.Recipients = append(res.Recipients, RecipientResult{Address: m.Recipients[i].Address, Outcome: Deferred, Status: "4.3.0", Reason: reason})
+		for _, a := range req.Recipients {
+			res.Recipients = append(res.Recipients, RecipientResult{
+				Address: a, Outcome: Deferred, Status: "4.3.0", Reason: "delivery interrupted by shutdown"})
 		}
 		return res
 	}
-	release := r.perDest.acquire(route.Domain, ctx.Done())
+	release := r.perDest.acquire(req.Route.Domain, ctx.Done())
 	if release == nil {
-		return deferAll("delivery interrupted by shutdown")
+		return interrupted()
 	}
 	defer release()
 	select {
 	case r.sessions <- struct{}{}:
 		defer func() { <-r.sessions }()
 	case <-ctx.Done():
-		return deferAll("delivery interrupted by shutdown")
+		return interrupted()
 	}
-	rcpts := make([]string, len(idx))
-	for k, i := range idx {
-		rcpts[k] = m.Recipients[i].Address
-	}
-	return r.opts.Client.Deliver(ctx, Request{
-		Route: route, Sender: m.Envelope.Sender, Recipients: rcpts, Body: body, Size: m.Size,
-	})
+	return r.opts.Client.Deliver(ctx, req)
 }
 
 // apply records a group's outcomes in m.

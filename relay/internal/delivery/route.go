@@ -55,7 +55,7 @@ func (rt *routes) route(sender, domain string, smarthost *Target) (Route, string
 	return r, DirectionOutbound
 }
 
-func (rt *routes) isManaged(domain string) bool { return rt.managed[domain] != nil }
+func (rt *routes) isManaged(domain string) bool { return rt != nil && rt.managed[domain] != nil }
 
 func domainOf(addr string) string {
 	if i := strings.LastIndexByte(addr, '@'); i >= 0 {
