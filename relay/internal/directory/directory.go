@@ -22,6 +22,10 @@ const (
 	KindAlias
 	// KindInvalid is an address the snapshot marks invalid: mail to it is refused.
 	KindInvalid
+	// KindPending is an address SMTP Discovery verified with the domain's server but has
+	// not yet seen often enough to count as a user: mail to it is accepted, but it is
+	// not a sender address.
+	KindPending
 )
 
 func (k Kind) String() string {
@@ -34,6 +38,8 @@ func (k Kind) String() string {
 		return "alias"
 	case KindInvalid:
 		return "invalid"
+	case KindPending:
+		return "pending"
 	}
 	return "unknown"
 }
@@ -46,6 +52,8 @@ type Entry struct {
 	Target string
 	// Role is the user's role (EndUser or SilentUser).
 	Role string
+	// Discovered says the entry was learned by SMTP Discovery rather than configured.
+	Discovered bool
 }
 
 // Domain is a managed domain.
@@ -97,7 +105,7 @@ func Build(s *snapshot.Snapshot) (*Directory, error) {
 	naddr := 0
 	for i := range s.Domains {
 		d := &s.Domains[i]
-		naddr += len(d.Users) + len(d.FunctionalAccounts) + len(d.Aliases) + len(d.InvalidAddresses)
+		naddr += len(d.Users) + len(d.FunctionalAccounts) + len(d.Aliases) + len(d.InvalidAddresses) + len(d.Discovered)
 	}
 	dir := &Directory{
 		hash:        s.Hash,
@@ -186,6 +194,27 @@ func (dir *Directory) addDomain(d *snapshot.Domain) error {
 		if err := add(a, Entry{Kind: KindInvalid}); err != nil {
 			return err
 		}
+	}
+	// Discovered addresses never override the configured lists above, and the first
+	// entry of an address wins.
+	for _, a := range d.Discovered {
+		if _, known := dir.addresses[a.Address]; known {
+			continue
+		}
+		e := Entry{Domain: dom, Discovered: true, Role: a.Role, Target: a.Target}
+		switch a.State {
+		case snapshot.DiscoveredUser:
+			e.Kind = KindUser
+		case snapshot.DiscoveredAlias:
+			e.Kind = KindAlias
+		case snapshot.DiscoveredInvalid:
+			e.Kind = KindInvalid
+		case snapshot.DiscoveredPending:
+			e.Kind = KindPending
+		default:
+			return fmt.Errorf("domain %s: discovered address %q has unknown state %q", d.Name, a.Address, a.State)
+		}
+		dir.addresses[a.Address] = e
 	}
 	return nil
 }

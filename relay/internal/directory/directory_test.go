@@ -140,6 +140,50 @@ func TestDirectoryLookups(t *testing.T) {
 	}
 }
 
+func TestDiscoveredAddresses(t *testing.T) {
+	s := testSnapshot(t)
+	s.Domains[0].Discovered = []snapshot.DiscoveredAddress{
+		{Address: "alice@example.com", State: snapshot.DiscoveredInvalid},
+		{Address: "gone@example.com", State: snapshot.DiscoveredUser},
+		{Address: "new@example.com", State: snapshot.DiscoveredUser, Role: "SilentUser"},
+		{Address: "first.last@example.com", State: snapshot.DiscoveredAlias, Target: "alice@example.com"},
+		{Address: "expired@example.com", State: snapshot.DiscoveredInvalid},
+		{Address: "seen@example.com", State: snapshot.DiscoveredPending},
+	}
+	dir, err := Build(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	alice := dir.Credential("alice-relay")
+	cases := map[string]struct {
+		addr       string
+		kind       Kind
+		discovered bool
+		maySend    bool
+	}{
+		"a configured user stays a user whatever Discovery says":   {"alice@example.com", KindUser, false, true},
+		"a configured invalid address stays invalid":               {"gone@example.com", KindInvalid, false, false},
+		"a discovered user is a user and may send":                 {"new@example.com", KindUser, true, true},
+		"a discovered alias is an alias":                           {"first.last@example.com", KindAlias, true, true},
+		"an expired discovered address is invalid":                 {"expired@example.com", KindInvalid, true, false},
+		"a pending address is accepted as recipient but no sender": {"seen@example.com", KindPending, true, false},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			e := dir.Lookup(tc.addr)
+			if e.Kind != tc.kind || e.Discovered != tc.discovered {
+				t.Errorf("Lookup(%q) = %v discovered=%v, want %v discovered=%v", tc.addr, e.Kind, e.Discovered, tc.kind, tc.discovered)
+			}
+			if got := dir.MaySend(alice, tc.addr); got != tc.maySend {
+				t.Errorf("MaySend(alice-relay, %q) = %v, want %v", tc.addr, got, tc.maySend)
+			}
+		})
+	}
+	if e := dir.Lookup("first.last@example.com"); e.Target != "alice@example.com" {
+		t.Errorf("discovered alias target = %q", e.Target)
+	}
+}
+
 func TestBuildRefusesWhatALookupTableCannotHold(t *testing.T) {
 	cases := map[string]func(s *snapshot.Snapshot){
 		"an address listed as a user and as invalid is refused": func(s *snapshot.Snapshot) {

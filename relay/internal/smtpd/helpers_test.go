@@ -133,6 +133,11 @@ func testSnapshot(t testing.TB) *snapshot.Snapshot {
 				Aliases:            []snapshot.Alias{{Address: "al@example.com", Target: "alice@example.com"}},
 				InvalidAddresses:   []string{"gone@example.com"},
 				InboundDelivery:    mx,
+				Discovered: []snapshot.DiscoveredAddress{
+					{Address: "found@example.com", State: snapshot.DiscoveredUser},
+					{Address: "seen@example.com", State: snapshot.DiscoveredPending},
+					{Address: "expired@example.com", State: snapshot.DiscoveredInvalid},
+				},
 			},
 			{Name: "relay.example", Users: []snapshot.User{{Address: "app@relay.example"}},
 				SendingServers: []string{"127.0.0.1/32"}, InboundDelivery: mx},

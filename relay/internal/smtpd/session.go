@@ -265,7 +265,8 @@ func (ss *session) rcpt(txn *transaction, to string) (string, error) {
 			fmt.Sprintf("<%s>: This relay does not accept inbound mail for %s", m, e.Domain.Name))
 	}
 	switch e.Kind {
-	case directory.KindUser, directory.KindFunctional, directory.KindAlias:
+	case directory.KindUser, directory.KindFunctional, directory.KindAlias, directory.KindPending:
+		// Pending: SMTP Discovery verified the address with the domain's server.
 		return key, nil
 	case directory.KindInvalid:
 		return "", reject(550, smtp.EnhancedCode{5, 1, 1}, "invalid_recipient",

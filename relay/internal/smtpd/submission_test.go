@@ -236,6 +236,12 @@ func TestSubmissionRefusals(t *testing.T) {
 			},
 			want: "553 5.7.1 ",
 		},
+		"a pending discovered address is not a sender": {
+			run: func(e *testEnv) string {
+				return e.submission("alice-relay", alicePassword).cmd("MAIL FROM:<seen@example.com>")
+			},
+			want: "553 5.7.1 ",
+		},
 		"allowed senders restrict a credential to them": {
 			run: func(e *testEnv) string {
 				return e.submission("bob-relay", bobPassword).cmd("MAIL FROM:<bob@example.com>")
