@@ -10,7 +10,9 @@ import (
 )
 
 // attempt runs the transaction on one address. done is false when the host could not
-// take it and the next one should be tried; res is then untouched.
+// take it and the next one should be tried; res may then hold some recipients'
+// replies from this host, which the next host's transaction (or the final failure)
+// overwrites in full.
 func (cl *Client) attempt(ctx context.Context, key poolKey, req Request, res *Result) (done bool, err error) {
 	for {
 		s, reused := cl.get(key)
