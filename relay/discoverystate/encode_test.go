@@ -1,0 +1,76 @@
+package discoverystate
+
+import (
+	"bytes"
+	"fmt"
+	"reflect"
+	"testing"
+)
+
+func TestStateRoundTripsThroughParts(t *testing.T) {
+	p := testPolicy()
+	var items []Observation
+	for i := range 500 {
+		items = append(items, o(Delivered, fmt.Sprintf("user%03d@example.com", i), days(0)))
+	}
+	st := Merge(State{}, []Batch{obs("j", 1, items...)}, p, days(0))
+	data, err := EncodeState(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	parts := Split(data, 4096)
+	if len(parts) < 2 {
+		t.Fatalf("got %d parts, want several", len(parts))
+	}
+	for i, part := range parts {
+		if len(part) > 4096 || !bytes.HasSuffix(part, []byte("\n")) {
+			t.Fatalf("part %d: %d bytes, ends %q; want at most 4096, whole lines", i, len(part), part[len(part)-1:])
+		}
+	}
+	back, err := DecodeState(parts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(back, st) {
+		t.Fatal("decoded state differs from the encoded one")
+	}
+	again, _ := EncodeState(back)
+	if !bytes.Equal(again, data) {
+		t.Fatal("encoding is not stable")
+	}
+}
+
+func TestDecodeRejectsOtherVersions(t *testing.T) {
+	tests := map[string]string{
+		"an unknown state version is refused": `{"version":"relay.postwarden.dev/discovery-state/v9","policy":"a/b"}` + "\n",
+		"an empty state is refused":           "",
+		"a malformed address line is refused": `{"version":"` + StateVersion + `","policy":"a/b"}` + "\n{nope\n",
+	}
+	for name, data := range tests {
+		t.Run(name, func(t *testing.T) {
+			if _, err := DecodeState([]byte(data)); err == nil {
+				t.Fatal("decoded without error")
+			}
+		})
+	}
+	if _, err := DecodeBatch([]byte(`{"version":"x","journal":"j"}`)); err == nil {
+		t.Fatal("a batch of an unknown version decoded")
+	}
+}
+
+func TestCountsAndRecent(t *testing.T) {
+	p := testPolicy(func(p *Policy) { p.AutoAddOutboundUsers = true })
+	st := Merge(State{}, []Batch{obs("j", 1,
+		o(Verified, "a@example.com", days(0)),
+		o(OutboundSender, "b@example.com", days(1)),
+		o(Verified, "c@example.net", days(2)))}, p, days(2))
+	if got := st.Counts(); got != (Counts{Pending: 2, Users: 1}) {
+		t.Fatalf("counts %+v", got)
+	}
+	if r := st.Recent(1); len(r) != 1 || r[0].Address != "c@example.net" {
+		t.Fatalf("recent %+v, want c@example.net", r)
+	}
+	if d := st.Discovered("example.net"); len(d) != 1 || d[0].Address != "c@example.net" || d[0].State != "Pending" {
+		t.Fatalf("discovered for example.net: %+v", d)
+	}
+}
