@@ -79,3 +79,36 @@ func benchEndToEnd(b *testing.B, size int, tlsOn bool) {
 	}
 	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "msgs/s")
 }
+
+// BenchmarkClient measures the SMTP side alone: parallel deliveries of one message to
+// a loopback sink over pooled sessions, with no spool.
+func BenchmarkClient(b *testing.B) {
+	for _, size := range []int{4 << 10, 100 << 10} {
+		b.Run(fmt.Sprintf("%dKiB/starttls", size>>10), func(b *testing.B) {
+			w := newWorld(b)
+			sink := w.mx("dest.example", "mx.dest.example", 10, smtptest.WithDiscard(),
+				smtptest.WithCertificate(smtptest.SelfSigned(b, "mx.dest.example")))
+			c := w.client(func(o *ClientOptions) { o.MaxIdlePerHost = 8 })
+			body := []byte("Subject: bench\r\n\r\n" + strings.Repeat(strings.Repeat("x", 76)+"\r\n", size/78))
+			b.SetBytes(int64(len(body)))
+			b.ResetTimer()
+			start := time.Now()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					res := c.Deliver(context.Background(), Request{
+						Route: Route{Domain: "dest.example"}, Sender: "a@a.example",
+						Recipients: []string{"b@dest.example"}, Body: bytes.NewReader(body), Size: int64(len(body)),
+					})
+					if res.Recipients[0].Outcome != Delivered {
+						b.Errorf("delivery: %s", res.Recipients[0].Text())
+						return
+					}
+				}
+			})
+			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "msgs/s")
+			if n := len(sink.Messages()); n != b.N {
+				b.Fatalf("sink has %d, want %d", n, b.N)
+			}
+		})
+	}
+}
