@@ -52,6 +52,7 @@ type Host struct {
 type Resolver struct {
 	servers []string
 	timeout time.Duration
+	cache   *cache // nil unless EnableCache was called
 }
 
 // DefaultTimeout bounds each DNS query.
@@ -161,6 +162,9 @@ func (r *Resolver) LookupIP(ctx context.Context, host string) ([]netip.Addr, err
 // query asks each server in turn until one answers, retrying over TCP when the UDP
 // answer is truncated, and maps the rcode to an Error.
 func (r *Resolver) query(ctx context.Context, name string, qtype uint16) (*dns.Msg, error) {
+	if resp := r.cache.get(name, qtype); resp != nil {
+		return rcodeResult(name, resp)
+	}
 	req := new(dns.Msg)
 	req.SetQuestion(dns.Fqdn(name), qtype)
 	req.RecursionDesired = true
@@ -178,10 +182,9 @@ func (r *Resolver) query(ctx context.Context, name string, qtype uint16) (*dns.M
 			continue
 		}
 		switch resp.Rcode {
-		case dns.RcodeSuccess:
-			return resp, nil
-		case dns.RcodeNameError:
-			return nil, &Error{Name: name, Status: "5.1.2", Reason: "domain does not exist"}
+		case dns.RcodeSuccess, dns.RcodeNameError:
+			r.cache.put(name, qtype, resp)
+			return rcodeResult(name, resp)
 		default:
 			lastErr = fmt.Errorf("%s from %s", dns.RcodeToString[resp.Rcode], server)
 		}
@@ -190,4 +193,12 @@ func (r *Resolver) query(ctx context.Context, name string, qtype uint16) (*dns.M
 		lastErr = ctx.Err()
 	}
 	return nil, &Error{Name: name, Temporary: true, Status: "4.4.3", Reason: "DNS lookup failed", Err: lastErr}
+}
+
+// rcodeResult maps a definitive answer (NOERROR or NXDOMAIN) to the query's result.
+func rcodeResult(name string, resp *dns.Msg) (*dns.Msg, error) {
+	if resp.Rcode == dns.RcodeNameError {
+		return nil, &Error{Name: name, Status: "5.1.2", Reason: "domain does not exist"}
+	}
+	return resp, nil
 }
