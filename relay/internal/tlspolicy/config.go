@@ -49,7 +49,12 @@ func (p Policy) ClientConfig(mxHost, rcptDomain string) (*tls.Config, *Check) {
 		cfg.ServerName = names[0]
 	}
 	if cfg.MinVersion == 0 {
+		// Opportunistic TLS takes any version, as any beats the plaintext fallback;
+		// a required mode with no stated minimum gets Go's default of TLS 1.2.
 		cfg.MinVersion = tls.VersionTLS12
+		if p.Mode == Opportunistic {
+			cfg.MinVersion = tls.VersionTLS10
+		}
 	}
 	return cfg, check
 }

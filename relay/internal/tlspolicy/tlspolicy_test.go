@@ -215,3 +215,21 @@ func BenchmarkLookup10000Policies(b *testing.B) {
 		m.Lookup(snapshot.DirectionOutbound, "d42.com", "a.b.c.p4242.example")
 	}
 }
+
+func TestDefaultMinVersion(t *testing.T) {
+	tests := map[string]struct {
+		p    Policy
+		want uint16
+	}{
+		"opportunistic takes TLS 1.0 rather than plaintext": {Policy{Mode: Opportunistic}, tls.VersionTLS10},
+		"a required mode defaults to TLS 1.2":               {Policy{Mode: RequireTLS}, tls.VersionTLS12},
+		"a stated minimum is kept":                          {Policy{Mode: Opportunistic, MinVersion: tls.VersionTLS13}, tls.VersionTLS13},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			if cfg, _ := tc.p.ClientConfig("mx.example", "example"); cfg.MinVersion != tc.want {
+				t.Fatalf("MinVersion = %x, want %x", cfg.MinVersion, tc.want)
+			}
+		})
+	}
+}
