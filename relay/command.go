@@ -17,6 +17,7 @@ import (
 
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/klog/v2"
 
 	"github.com/postwarden/postwarden/relay/internal/proxyproto"
 	"github.com/postwarden/postwarden/relay/internal/smtpd"
@@ -100,6 +101,7 @@ func parseFlags(args []string) (Config, *slog.Logger, error) {
 		return Config{}, nil, err
 	}
 	if cfg.KubeConfigName != "" {
+		klog.SetSlogLogger(logger.With("component", "client-go")) // one log format, not two
 		if cfg.Namespace == "" {
 			ns, err := os.ReadFile(serviceAccountNamespace)
 			if err != nil {

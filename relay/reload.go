@@ -115,6 +115,15 @@ func (r *reloader) Directory() *directory.Directory {
 	return nil
 }
 
+// Snapshot returns the snapshot in force, or nil before the first load. Delivery reads
+// its TLS policies and domains through it.
+func (r *reloader) Snapshot() *snapshot.Snapshot {
+	if cur := r.cur.Load(); cur != nil {
+		return cur.snap
+	}
+	return nil
+}
+
 // Hash returns the hash of the snapshot in force, or "".
 func (r *reloader) Hash() string {
 	if cur := r.cur.Load(); cur != nil {

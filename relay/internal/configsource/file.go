@@ -49,31 +49,16 @@ func (f *File) Run(ctx context.Context, sink Sink) error {
 	if resync <= 0 {
 		resync = time.Minute
 	}
-	w, err := fsnotify.NewWatcher()
+	w, err := newDirWatcher(log)
 	if err != nil {
-		return fmt.Errorf("watching config files: %w", err)
+		return err
 	}
 	defer w.Close()
-
-	watched := map[string]bool{}
-	watch := func(files []string) {
-		for _, file := range files {
-			dir := filepath.Dir(file)
-			if watched[dir] {
-				continue
-			}
-			if err := w.Add(dir); err != nil {
-				log.Warn("cannot watch config folder; changes are seen at the next resync", "dir", dir, "error", err)
-				continue
-			}
-			watched[dir] = true
-		}
-	}
 
 	var last string
 	load := func() {
 		u, files, err := f.load()
-		watch(files)
+		w.watch(files)
 		if err != nil {
 			key := "error\x00" + err.Error()
 			if key != last {
@@ -104,10 +89,7 @@ func (f *File) Run(ctx context.Context, sink Sink) error {
 			if !ok {
 				return errors.New("config file watcher closed")
 			}
-			if ev.Op == fsnotify.Chmod {
-				continue
-			}
-			if !pending {
+			if ev.Op != fsnotify.Chmod && !pending {
 				pending = true
 				timer.Reset(debounce)
 			}
@@ -121,6 +103,37 @@ func (f *File) Run(ctx context.Context, sink Sink) error {
 			load()
 			timer.Reset(resync)
 		}
+	}
+}
+
+// dirWatcher watches the folders of files, each once.
+type dirWatcher struct {
+	*fsnotify.Watcher
+	log     *slog.Logger
+	watched map[string]bool
+}
+
+func newDirWatcher(log *slog.Logger) (*dirWatcher, error) {
+	w, err := fsnotify.NewWatcher()
+	if err != nil {
+		return nil, fmt.Errorf("watching config files: %w", err)
+	}
+	return &dirWatcher{Watcher: w, log: log, watched: map[string]bool{}}, nil
+}
+
+// watch adds the folders of files not watched yet. A folder that cannot be watched
+// (it does not exist yet) is tried again at the next call.
+func (w *dirWatcher) watch(files []string) {
+	for _, file := range files {
+		dir := filepath.Dir(file)
+		if w.watched[dir] {
+			continue
+		}
+		if err := w.Add(dir); err != nil {
+			w.log.Warn("cannot watch config folder; changes are seen at the next resync", "dir", dir, "error", err)
+			continue
+		}
+		w.watched[dir] = true
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/fsnotify/fsnotify"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
@@ -88,18 +89,35 @@ func (k *Kube) Run(ctx context.Context, sink Sink) error {
 	}
 	log.Info("watching config secrets", "namespace", k.Namespace, "selector", configSelector)
 
+	// Certificates in files (--tls-cert, or certFile entries) are watched on disk.
+	files, err := newDirWatcher(log)
+	if err != nil {
+		return err
+	}
+	defer files.Close()
 	l := kubeLoader{kube: k, configs: configInformer.Lister(), certs: certInformer.Lister(), log: log}
 	ticker := time.NewTicker(resync)
 	defer ticker.Stop()
-	l.load(sink)
+	debounce := time.NewTimer(time.Hour)
+	debounce.Stop()
+	files.watch(l.load(sink))
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
+		case ev := <-files.Events:
+			if ev.Op != fsnotify.Chmod {
+				debounce.Reset(100 * time.Millisecond)
+			}
+			continue
+		case err := <-files.Errors:
+			log.Warn("certificate file watcher", "error", err)
+			continue
 		case <-changed:
 		case <-ticker.C:
+		case <-debounce.C:
 		}
-		l.load(sink)
+		files.watch(l.load(sink))
 	}
 }
 
@@ -112,18 +130,23 @@ type kubeLoader struct {
 	current string // the hash of the last snapshot applied
 }
 
-func (l *kubeLoader) load(sink Sink) {
+// load hands the current config to sink if it changed, and returns the certificate
+// files involved, to be watched.
+func (l *kubeLoader) load(sink Sink) (files []string) {
+	for _, c := range l.kube.ExtraCerts {
+		files = append(files, c.CertFile, c.KeyFile)
+	}
 	secrets, err := l.configs.Secrets(l.kube.Namespace).List(labels.Everything())
 	if err != nil {
 		sink.Refuse(fmt.Errorf("listing config secrets: %w", err))
-		return
+		return files
 	}
 	group, ok := newestComplete(secrets, l.current, l.log)
 	if !ok {
 		if len(secrets) == 0 {
 			l.log.Debug("no config secrets yet", "namespace", l.kube.Namespace, "config", l.kube.Name)
 		}
-		return // an incomplete set: the operator is still writing
+		return files // an incomplete set: the operator is still writing
 	}
 	shards := make([]snapshot.Shard, len(group))
 	versions := make([]string, len(group))
@@ -134,19 +157,20 @@ func (l *kubeLoader) load(sink Sink) {
 	s, err := snapshot.Assemble(shards)
 	if err != nil {
 		l.refuse(sink, "assemble\x00"+strings.Join(versions, ","), fmt.Errorf("config secrets: %w", err))
-		return
+		return files
 	}
 	u := Update{Snapshot: s}
-	var files []CertFiles
+	var certFiles []CertFiles
 	for _, c := range s.Certificates {
 		if c.SecretName == "" {
-			files = append(files, CertFiles{CertFile: c.CertFile, KeyFile: c.KeyFile})
+			certFiles = append(certFiles, CertFiles{CertFile: c.CertFile, KeyFile: c.KeyFile})
+			files = append(files, c.CertFile, c.KeyFile)
 			continue
 		}
 		p, err := l.secretPair(c.SecretName)
 		if err != nil {
 			l.refuse(sink, "cert\x00"+err.Error(), err)
-			return
+			return files
 		}
 		if p == nil {
 			u.Missing = append(u.Missing, "secret/"+c.SecretName)
@@ -154,23 +178,24 @@ func (l *kubeLoader) load(sink Sink) {
 		}
 		u.Certificates = append(u.Certificates, *p)
 	}
-	pairs, missing, err := readCertFiles(append(files, l.kube.ExtraCerts...))
+	pairs, missing, err := readCertFiles(append(certFiles, l.kube.ExtraCerts...))
 	if err != nil {
 		l.refuse(sink, "files\x00"+err.Error(), err)
-		return
+		return files
 	}
 	u.Certificates = append(u.Certificates, pairs...)
 	u.Missing = append(u.Missing, missing...)
 	key := fingerprint(s.Hash, u.Certificates, u.Missing)
 	if key == l.last {
-		return
+		return files
 	}
 	l.last = key
 	if err := sink.Apply(u); err != nil {
 		l.log.Debug("config not applied", "error", err)
-		return
+		return files
 	}
 	l.current = s.Hash
+	return files
 }
 
 // refuse tells the sink once per distinct failure, not at every unrelated event.

@@ -232,3 +232,23 @@ func TestLeaseReporterPublishesTheHash(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// Certificate files given beside a Kubernetes config are watched on disk.
+func TestKubeSourceWatchesCertificateFiles(t *testing.T) {
+	ns := namespace(t)
+	dir := t.TempDir()
+	ca := smtptest.NewCA(t)
+	certFile, keyFile := tlscerttest.WriteFiles(t, dir, "relay", tlscerttest.Issue(t, ca, "relay.example.org"))
+	s, _ := newSnapshot(t, nil, "example.com")
+	writeShards(t, ns, "relay", "relay", s, 0)
+	rec := newRecorder()
+	run(t, &Kube{Client: kube, Namespace: ns, Name: "relay", ExtraCerts: []CertFiles{{CertFile: certFile, KeyFile: keyFile}}}, rec)
+	rec.waitApplied(t, "the snapshot with the file certificate", func(u Update) bool {
+		return u.Snapshot.Hash == s.Hash && len(u.Certificates) == 1
+	})
+	renewed := tlscerttest.Issue(t, ca, "relay.example.org")
+	tlscerttest.WriteFiles(t, dir, "relay", renewed)
+	rec.waitApplied(t, "the renewed file certificate", func(u Update) bool {
+		return len(u.Certificates) == 1 && bytes.Equal(u.Certificates[0].CertPEM, renewed.CertPEM)
+	})
+}
