@@ -265,3 +265,5 @@ func tlsLeaf(chain []byte) (*x509.Certificate, error) {
 }
 
 func containsBytes(data []byte, s string) bool { return strings.Contains(string(data), s) }
+
+func discard() *slog.Logger { return slog.New(slog.DiscardHandler) }

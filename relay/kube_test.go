@@ -37,7 +37,7 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-func kubeClient(t *testing.T) kubernetes.Interface {
+func kubeClient(t testing.TB) kubernetes.Interface {
 	t.Helper()
 	kubeOnce.Do(func() {
 		if os.Getenv("KUBEBUILDER_ASSETS") == "" {
@@ -59,7 +59,7 @@ func kubeClient(t *testing.T) kubernetes.Interface {
 	return kubeCS
 }
 
-func putSecret(t *testing.T, kube kubernetes.Interface, sec *corev1.Secret) {
+func putSecret(t testing.TB, kube kubernetes.Interface, sec *corev1.Secret) {
 	t.Helper()
 	ctx := context.Background()
 	_, err := kube.CoreV1().Secrets(sec.Namespace).Create(ctx, sec, metav1.CreateOptions{})
@@ -73,7 +73,7 @@ func putSecret(t *testing.T, kube kubernetes.Interface, sec *corev1.Secret) {
 
 // writeShards writes s the way the operator does: shard Secrets named <prefix>-<i>,
 // rewritten in place.
-func writeShards(t *testing.T, kube kubernetes.Interface, ns, prefix string, s *snapshot.Snapshot) {
+func writeShards(t testing.TB, kube kubernetes.Interface, ns, prefix string, s *snapshot.Snapshot) {
 	t.Helper()
 	shards, err := snapshot.Encode(s, 0)
 	if err != nil {

@@ -58,28 +58,51 @@ func TestReloadUnderTraffic(t *testing.T) {
 	}
 	defer old.Close()
 
-	// Senders that keep submitting as alice, who is in every config below.
+	// Senders that keep submitting as alice, who is in every config below: two open a
+	// new connection per message, two keep one session across every reload.
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	var sent int
 	var failures []error
-	for range 4 {
+	record := func(err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		sent++
+		if err != nil {
+			failures = append(failures, err)
+		}
+	}
+	stopped := func() bool {
+		select {
+		case <-stop:
+			return true
+		default:
+			return false
+		}
+	}
+	for range 2 {
 		wg.Go(func() {
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
+			for !stopped() {
 				_, err := submit(addr, roots, a)
-				mu.Lock()
-				sent++
-				if err != nil {
-					failures = append(failures, err)
-				}
-				mu.Unlock()
+				record(err)
 			}
+		})
+		wg.Go(func() {
+			cl, err := login(addr, roots, a)
+			if err != nil {
+				record(err)
+				return
+			}
+			defer cl.Close()
+			for !stopped() {
+				_, err := send(cl, "sender@"+a.domain, "someone@elsewhere.example", "long session")
+				record(err)
+				if err != nil {
+					return
+				}
+			}
+			record(cl.Quit())
 		})
 	}
 	// Swap between configs with and without bob while the senders run.
