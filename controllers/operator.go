@@ -12,7 +12,6 @@ import (
 
 	certmanagerv1 "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 	coordinationv1 "k8s.io/api/coordination/v1"
-	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
@@ -159,8 +158,9 @@ func RunOperator(ctx context.Context, args []string) error {
 var testSkipNameValidation *bool
 
 // NewManager creates the operator's manager. Its cache holds relay Leases and the
-// relay Certificate of the operator namespace only, and never whole Secrets: Secrets are
-// watched as metadata, and the few whose data the operator needs are read directly.
+// relay Certificate of the operator namespace only, and Secrets as metadata only: the
+// operator never reads a whole Secret through the cached client (that would cache every
+// Secret of the cluster), but reads the few whose data it needs with the API reader.
 func NewManager(cfg *rest.Config, opts OperatorOptions) (ctrl.Manager, error) {
 	opts = opts.withDefaults()
 	byObject := map[client.Object]cache.ByObject{
@@ -187,7 +187,6 @@ func NewManager(cfg *rest.Config, opts OperatorOptions) (ctrl.Manager, error) {
 		LeaderElectionReleaseOnCancel: true,
 		Cache:                         cache.Options{ByObject: byObject},
 		Controller:                    ctrlconfig.Controller{SkipNameValidation: testSkipNameValidation},
-		Client:                        client.Options{Cache: &client.CacheOptions{DisableFor: []client.Object{&corev1.Secret{}}}},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("creating manager: %w", err)

@@ -284,3 +284,7 @@ func secretOf(t *testing.T, cred *relayv1alpha1.SMTPCredential) *corev1.Secret {
 func objectMeta(ns, name string) metav1.ObjectMeta {
 	return metav1.ObjectMeta{Namespace: ns, Name: name}
 }
+
+func namespaceObject(name string) *corev1.Namespace {
+	return &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}
+}
