@@ -118,10 +118,12 @@ func (r *configReconciler) gather(ctx context.Context) (compiler.Input, error) {
 		return in, fmt.Errorf("listing TLSDeliveryPolicies: %w", err)
 	}
 	in.CABundles = map[compiler.SecretKeyRef]string{}
+	referenced := map[types.NamespacedName]bool{}
 	for i := range tls.Items {
 		p := &tls.Items[i]
 		in.TLSPolicies = append(in.TLSPolicies, p)
 		if ref := p.Spec.CABundleSecretRef; ref != nil {
+			referenced[types.NamespacedName{Namespace: p.Namespace, Name: ref.Name}] = true
 			data, err := r.caBundle(ctx, types.NamespacedName{Namespace: p.Namespace, Name: ref.Name})
 			if err != nil {
 				return in, err
@@ -133,6 +135,12 @@ func (r *configReconciler) gather(ctx context.Context) (compiler.Input, error) {
 			if v, ok := data[key]; ok {
 				in.CABundles[compiler.SecretKeyRef{Namespace: p.Namespace, Name: ref.Name, Key: key}] = string(v)
 			}
+		}
+	}
+
+	for name := range r.caBundles {
+		if !referenced[name] {
+			delete(r.caBundles, name) // no policy names it any more
 		}
 	}
 
