@@ -120,6 +120,11 @@ func startFileRelay(t *testing.T, s *snapshot.Snapshot, edit ...func(*Config)) *
 	for _, e := range edit {
 		e(&cfg)
 	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("relay log:\n%s", f.logs)
+		}
+	})
 	f.Relay, f.stop = run(t, cfg)
 	return f
 }
@@ -127,6 +132,15 @@ func startFileRelay(t *testing.T, s *snapshot.Snapshot, edit ...func(*Config)) *
 // run starts a relay and stops it at the end of the test; stop stops it earlier.
 func run(t *testing.T, cfg Config) (*Relay, func() error) {
 	t.Helper()
+	if cfg.Logger == nil {
+		logs := &syncBuffer{}
+		cfg.Logger = slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+		t.Cleanup(func() {
+			if t.Failed() {
+				t.Logf("relay log:\n%s", logs)
+			}
+		})
+	}
 	r, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
