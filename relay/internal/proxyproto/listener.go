@@ -38,6 +38,10 @@ type Listener struct {
 	conns     chan accepted
 	done      chan struct{}
 	closeOnce sync.Once
+
+	mu      sync.Mutex
+	pending map[net.Conn]struct{} // connections whose header is being read
+	closed  bool
 }
 
 type accepted struct {
@@ -50,7 +54,8 @@ func NewListener(inner net.Listener, opts Options) *Listener {
 	if opts.HeaderTimeout <= 0 {
 		opts.HeaderTimeout = DefaultHeaderTimeout
 	}
-	l := &Listener{inner: inner, opts: opts, conns: make(chan accepted), done: make(chan struct{})}
+	l := &Listener{inner: inner, opts: opts, conns: make(chan accepted), done: make(chan struct{}),
+		pending: map[net.Conn]struct{}{}}
 	go l.acceptLoop()
 	return l
 }
@@ -100,6 +105,19 @@ func (l *Listener) trusted(addr net.Addr) bool {
 }
 
 func (l *Listener) handshake(c net.Conn) {
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		c.Close()
+		return
+	}
+	l.pending[c] = struct{}{}
+	l.mu.Unlock()
+	defer func() {
+		l.mu.Lock()
+		delete(l.pending, c)
+		l.mu.Unlock()
+	}()
 	_ = c.SetReadDeadline(time.Now().Add(l.opts.HeaderTimeout))
 	r := bufio.NewReaderSize(c, 256)
 	h, err := ReadHeader(r)
@@ -139,6 +157,12 @@ func (l *Listener) Close() error {
 	l.closeOnce.Do(func() {
 		close(l.done)
 		err = l.inner.Close()
+		l.mu.Lock()
+		l.closed = true
+		for c := range l.pending {
+			c.Close()
+		}
+		l.mu.Unlock()
 	})
 	return err
 }

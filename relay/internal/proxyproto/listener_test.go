@@ -144,3 +144,24 @@ func TestCloseEndsAccept(t *testing.T) {
 		t.Fatal("Accept returned no error after Close")
 	}
 }
+
+func TestCloseDropsConnectionsStillInTheirHeader(t *testing.T) {
+	l, _ := listen(t, Options{Trusted: loopback, HeaderTimeout: time.Hour})
+	client := dial(t, l, []byte("PROXY TCP4 "))
+	// Wait until the listener has the connection, then close it.
+	waitPending := time.Now().Add(30 * time.Second)
+	for {
+		l.mu.Lock()
+		n := len(l.pending)
+		l.mu.Unlock()
+		if n == 1 {
+			break
+		}
+		if time.Now().After(waitPending) {
+			t.Fatal("the connection never reached the header reader")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	l.Close()
+	closed(t, client)
+}
