@@ -182,6 +182,8 @@ func NewManager(cfg *rest.Config, opts OperatorOptions) (ctrl.Manager, error) {
 		HealthProbeBindAddress: opts.ProbeAddr,
 		LeaderElection:         opts.LeaderElection,
 		LeaderElectionID:       "operator.relay.postwarden.dev",
+		// The Role grants Leases in the operator namespace only.
+		LeaderElectionNamespace: opts.Namespace,
 		// The operator is stopped only by its context; release the lease at once so a
 		// standby takes over without waiting for it to expire.
 		LeaderElectionReleaseOnCancel: true,

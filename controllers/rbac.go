@@ -8,12 +8,14 @@ package controllers
 // Secrets: cluster-wide get/list/watch (metadata watch; CA bundles read on demand),
 // create and delete (credential Secrets, issued once and replaced by delete-and-create,
 // never updated). Updating Secrets is allowed only in the operator namespace, for the
-// relay config shards.
+// relay config shards. Leases there serve relay status and leader election, whose
+// core/v1 Events are recorded there too.
 //
 // +kubebuilder:rbac:groups=relay.postwarden.dev,resources=maildomains;smtpcredentials;discoverypolicies;tlsdeliverypolicies,verbs=get;list;watch
 // +kubebuilder:rbac:groups=relay.postwarden.dev,resources=maildomains/status;smtpcredentials/status;discoverypolicies/status;tlsdeliverypolicies/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;delete
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=update;patch,namespace=postwarden-system
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+// +kubebuilder:rbac:groups="",resources=events,verbs=create;patch,namespace=postwarden-system
 // +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;list;watch;create;update;patch,namespace=postwarden-system
 // +kubebuilder:rbac:groups=cert-manager.io,resources=certificates,verbs=get;list;watch;create;update;patch,namespace=postwarden-system

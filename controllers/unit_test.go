@@ -1,7 +1,10 @@
 package controllers
 
 import (
+	"flag"
+	"io"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -146,5 +149,26 @@ func TestShardIndex(t *testing.T) {
 				t.Errorf("shardIndex(%q) = %d, %v", c.name, i, ok)
 			}
 		})
+	}
+}
+
+func TestFlags(t *testing.T) {
+	var o OperatorOptions
+	fs := flag.NewFlagSet("operator", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	o.BindFlags(fs)
+	err := fs.Parse([]string{"--relay-hostnames", "relay.example.com, MX.Example.com", "--issuer-name", "letsencrypt",
+		"--submission-port", "465", "--namespace", "mail"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	o = o.withDefaults()
+	if !slices.Equal(o.RelayHostnames, []string{"relay.example.com", "mx.example.com"}) || o.SubmissionHost != "relay.example.com" ||
+		o.SubmissionPort != 465 || o.IssuerName != "letsencrypt" || o.IssuerKind != "ClusterIssuer" || o.Namespace != "mail" ||
+		o.certificateSecretName() != "postwarden-relay-tls" {
+		t.Errorf("options %+v", o)
+	}
+	if err := fs.Parse([]string{"--relay-hostnames", "not a name"}); err == nil {
+		t.Error("a bad relay hostname was accepted")
 	}
 }
