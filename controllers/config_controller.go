@@ -65,9 +65,7 @@ func (r *configReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.
 			"credentials", len(res.Snapshot.Credentials), "duration", time.Since(start).Round(time.Millisecond))
 	}
 	r.state.notify(ctx, changed)
-	if r.state.refreshRelays() {
-		r.state.notify(ctx, r.state.keys(""))
-	}
+	r.state.notify(ctx, r.state.refreshRelays())
 	return ctrl.Result{RequeueAfter: certRequeue}, nil
 }
 

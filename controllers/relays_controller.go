@@ -45,9 +45,7 @@ func (r *relaysReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.
 			next = d
 		}
 	}
-	if r.state.setRelays(live, hashes) {
-		r.state.notify(ctx, r.state.keys(""))
-	}
+	r.state.notify(ctx, r.state.setRelays(live, hashes))
 	if next == 0 {
 		return ctrl.Result{}, nil
 	}

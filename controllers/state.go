@@ -132,15 +132,16 @@ func (s *state) status(key compiler.ObjectKey, generation int64) (objectStatus, 
 	return objectStatus{
 		verdict:   *o.verdict,
 		firstHash: o.firstHash,
-		enforced:  o.firstSeq > 0 && s.relays.Live > 0 && s.relays.MinSeq >= o.firstSeq,
+		enforced:  o.firstSeq > 0 && readiness(o.firstSeq, s.relays) == 0,
 		relays:    s.relays,
 		cert:      s.cert,
 	}, true
 }
 
-// setRelays records the relays' reports (as hashes) and returns whether the view
-// changed.
-func (s *state) setRelays(live int, hashes []string) bool {
+// setRelays records the relays' reports (as hashes) and returns the objects whose Ready
+// condition changes with them: only those are sent to their reconcilers, so a Lease
+// renewal or a new report does not touch every object.
+func (s *state) setRelays(live int, hashes []string) []compiler.ObjectKey {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	slices.Sort(hashes)
@@ -156,14 +157,35 @@ func (s *state) setRelays(live int, hashes []string) bool {
 		}
 		view.MinSeq = max(view.MinSeq, 0)
 	}
-	changed := view.Live != s.relays.Live || view.MinSeq != s.relays.MinSeq || !slices.Equal(view.Hashes, s.relays.Hashes)
+	old := s.relays
 	s.relays = view
+	if old.Live == view.Live && old.MinSeq == view.MinSeq {
+		return nil
+	}
+	var changed []compiler.ObjectKey
+	for key, o := range s.objects {
+		if o.firstSeq > 0 && readiness(o.firstSeq, old) != readiness(o.firstSeq, view) {
+			changed = append(changed, key)
+		}
+	}
 	return changed
+}
+
+// readiness classes an object's Ready condition: enforced, no live relay, or waiting.
+func readiness(firstSeq int64, v relayView) int {
+	switch {
+	case v.Live == 0:
+		return 1
+	case v.MinSeq >= firstSeq:
+		return 0
+	default:
+		return 2
+	}
 }
 
 // refreshRelays recomputes MinSeq after a new snapshot, since a hash the relays already
 // report may now have a seq.
-func (s *state) refreshRelays() bool {
+func (s *state) refreshRelays() []compiler.ObjectKey {
 	s.mu.Lock()
 	live, hashes := s.relays.Live, slices.Clone(s.relays.Hashes)
 	s.mu.Unlock()

@@ -33,7 +33,7 @@ func setConditions(conds *[]metav1.Condition, generation int64, st objectStatus)
 		switch {
 		case st.enforced:
 			ready.Status, ready.Reason = metav1.ConditionTrue, relayv1alpha1.ReasonEnforced
-			ready.Message = fmt.Sprintf("every live relay replica (%d) enforces config %s or newer", st.relays.Live, short(st.firstHash))
+			ready.Message = fmt.Sprintf("every live relay replica enforces config %s or newer", short(st.firstHash))
 		case st.relays.Live == 0:
 			ready.Reason = relayv1alpha1.ReasonPropagating
 			ready.Message = fmt.Sprintf("config %s is written; no live relay replica reports what it enforces", short(st.firstHash))

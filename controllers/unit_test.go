@@ -172,3 +172,23 @@ func TestFlags(t *testing.T) {
 		t.Error("a bad relay hostname was accepted")
 	}
 }
+
+func TestRelayReportsNotifyOnlyObjectsWhoseReadyChanges(t *testing.T) {
+	s := newState()
+	old := compiler.ObjectKey{Kind: compiler.KindMailDomain, Namespace: "ns", Name: "old"}
+	changed := compiler.ObjectKey{Kind: compiler.KindMailDomain, Namespace: "ns", Name: "changed"}
+	s.applyResult(&compiler.Result{Snapshot: &snapshot.Snapshot{Hash: "h1"}, Verdicts: map[compiler.ObjectKey]*compiler.Verdict{
+		old: {Generation: 1, Accepted: true, Fingerprint: "a"}, changed: {Generation: 1, Accepted: true, Fingerprint: "b"}}})
+	s.applyResult(&compiler.Result{Snapshot: &snapshot.Snapshot{Hash: "h2"}, Verdicts: map[compiler.ObjectKey]*compiler.Verdict{
+		old: {Generation: 1, Accepted: true, Fingerprint: "a"}, changed: {Generation: 2, Accepted: true, Fingerprint: "c"}}})
+
+	if got := s.setRelays(1, []string{"h1"}); len(got) != 2 {
+		t.Errorf("the first live relay changes every object's Ready, got %v", got)
+	}
+	if got := s.setRelays(1, []string{"h1"}); len(got) != 0 {
+		t.Errorf("a renewal that reports the same hash changes nothing, got %v", got)
+	}
+	if got := s.setRelays(1, []string{"h2"}); !slices.Equal(got, []compiler.ObjectKey{changed}) {
+		t.Errorf("applying h2 changes only the object h2 changed, got %v", got)
+	}
+}
