@@ -5,6 +5,9 @@ package controllers
 // in postwarden-system (the default --namespace) for what only the operator namespace
 // holds. Deploying to another namespace means changing the Role's namespace there.
 //
+// smtpcredentials/finalizers: the credential Secret's owner reference blocks owner
+// deletion, which clusters with OwnerReferencesPermissionEnforcement check.
+//
 // Secrets: cluster-wide get/list/watch (metadata watch; CA bundles read on demand),
 // create and delete (credential Secrets, issued once and replaced by delete-and-create,
 // never updated). Updating Secrets is allowed only in the operator namespace, for the
@@ -13,6 +16,7 @@ package controllers
 //
 // +kubebuilder:rbac:groups=relay.postwarden.dev,resources=maildomains;smtpcredentials;discoverypolicies;tlsdeliverypolicies,verbs=get;list;watch
 // +kubebuilder:rbac:groups=relay.postwarden.dev,resources=maildomains/status;smtpcredentials/status;discoverypolicies/status;tlsdeliverypolicies/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=relay.postwarden.dev,resources=smtpcredentials/finalizers,verbs=update
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;delete
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=update;patch,namespace=postwarden-system
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
