@@ -6,17 +6,22 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	"sigs.k8s.io/yaml"
 
 	relayv1alpha1 "github.com/postwarden/postwarden/api/v1alpha1"
 	"github.com/postwarden/postwarden/controllers"
@@ -81,6 +86,10 @@ func TestMain(m *testing.M) {
 			fmt.Fprintln(os.Stderr, err)
 			return 1
 		}
+		if err := grantOperatorRole(ctx); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
 		if err := startOperator(); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			return 1
@@ -98,11 +107,66 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
+// operatorAccount is the identity the operator runs as in tests: a service account
+// holding only the generated config/rbac/role.yaml, so every test also checks that the
+// RBAC markers grant enough.
+const operatorAccount = "postwarden-operator"
+
+// operatorConfig impersonates the operator's service account.
+func operatorConfig() *rest.Config {
+	cfg := rest.CopyConfig(env.Config)
+	cfg.Impersonate = rest.ImpersonationConfig{UserName: "system:serviceaccount:" + operatorNS + ":" + operatorAccount}
+	return cfg
+}
+
+// grantOperatorRole installs the generated roles and binds them to operatorAccount.
+func grantOperatorRole(ctx context.Context) error {
+	raw, err := os.ReadFile(filepath.Join(testenv.RepoRoot(), "config", "rbac", "role.yaml"))
+	if err != nil {
+		return err
+	}
+	subject := rbacv1.Subject{Kind: rbacv1.ServiceAccountKind, Name: operatorAccount, Namespace: operatorNS}
+	for _, doc := range strings.Split(string(raw), "\n---\n") {
+		if strings.TrimSpace(strings.Trim(doc, "-\n")) == "" {
+			continue
+		}
+		var head metav1.TypeMeta
+		if err := yaml.Unmarshal([]byte(doc), &head); err != nil {
+			return err
+		}
+		switch head.Kind {
+		case "ClusterRole":
+			var role rbacv1.ClusterRole
+			if err := yaml.Unmarshal([]byte(doc), &role); err != nil {
+				return err
+			}
+			binding := &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: role.Name}, Subjects: []rbacv1.Subject{subject},
+				RoleRef: rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: role.Name}}
+			if err := errors.Join(k8s.Create(ctx, &role), k8s.Create(ctx, binding)); err != nil {
+				return err
+			}
+		case "Role":
+			var role rbacv1.Role
+			if err := yaml.Unmarshal([]byte(doc), &role); err != nil {
+				return err
+			}
+			binding := &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Namespace: role.Namespace, Name: role.Name}, Subjects: []rbacv1.Subject{subject},
+				RoleRef: rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: role.Name}}
+			if err := errors.Join(k8s.Create(ctx, &role), k8s.Create(ctx, binding)); err != nil {
+				return err
+			}
+		default:
+			return fmt.Errorf("unexpected %s in role.yaml", head.Kind)
+		}
+	}
+	return nil
+}
+
 // startOperator runs the operator in the background against the test control plane.
 func startOperator() error {
 	operatorMu.Lock()
 	defer operatorMu.Unlock()
-	mgr, err := controllers.NewTestManager(env.Config, operatorOptions())
+	mgr, err := controllers.NewTestManager(operatorConfig(), operatorOptions())
 	if err != nil {
 		return err
 	}
