@@ -19,6 +19,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/klog/v2"
 
+	"github.com/postwarden/postwarden/relay/internal/delivery"
 	"github.com/postwarden/postwarden/relay/internal/proxyproto"
 	"github.com/postwarden/postwarden/relay/internal/smtpd"
 )
@@ -51,6 +52,9 @@ func parseFlags(args []string) (Config, *slog.Logger, error) {
 		logLevel, logFormat       string
 		limits                    = &cfg.Limits
 		submissionProxy, inboundP bool
+		deliver                   bool
+		dnsServers                string
+		dc                        DeliveryConfig
 	)
 	fs.StringVar(&cfg.Submission.Addr, "submission-listen", ":587", "submission listener address (STARTTLS and AUTH); empty disables it")
 	fs.StringVar(&cfg.Inbound.Addr, "inbound-listen", ":25", "inbound listener address (mail for managed domains); empty disables it")
@@ -72,6 +76,18 @@ func parseFlags(args []string) (Config, *slog.Logger, error) {
 	fs.StringVar(&cfg.TLSKeyFile, "tls-key", "", "PEM private key of --tls-cert")
 	fs.StringVar(&cfg.SpoolDir, "spool-dir", "/var/spool/postwarden", "folder of the durable message spool")
 
+	fs.BoolVar(&deliver, "delivery", true, "deliver the spool's mail; false keeps it in the spool")
+	fs.StringVar(&dnsServers, "dns-servers", "", "comma-separated resolvers (host:port) for MX lookups (default: /etc/resolv.conf)")
+	fs.StringVar(&dc.Smarthost, "smarthost", "", "host:port that takes all mail for unmanaged domains instead of their MX hosts")
+	fs.IntVar(&dc.MXPort, "mx-port", 25, "port of MX hosts")
+	fs.IntVar(&dc.Workers, "delivery-workers", delivery.DefaultWorkers, "messages delivered at once")
+	fs.IntVar(&dc.PerDestination, "delivery-per-destination", delivery.DefaultPerDestination, "SMTP transactions at once to one recipient domain")
+	fs.DurationVar(&dc.Retry.First, "retry-first", delivery.DefaultRetry.First, "delay before the first retry; later ones double")
+	fs.DurationVar(&dc.Retry.Max, "retry-max", delivery.DefaultRetry.Max, "longest delay between retries")
+	fs.DurationVar(&dc.Retry.Lifetime, "queue-lifetime", delivery.DefaultRetry.Lifetime, "how long a message is retried before it bounces")
+	fs.DurationVar(&dc.Retry.DelayNotice, "delay-notice", delivery.DefaultRetry.DelayNotice, "age at which the sender is told once that delivery is delayed; negative: never")
+	fs.DurationVar(&dc.DrainTimeout, "delivery-drain-timeout", delivery.DefaultDrainTimeout, "at shutdown, how long deliveries in progress may finish")
+
 	fs.Int64Var(&limits.MaxMessageBytes, "max-message-bytes", defaults.MaxMessageBytes, "largest message accepted, in bytes")
 	fs.IntVar(&limits.MaxRecipients, "max-recipients", defaults.MaxRecipients, "recipients per message")
 	fs.IntVar(&limits.MaxConnections, "max-connections", defaults.MaxConnections, "concurrent connections per listener")
@@ -91,6 +107,14 @@ func parseFlags(args []string) (Config, *slog.Logger, error) {
 		return Config{}, nil, fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
 	cfg.Submission.Proxy, cfg.Inbound.Proxy = submissionProxy, inboundP
+	if deliver {
+		for item := range strings.SplitSeq(dnsServers, ",") {
+			if item = strings.TrimSpace(item); item != "" {
+				dc.DNSServers = append(dc.DNSServers, item)
+			}
+		}
+		cfg.Delivery = &dc
+	}
 
 	logger, err := newLogger(logLevel, logFormat)
 	if err != nil {

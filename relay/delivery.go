@@ -1,12 +1,92 @@
 package relay
 
-import "context"
+import (
+	"context"
+	"fmt"
+	"net"
+	"strconv"
+	"sync"
+	"time"
 
-// startDelivery starts the queue runner that delivers what the spool holds, and returns
-// a function that stops it and waits for it. The queue runner (relay/internal/delivery)
-// is started here once it exists; until then accepted messages stay in the spool.
+	"github.com/postwarden/postwarden/relay/internal/delivery"
+	"github.com/postwarden/postwarden/relay/internal/mx"
+)
+
+// DeliveryConfig configures the queue runner that delivers what the spool holds.
+type DeliveryConfig struct {
+	// DNSServers are the resolvers (host:port) for MX lookups; empty means those of
+	// /etc/resolv.conf.
+	DNSServers []string
+	// Smarthost (host:port), when set, takes all mail for unmanaged domains instead of
+	// their MX hosts.
+	Smarthost string
+	// MXPort is the port of MX hosts (25 when zero); tests point it elsewhere.
+	MXPort int
+	// Workers bounds deliveries at once, PerDestination those to one domain.
+	Workers, PerDestination int
+	// Retry is the schedule of attempts; zero fields take delivery.DefaultRetry's.
+	Retry delivery.Retry
+	// DrainTimeout is how long deliveries in progress may finish at shutdown.
+	DrainTimeout time.Duration
+}
+
+// newDelivery builds the queue runner; metrics are registered once, here.
+func (r *Relay) newDelivery(cfg *DeliveryConfig) error {
+	resolver, err := mx.New(cfg.DNSServers, 0)
+	if err != nil {
+		return fmt.Errorf("dns resolver: %w", err)
+	}
+	resolver.EnableCache(10000, 5*time.Minute)
+	m, err := delivery.NewMetrics(r.registry)
+	if err != nil {
+		return fmt.Errorf("delivery metrics: %w", err)
+	}
+	log := r.log.With("component", "delivery")
+	r.deliveryClient, err = delivery.NewClient(delivery.ClientOptions{
+		HELOName: r.cfg.Hostname, Resolver: resolver, Port: cfg.MXPort, Metrics: m, Logger: log,
+	})
+	if err != nil {
+		return fmt.Errorf("delivery client: %w", err)
+	}
+	var smarthost *delivery.Target
+	if cfg.Smarthost != "" {
+		host, portText, err := net.SplitHostPort(cfg.Smarthost)
+		port, perr := strconv.Atoi(portText)
+		if err != nil || perr != nil || port < 1 || port > 65535 {
+			return fmt.Errorf("smarthost %q is not host:port", cfg.Smarthost)
+		}
+		smarthost = &delivery.Target{Host: host, Port: port}
+	}
+	r.runner, err = delivery.NewRunner(delivery.RunnerOptions{
+		Spool: r.spool, Client: r.deliveryClient, Config: r.reload.Snapshot, Smarthost: smarthost,
+		Workers: cfg.Workers, PerDestination: cfg.PerDestination, Retry: cfg.Retry,
+		Hostname: r.cfg.Hostname, DrainTimeout: cfg.DrainTimeout, Metrics: m, Logger: log,
+	})
+	if err != nil {
+		return fmt.Errorf("delivery runner: %w", err)
+	}
+	return nil
+}
+
+// startDelivery starts the queue runner, if the relay delivers, and returns a function
+// that stops it and waits until every outcome is in the spool.
 func (r *Relay) startDelivery(ctx context.Context) (stop func()) {
-	r.log.Warn("delivery is not wired into the relay yet: accepted messages stay in the spool",
-		"spool", r.cfg.SpoolDir)
-	return func() {}
+	if r.runner == nil {
+		r.log.Info("delivery is off: accepted messages stay in the spool", "spool", r.cfg.SpoolDir)
+		return func() {}
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		if err := r.runner.Run(ctx); err != nil && ctx.Err() == nil {
+			r.log.Error("delivery stopped", "error", err)
+		}
+	})
+	return func() {
+		cancel()
+		wg.Wait()
+		if err := r.deliveryClient.Close(); err != nil {
+			r.log.Warn("closing delivery connections", "error", err)
+		}
+	}
 }

@@ -14,7 +14,6 @@ import (
 
 	"github.com/postwarden/postwarden/relay/internal/smtptest"
 	"github.com/postwarden/postwarden/relay/internal/spool"
-	"github.com/postwarden/postwarden/relay/internal/tlscert/tlscerttest"
 )
 
 // buildBinary builds the postwarden command into a temporary folder.
@@ -42,7 +41,8 @@ type process struct {
 func startProcess(t *testing.T, bin string, args ...string) *process {
 	t.Helper()
 	cmd := exec.Command(bin, append([]string{"relay", "--log-format", "json",
-		"--submission-listen", "127.0.0.1:0", "--inbound-listen", "", "--http-listen", "127.0.0.1:0"}, args...)...)
+		"--submission-listen", "127.0.0.1:0", "--inbound-listen", "", "--http-listen", "127.0.0.1:0",
+		"--delivery=false"}, args...)...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -105,13 +105,9 @@ func TestAcceptedMessageSurvivesSIGKILL(t *testing.T) {
 		t.Skip("builds the binary")
 	}
 	bin := buildBinary(t)
-	dir := t.TempDir()
 	ca := smtptest.NewCA(t)
-	tlscerttest.WriteFiles(t, dir, "relay", tlscerttest.Issue(t, ca, relayName))
 	a, _ := creds(t)
-	config := filepath.Join(dir, "relay.json")
-	writeConfig(t, config, newSnapshot(t, certEntry, a))
-	spoolDir := filepath.Join(dir, "spool")
+	config, spoolDir := writeProcessConfig(t, ca, newSnapshot(t, certEntry, a))
 	args := []string{"--config", config, "--spool-dir", spoolDir, "--hostname", relayName}
 
 	p := startProcess(t, bin, args...)

@@ -17,6 +17,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/postwarden/postwarden/relay/internal/configsource"
+	"github.com/postwarden/postwarden/relay/internal/delivery"
 	"github.com/postwarden/postwarden/relay/internal/metrics"
 	"github.com/postwarden/postwarden/relay/internal/proxyproto"
 	"github.com/postwarden/postwarden/relay/internal/smtpd"
@@ -62,6 +63,8 @@ type Config struct {
 
 	SpoolDir string
 	Limits   smtpd.Limits
+	// Delivery, when set, runs the queue runner; nil keeps accepted mail in the spool.
+	Delivery *DeliveryConfig
 
 	// HTTPAddr serves /metrics, /healthz and /readyz; "" disables it.
 	HTTPAddr string
@@ -92,6 +95,9 @@ type Relay struct {
 	http     *http.Server
 	httpLn   net.Listener
 	draining atomic.Bool
+
+	runner         *delivery.Runner
+	deliveryClient *delivery.Client
 }
 
 type smtpServer struct {
@@ -146,6 +152,11 @@ func New(cfg Config) (r *Relay, err error) {
 	}()
 	if r.spool, err = spool.Open(cfg.SpoolDir, spool.Options{Logger: r.log.With("component", "spool")}); err != nil {
 		return nil, fmt.Errorf("opening spool: %w", err)
+	}
+	if cfg.Delivery != nil {
+		if err := r.newDelivery(cfg.Delivery); err != nil {
+			return nil, err
+		}
 	}
 	authLimiter := throttle.NewAuthLimiter(throttle.DefaultAuthLimits(), nil)
 	for _, l := range []struct {

@@ -95,7 +95,8 @@ func launch(b *testing.B) (*relayProcess, error) {
 	}
 	cmd := exec.Command(bin, "relay", "--config", config, "--spool-dir", filepath.Join(dir, "spool"),
 		"--hostname", hostname, "--submission-listen", "127.0.0.1:0", "--inbound-listen", "",
-		"--http-listen", "127.0.0.1:0", "--max-connections-per-ip", "1000", "--log-format", "json")
+		"--http-listen", "127.0.0.1:0", "--max-connections-per-ip", "1000", "--log-format", "json",
+		"--delivery=false")
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		return nil, err

@@ -1,0 +1,173 @@
+package relay
+
+import (
+	"net"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-smtp"
+
+	"github.com/postwarden/postwarden/relay/internal/smtptest"
+	"github.com/postwarden/postwarden/relay/internal/spool"
+	"github.com/postwarden/postwarden/relay/internal/tlscert/tlscerttest"
+	"github.com/postwarden/postwarden/relay/snapshot"
+)
+
+// deliverVia returns a Config edit that delivers through sink as the smarthost, with a
+// loopback DNS server so that nothing is ever looked up elsewhere.
+func deliverVia(t *testing.T, sink *smtptest.Server) func(*Config) {
+	dns := smtptest.StartDNS(t)
+	return func(c *Config) {
+		c.Delivery = &DeliveryConfig{Smarthost: sink.Addr, DNSServers: []string{dns.Addr}}
+	}
+}
+
+// writeProcessConfig writes s and a certificate for relayName, issued by ca, into a new
+// folder, for a relay process; it returns the config file and a spool folder.
+func writeProcessConfig(t *testing.T, ca *smtptest.CA, s *snapshot.Snapshot) (config, spoolDir string) {
+	t.Helper()
+	dir := t.TempDir()
+	tlscerttest.WriteFiles(t, dir, "relay", tlscerttest.Issue(t, ca, relayName))
+	config = filepath.Join(dir, "relay.json")
+	writeConfig(t, config, s)
+	return config, filepath.Join(dir, "spool")
+}
+
+func splitHostPort(t *testing.T, addr string) (string, int) {
+	t.Helper()
+	host, portText, err := net.SplitHostPort(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	port, err := strconv.Atoi(portText)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return host, port
+}
+
+// sendPlain sends one message on port 25 style: no TLS, no AUTH.
+func sendPlain(addr, from, to, body string) error {
+	cl, err := smtp.Dial(addr)
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	if err := cl.Hello("mx.sender.example"); err != nil {
+		return err
+	}
+	if err := cl.SendMail(from, []string{to}, strings.NewReader(body)); err != nil {
+		return err
+	}
+	return cl.Quit()
+}
+
+func TestSubmittedMailIsDeliveredAndLeavesTheSpool(t *testing.T) {
+	a, _ := creds(t)
+	sink := smtptest.Start(t)
+	f := startFileRelay(t, newSnapshot(t, certEntry, a), deliverVia(t, sink))
+	waitFor(t, "readiness", f.Ready)
+
+	cl, err := login(f.SubmissionAddr().String(), f.ca.Pool(), a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	if _, err := send(cl, "sender@"+a.domain, "someone@elsewhere.example", "through the smarthost"); err != nil {
+		t.Fatal(err)
+	}
+	got := sink.WaitMessages(t, 1, 30*time.Second)
+	if got[0].From != "sender@"+a.domain || len(got[0].To) != 1 || got[0].To[0] != "someone@elsewhere.example" {
+		t.Errorf("the smarthost received envelope %q -> %q", got[0].From, got[0].To)
+	}
+	if !strings.Contains(string(got[0].Data), "through the smarthost") || !strings.Contains(string(got[0].Data), "Received:") {
+		t.Errorf("the smarthost received:\n%s", got[0].Data)
+	}
+	waitFor(t, "the delivered message to leave the spool", func() bool { return f.Spool().Len() == 0 })
+}
+
+func TestInboundMailGoesToTheDomainsOwnServer(t *testing.T) {
+	a, _ := creds(t)
+	customer := smtptest.Start(t)
+	smarthost := smtptest.Start(t)
+	s := newSnapshot(t, certEntry, a)
+	host, port := splitHostPort(t, customer.Addr)
+	s.Domains[0].InboundDelivery = &snapshot.Endpoint{Host: host, Port: port}
+	if _, err := s.Marshal(); err != nil {
+		t.Fatal(err)
+	}
+	f := startFileRelay(t, s, deliverVia(t, smarthost))
+	waitFor(t, "readiness", f.Ready)
+
+	if err := sendPlain(f.InboundAddr().String(), "news@outside.example", "sender@"+a.domain, "Subject: hi\r\n\r\nfor you\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	got := customer.WaitMessages(t, 1, 30*time.Second)
+	if got[0].To[0] != "sender@"+a.domain {
+		t.Errorf("the domain's server received the envelope %q -> %q", got[0].From, got[0].To)
+	}
+	if n := len(smarthost.Messages()); n != 0 {
+		t.Errorf("inbound mail also went to the smarthost (%d messages)", n)
+	}
+}
+
+// A delivery cut by SIGKILL is retried after the restart: the message is never lost (a
+// duplicate is acceptable).
+func TestDeliveryInterruptedBySIGKILLResumesAfterRestart(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	bin := buildBinary(t)
+	a, _ := creds(t)
+	sink := smtptest.Start(t)
+	dns := smtptest.StartDNS(t)
+	release := sink.HoldData()
+
+	ca := smtptest.NewCA(t)
+	config, spoolDir := writeProcessConfig(t, ca, newSnapshot(t, certEntry, a))
+	args := []string{"--config", config, "--spool-dir", spoolDir, "--hostname", relayName,
+		"--delivery=true", "--smarthost", sink.Addr, "--dns-servers", dns.Addr, "--retry-first", "1s"}
+
+	p := startProcess(t, bin, args...)
+	cl, err := login(p.submission, ca.Pool(), a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := send(cl, "sender@"+a.domain, "someone@elsewhere.example", "interrupted")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl.Close()
+	waitFor(t, "the relay to be in the middle of delivering", func() bool { return sink.Held() > 0 })
+	if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	<-p.exited
+	// The held session read the whole message, so the sink keeps it once released, but
+	// the relay died before the reply: it must deliver again (a counted duplicate).
+	release()
+
+	p = startProcess(t, bin, args...)
+	got := sink.WaitMessages(t, 2, 60*time.Second)
+	if !strings.Contains(string(got[len(got)-1].Data), "interrupted") {
+		t.Errorf("delivered after restart:\n%s", got[len(got)-1].Data)
+	}
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-p.exited; err != nil {
+		t.Fatalf("relay exited with %v after SIGTERM", err)
+	}
+	s, err := spool.Open(spoolDir, spool.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, err := s.Get(id); err == nil {
+		t.Errorf("message %s is still queued after its delivery", id)
+	}
+}
