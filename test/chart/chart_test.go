@@ -47,6 +47,11 @@ var variants = map[string]struct {
 			if _, ok := relay["lifecycle"]; ok {
 				t.Error("a preStop hook is rendered though preStopSleepSeconds is 0")
 			}
+			for _, want := range []string{"kind: MailDomain", "kind: SMTPCredential", "get secret my-app-smtp", "WARNING: no certificate"} {
+				if !strings.Contains(r.Notes, want) {
+					t.Errorf("NOTES.txt does not say %q", want)
+				}
+			}
 		},
 	},
 	"an emptyDir spool renders no volume claims": {
@@ -191,6 +196,9 @@ relay:
 			if got := nested[string](t, svc, "spec", "externalTrafficPolicy"); got != "Local" {
 				t.Errorf("NodePort externalTrafficPolicy = %q, want Local", got)
 			}
+			if strings.Contains(r.Notes, "WARNING: no certificate") {
+				t.Error("NOTES.txt warns of no certificate though an issuer and a TLS Secret are set")
+			}
 			if !strings.Contains(nestedIn[string](relay, "image"), "@sha256:") {
 				t.Errorf("image %v does not use the digest", relay["image"])
 			}
@@ -210,6 +218,38 @@ func TestChartVariantsApply(t *testing.T) {
 			ctx := context.Background()
 			for _, obj := range append(slices.Clone(r.CRDs), r.Objects...) {
 				if err := dryRunApply(ctx, obj); err != nil {
+					t.Errorf("dry-run apply of %s %s: %v", obj.GetKind(), obj.GetName(), err)
+				}
+			}
+		})
+	}
+}
+
+// The operator and the relays can each be installed alone (say, relays in a second
+// cluster fed by a config copied there), and render whole: bound RBAC, no stray objects.
+func TestChartHalvesApplyAlone(t *testing.T) {
+	cases := map[string]struct {
+		values    string
+		component string
+	}{
+		"the operator alone renders no relay objects": {values: `relay: {enabled: false}`, component: "operator"},
+		"the relays alone render no operator objects": {values: `operator: {enabled: false}`, component: "relay"},
+	}
+	for name, c := range cases {
+		t.Run(name, func(t *testing.T) {
+			ns := newNamespace(t)
+			r := mustRender(t, ns, values(c.values))
+			if !r.has("Deployment") && !r.has("StatefulSet") {
+				t.Fatalf("rendered no workload: %v", r.names())
+			}
+			for _, o := range r.Objects {
+				if got := o.GetLabels()["app.kubernetes.io/component"]; got != c.component {
+					t.Errorf("%s %s belongs to %q, want only %s objects", o.GetKind(), o.GetName(), got, c.component)
+				}
+			}
+			checkRBAC(t, r)
+			for _, obj := range r.Objects {
+				if err := dryRunApply(context.Background(), obj); err != nil {
 					t.Errorf("dry-run apply of %s %s: %v", obj.GetKind(), obj.GetName(), err)
 				}
 			}

@@ -171,7 +171,10 @@ func checkRBAC(t *testing.T, r *rendered) {
 		}
 	}
 	bound := map[string]bool{}
-	relaySA := nested[string](t, workload(r, "StatefulSet"), "spec", "template", "spec", "serviceAccountName")
+	relaySA := ""
+	if sts := workload(r, "StatefulSet"); sts != nil {
+		relaySA = nested[string](t, sts, "spec", "template", "spec", "serviceAccountName")
+	}
 	for _, b := range r.Objects {
 		if b.GetKind() != "RoleBinding" && b.GetKind() != "ClusterRoleBinding" {
 			continue
@@ -185,7 +188,7 @@ func checkRBAC(t *testing.T, r *rendered) {
 		bound[ref] = true
 		for _, s := range nested[[]any](t, b, "subjects") {
 			s := mustMap(s)
-			if s["kind"] != "ServiceAccount" || s["name"] != relaySA {
+			if s["kind"] != "ServiceAccount" || relaySA == "" || s["name"] != relaySA {
 				continue
 			}
 			if b.GetKind() == "ClusterRoleBinding" || role.GetKind() == "ClusterRole" {
