@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -17,11 +18,9 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
-
-	"github.com/emersion/go-sasl"
-	"github.com/emersion/go-smtp"
 
 	"github.com/postwarden/postwarden/relay/snapshot"
 )
@@ -40,38 +39,125 @@ type relayProcess struct {
 	roots *x509.CertPool
 }
 
-var (
-	relayOnce sync.Once
-	relay     *relayProcess
-	relayErr  error
-)
-
-// startRelay builds postwarden and starts one relay shared by the benchmarks; it runs
-// until the test binary exits (the process is killed by TestMain's cleanup).
-func startRelay(b *testing.B) *relayProcess {
-	b.Helper()
-	relayOnce.Do(func() { relay, relayErr = launch(b) })
-	if relayErr != nil {
-		b.Fatal(relayErr)
+// target is the relay as the load generator sees it.
+func (r *relayProcess) target() *target {
+	pid := r.cmd.Process.Pid
+	return &target{
+		system: ours, addr: r.addr, auth: true,
+		tls:  &tls.Config{ServerName: hostname, RootCAs: r.roots},
+		cpu:  func() time.Duration { return processCPU(pid) },
+		rss:  func() float64 { cur, _ := r.rssKiB(); return cur },
+		peak: func() float64 { _, peak := r.rssKiB(); return peak },
 	}
-	return relay
 }
 
-func launch(b *testing.B) (*relayProcess, error) {
+// rssKiB returns the relay's current and peak resident set size.
+func (r *relayProcess) rssKiB() (cur, peak float64) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", r.cmd.Process.Pid))
+	if err != nil {
+		return 0, 0
+	}
+	for line := range strings.SplitSeq(string(data), "\n") {
+		name, value, _ := strings.Cut(line, ":")
+		v, _ := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(value), " kB"), 64)
+		switch name {
+		case "VmRSS":
+			cur = v
+		case "VmHWM":
+			peak = v
+		}
+	}
+	return cur, peak
+}
+
+var (
+	submitOnce, deliverOnce   sync.Once
+	submitRelay, deliverRelay *relayProcess
+	submitErr, deliverErr     error
+)
+
+// startRelay builds postwarden and starts one relay, shared by the benchmarks, that keeps
+// what it accepts in its spool (--delivery=false); it runs until the test binary exits.
+func startRelay(b *testing.B) *relayProcess {
+	b.Helper()
+	submitOnce.Do(func() { submitRelay, submitErr = launch(b, "--delivery=false") })
+	if submitErr != nil {
+		b.Fatal(submitErr)
+	}
+	return submitRelay
+}
+
+// startDeliveringRelay starts one relay, shared by the benchmarks, that delivers all mail
+// through the sink as its smarthost, with a loopback resolver so it never asks the
+// system's.
+func startDeliveringRelay(b *testing.B) (*relayProcess, *sink) {
+	b.Helper()
+	s := startSharedSink(b)
+	deliverOnce.Do(func() {
+		var dnsAddr string
+		if dnsAddr, dnsQueries, deliverErr = startDNS(); deliverErr != nil {
+			return
+		}
+		deliverRelay, deliverErr = launch(b, "--delivery=true", "--smarthost", s.addr, "--dns-servers", dnsAddr)
+	})
+	if deliverErr != nil {
+		b.Fatal(deliverErr)
+	}
+	return deliverRelay, s
+}
+
+var (
+	sinkOnce   sync.Once
+	sharedSink *sink
+	sinkErr    error
+	dnsQueries *atomic.Int64
+)
+
+func startSharedSink(b *testing.B) *sink {
+	b.Helper()
+	sinkOnce.Do(func() { sharedSink, sinkErr = startSink() })
+	if sinkErr != nil {
+		b.Fatal(sinkErr)
+	}
+	return sharedSink
+}
+
+var (
+	buildOnce sync.Once
+	binary    string
+	buildErr  error
+)
+
+// build compiles postwarden once per test binary.
+func build() (string, error) {
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "postwarden-bench-bin-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		addCleanup(func() { os.RemoveAll(dir) })
+		_, file, _, _ := runtime.Caller(0)
+		binary = filepath.Join(dir, "postwarden")
+		cmd := exec.Command("go", "build", "-o", binary, ".")
+		cmd.Dir = filepath.Join(filepath.Dir(file), "..", "..")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			buildErr = fmt.Errorf("building postwarden: %w\n%s", err, out)
+		}
+	})
+	return binary, buildErr
+}
+
+func launch(b *testing.B, args ...string) (*relayProcess, error) {
+	bin, err := build()
+	if err != nil {
+		return nil, err
+	}
 	dir, err := os.MkdirTemp("", "postwarden-bench-")
 	if err != nil {
 		return nil, err
 	}
-	cleanups = append(cleanups, func() { os.RemoveAll(dir) })
-	_, file, _, _ := runtime.Caller(0)
-	root := filepath.Join(filepath.Dir(file), "..", "..")
-	bin := filepath.Join(dir, "postwarden")
-	build := exec.Command("go", "build", "-o", bin, ".")
-	build.Dir = root
-	if out, err := build.CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("building postwarden: %w\n%s", err, out)
-	}
-
+	addCleanup(func() { os.RemoveAll(dir) })
 	roots := writeCert(b, dir, hostname)
 	hash, err := snapshot.HashPassword(password)
 	if err != nil {
@@ -93,10 +179,10 @@ func launch(b *testing.B) (*relayProcess, error) {
 	if err := os.WriteFile(config, data, 0o600); err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(bin, "relay", "--config", config, "--spool-dir", filepath.Join(dir, "spool"),
+	cmd := exec.Command(bin, append([]string{"relay", "--config", config, "--spool-dir", filepath.Join(dir, "spool"),
 		"--hostname", hostname, "--submission-listen", "127.0.0.1:0", "--inbound-listen", "",
-		"--http-listen", "127.0.0.1:0", "--max-connections-per-ip", "1000", "--log-format", "json",
-		"--delivery=false")
+		"--http-listen", "127.0.0.1:0", "--max-connections-per-ip", "1000", "--log-format", "json"}, args...)...)
+	dieWithParent(cmd)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		return nil, err
@@ -104,11 +190,12 @@ func launch(b *testing.B) (*relayProcess, error) {
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
-	cleanups = append(cleanups, func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	addCleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
 	addrs := make(chan [2]string, 1)
 	go func() {
 		var got [2]string
 		sc := bufio.NewScanner(stderr)
+		sc.Buffer(nil, 1<<20)
 		for sc.Scan() {
 			var rec struct{ Msg, Listener, Addr string }
 			if json.Unmarshal(sc.Bytes(), &rec) == nil && rec.Msg == "listening" {
@@ -146,143 +233,48 @@ func launch(b *testing.B) (*relayProcess, error) {
 	return &relayProcess{cmd: cmd, addr: got[0], roots: roots}, nil
 }
 
-var cleanups []func()
+var (
+	cleanupMu sync.Mutex
+	cleanups  []func()
+)
 
-func TestMain(m *testing.M) {
-	code := m.Run()
+func addCleanup(f func()) {
+	cleanupMu.Lock()
+	defer cleanupMu.Unlock()
+	cleanups = append(cleanups, f)
+}
+
+// runCleanups stops what the benchmarks started, last first, once.
+func runCleanups() {
+	cleanupMu.Lock()
+	defer cleanupMu.Unlock()
 	for _, c := range slices.Backward(cleanups) {
 		c()
 	}
+	cleanups = nil
+}
+
+func TestMain(m *testing.M) {
+	// An interrupted run must still stop Postfix, which outlives us as a daemon.
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		<-sig
+		runCleanups()
+		os.Exit(1)
+	}()
+	code := m.Run()
+	printComparison(os.Stdout)
+	runCleanups()
 	os.Exit(code)
-}
-
-// message is a 4 KiB message.
-var message = func() []byte {
-	var sb strings.Builder
-	sb.WriteString("From: <" + sender + ">\r\nTo: <rcpt@elsewhere.example>\r\nSubject: bench\r\n\r\n")
-	line := strings.Repeat("x", 76) + "\r\n"
-	for sb.Len()+len(line) <= 4096 {
-		sb.WriteString(line)
-	}
-	return []byte(sb.String())
-}()
-
-func (r *relayProcess) login() (*smtp.Client, error) {
-	cl, err := smtp.DialStartTLS(r.addr, &tls.Config{ServerName: hostname, RootCAs: r.roots})
-	if err != nil {
-		return nil, err
-	}
-	if err := cl.Auth(sasl.NewPlainClient("", user, password)); err != nil {
-		cl.Close()
-		return nil, err
-	}
-	return cl, nil
-}
-
-func sendOne(cl *smtp.Client) error {
-	if err := cl.Mail(sender, nil); err != nil {
-		return err
-	}
-	if err := cl.Rcpt("rcpt@elsewhere.example", nil); err != nil {
-		return err
-	}
-	w, err := cl.Data()
-	if err != nil {
-		return err
-	}
-	if _, err := w.Write(message); err != nil {
-		return err
-	}
-	return w.Close()
-}
-
-// rssKiB returns the relay's current and peak resident set size.
-func (r *relayProcess) rssKiB() (cur, peak float64) {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", r.cmd.Process.Pid))
-	if err != nil {
-		return 0, 0
-	}
-	for line := range strings.SplitSeq(string(data), "\n") {
-		name, value, _ := strings.Cut(line, ":")
-		v, _ := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(value), " kB"), 64)
-		switch name {
-		case "VmRSS":
-			cur = v
-		case "VmHWM":
-			peak = v
-		}
-	}
-	return cur, peak
-}
-
-// run sends b.N messages from conns goroutines and reports throughput, latency and RSS.
-// Each goroutine logs in once and sends over its session, or, with perMessage, connects,
-// does STARTTLS and AUTH for every message.
-func run(b *testing.B, conns int, perMessage bool) {
-	r := startRelay(b)
-	var next atomic.Int64
-	latencies := make([][]time.Duration, conns)
-	errs := make(chan error, conns)
-	b.ResetTimer()
-	start := time.Now()
-	var wg sync.WaitGroup
-	for i := range conns {
-		wg.Go(func() {
-			var cl *smtp.Client
-			defer func() {
-				if cl != nil {
-					_ = cl.Quit()
-				}
-			}()
-			for next.Add(1) <= int64(b.N) {
-				t0 := time.Now()
-				if cl == nil {
-					var err error
-					if cl, err = r.login(); err != nil {
-						errs <- err
-						return
-					}
-				}
-				if err := sendOne(cl); err != nil {
-					errs <- err
-					return
-				}
-				if perMessage {
-					_ = cl.Quit()
-					cl = nil
-				}
-				latencies[i] = append(latencies[i], time.Since(t0))
-			}
-		})
-	}
-	wg.Wait()
-	elapsed := time.Since(start)
-	b.StopTimer()
-	close(errs)
-	for err := range errs {
-		b.Fatal(err)
-	}
-	all := slices.Concat(latencies...)
-	slices.Sort(all)
-	pct := func(p float64) float64 {
-		if len(all) == 0 {
-			return 0
-		}
-		return float64(all[min(len(all)-1, int(p*float64(len(all))))].Microseconds()) / 1000
-	}
-	cur, peak := r.rssKiB()
-	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "msgs/s")
-	b.ReportMetric(pct(0.50), "p50-ms")
-	b.ReportMetric(pct(0.99), "p99-ms")
-	b.ReportMetric(cur/1024, "rss-MiB")
-	b.ReportMetric(peak/1024, "peak-rss-MiB")
-	b.ReportMetric(0, "ns/op") // throughput is msgs/s: ns/op of a concurrent run misleads
 }
 
 // BenchmarkSubmission: sessions that log in once and send message after message.
 func BenchmarkSubmission(b *testing.B) {
 	for _, conns := range []int{1, 8, 32} {
-		b.Run(fmt.Sprintf("conns=%d", conns), func(b *testing.B) { run(b, conns, false) })
+		b.Run(fmt.Sprintf("conns=%d", conns), func(b *testing.B) {
+			measure(b, startRelay(b).target(), load{conns: conns, size: smallMessage})
+		})
 	}
 }
 
@@ -290,6 +282,8 @@ func BenchmarkSubmission(b *testing.B) {
 // as many applications send.
 func BenchmarkSubmissionNewConnection(b *testing.B) {
 	for _, conns := range []int{1, 8, 32} {
-		b.Run(fmt.Sprintf("conns=%d", conns), func(b *testing.B) { run(b, conns, true) })
+		b.Run(fmt.Sprintf("conns=%d", conns), func(b *testing.B) {
+			measure(b, startRelay(b).target(), load{conns: conns, size: smallMessage, perMessage: true})
+		})
 	}
 }

@@ -1,0 +1,33 @@
+package bench
+
+import (
+	"fmt"
+	"testing"
+)
+
+// endToEndLoads are the end-to-end loads both systems get.
+var endToEndLoads = []load{
+	{conns: 1, size: smallMessage, endToEnd: true},
+	{conns: 8, size: smallMessage, endToEnd: true},
+	{conns: 32, size: smallMessage, endToEnd: true},
+	{conns: 8, size: largeMessage, endToEnd: true},
+	{conns: 32, size: largeMessage, endToEnd: true},
+}
+
+func (l load) name() string { return fmt.Sprintf("size=%dKiB/conns=%d", l.size>>10, l.conns) }
+
+// BenchmarkEndToEnd: submission over STARTTLS and AUTH to the relay, which delivers
+// through its smarthost, the sink; latency runs from the start of a submission to the
+// sink's receipt of the message.
+func BenchmarkEndToEnd(b *testing.B) {
+	for _, l := range endToEndLoads {
+		b.Run(l.name(), func(b *testing.B) {
+			r, s := startDeliveringRelay(b)
+			t := r.target()
+			t.sink = s
+			queries := dnsQueries.Load()
+			measure(b, t, l)
+			b.ReportMetric(float64(dnsQueries.Load()-queries)/float64(b.N), "dns-queries/msg")
+		})
+	}
+}
