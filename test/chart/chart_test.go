@@ -153,7 +153,8 @@ relay:
   service: {type: NodePort, annotations: {example.com/lb: "1"}}
   tls: {existingSecret: relay-tls}
   limits: {maxMessageBytes: 52428800, maxRecipients: 500, maxConnections: 2000, maxConnectionsPerIP: 20, commandTimeout: 2m, dataTimeout: 15m}
-  shutdown: {preStopSleepSeconds: 5, drainDelaySeconds: 20, gracePeriodSeconds: 60, terminationGracePeriodSeconds: 120}
+  shutdown: {preStopSleepSeconds: 5, drainDelaySeconds: 20, gracePeriodSeconds: 60, terminationGracePeriodSeconds: 150}
+  delivery: {enabled: false, dnsServers: [10.0.0.10:53, 10.0.0.11:53], smarthost: smtp.provider.example:587, workers: 32, perDestination: 2, retryFirst: 1m, retryMax: 2h, queueLifetime: 72h, delayNotice: -1s, drainTimeoutSeconds: 45}
   podDisruptionBudget: {maxUnavailable: 25%}
   logFormat: text
   extraEnv: [{name: GOMEMLIMIT, value: 900MiB}]
@@ -178,13 +179,16 @@ relay:
 			for _, want := range []string{"--kube-config-name=relay-cfg", "--hostname=relay.example.com", "--inbound-listen=",
 				"--tls-cert=/etc/postwarden/tls/tls.crt", "--tls-key=/etc/postwarden/tls/tls.key",
 				"--max-message-bytes=52428800", "--max-recipients=500", "--max-connections=2000", "--max-connections-per-ip=20",
-				"--command-timeout=2m", "--data-timeout=15m", "--drain-delay=20s", "--grace-period=60s", "--log-format=text"} {
+				"--command-timeout=2m", "--data-timeout=15m", "--drain-delay=20s", "--grace-period=60s", "--log-format=text",
+				"--delivery=false", "--dns-servers=10.0.0.10:53,10.0.0.11:53", "--smarthost=smtp.provider.example:587",
+				"--delivery-workers=32", "--delivery-per-destination=2", "--retry-first=1m", "--retry-max=2h",
+				"--queue-lifetime=72h", "--delay-notice=-1s", "--delivery-drain-timeout=45s"} {
 				if !slices.Contains(strSlice(relay["args"]), want) {
 					t.Errorf("relay args lack %s: %v", want, relay["args"])
 				}
 			}
-			if got := nested[int64](t, sts, "spec", "template", "spec", "terminationGracePeriodSeconds"); got != 120 {
-				t.Errorf("terminationGracePeriodSeconds = %d, want 120", got)
+			if got := nested[int64](t, sts, "spec", "template", "spec", "terminationGracePeriodSeconds"); got != 150 {
+				t.Errorf("terminationGracePeriodSeconds = %d, want 150", got)
 			}
 			if got := nestedIn[int64](relay, "lifecycle", "preStop", "sleep", "seconds"); got != 5 {
 				t.Errorf("preStop sleep = %d, want 5", got)

@@ -70,14 +70,16 @@ func checkSafety(t *testing.T, r *rendered, ns string) {
 		}
 	}
 
-	// Drain: the kubelet must not kill a relay before its drain and grace period end.
+	// Drain: the kubelet must not kill a relay before its drain, its sessions' grace period
+	// and its deliveries' drain have run, one after the other.
 	drain := duration(t, flagValue(t, relayC, "--drain-delay"))
 	grace := duration(t, flagValue(t, relayC, "--grace-period"))
+	deliveries := duration(t, flagValue(t, relayC, "--delivery-drain-timeout"))
 	preStop := time.Duration(nestedIn[int64](relayC, "lifecycle", "preStop", "sleep", "seconds")) * time.Second
 	termination := time.Duration(nested[int64](t, sts, "spec", "template", "spec", "terminationGracePeriodSeconds")) * time.Second
-	if drain <= 0 || termination < preStop+drain+grace {
-		t.Errorf("terminationGracePeriodSeconds %v, drain delay %v, grace period %v, preStop %v: the relay is killed before it drains",
-			termination, drain, grace, preStop)
+	if drain <= 0 || termination < preStop+drain+grace+deliveries {
+		t.Errorf("terminationGracePeriodSeconds %v, preStop %v, drain delay %v, grace period %v, delivery drain %v: the relay is killed before it drains",
+			termination, preStop, drain, grace, deliveries)
 	}
 }
 

@@ -36,6 +36,10 @@ func TestChartRefusesBadValues(t *testing.T) {
 			values: `operator: {certificate: {issuerRef: {name: x, kind: Certificate}}}`,
 			want:   "kind",
 		},
+		"a smarthost without a port is refused": {
+			values: `relay: {delivery: {smarthost: smtp.provider.example}}`,
+			want:   "smarthost",
+		},
 		"a relay log level the relay does not know is refused": {
 			values: `relay: {logLevel: verbose}`,
 			want:   "logLevel",
@@ -57,7 +61,7 @@ func TestChartRefusesBadValues(t *testing.T) {
 			want:   "relay.submission or relay.inbound",
 		},
 		"a termination grace period shorter than the drain is refused": {
-			values: `relay: {shutdown: {drainDelaySeconds: 30, gracePeriodSeconds: 60, terminationGracePeriodSeconds: 60}}`,
+			values: `relay: {shutdown: {drainDelaySeconds: 30, gracePeriodSeconds: 60, terminationGracePeriodSeconds: 100}}`,
 			want:   "kill relays mid-drain",
 		},
 		"several operators without leader election are refused": {
