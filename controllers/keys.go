@@ -15,11 +15,6 @@ const (
 	managerName    = "postwarden-operator"
 	fieldOwner     = "postwarden-operator"
 
-	// ConditionCertificateReady reports the relay certificate on MailDomains.
-	ConditionCertificateReady = "CertificateReady"
-	// reasonCertificateIssued: the relay certificate is issued and current.
-	reasonCertificateIssued = "Issued"
-
 	// Field index names.
 	indexCredentialSecret   = "postwarden.secretName"
 	indexCredentialUsername = "postwarden.status.username"

@@ -42,7 +42,7 @@ func (r *mailDomainReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 		s.Users, s.Credentials, s.Policies, s.ConfigHash = v.Users, v.Credentials, v.Policies, st.firstHash
 		setCertificateStatus(s, md.Generation, st.cert)
 	} else {
-		meta.RemoveStatusCondition(&s.Conditions, ConditionCertificateReady)
+		meta.RemoveStatusCondition(&s.Conditions, relayv1alpha1.ConditionCertificateReady)
 	}
 	s.ObservedGeneration = md.Generation
 	return ctrl.Result{}, writeStatus(ctx, r.client, r.recorder, &md, before, md.Status, before.Status, s.Conditions, before.Status.Conditions)
@@ -50,15 +50,15 @@ func (r *mailDomainReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 
 // setCertificateStatus reports the relay certificate on a served domain.
 func setCertificateStatus(s *relayv1alpha1.MailDomainStatus, generation int64, c certView) {
-	cond := metav1.Condition{Type: ConditionCertificateReady, ObservedGeneration: generation, Status: metav1.ConditionFalse, Message: c.Message}
+	cond := metav1.Condition{Type: relayv1alpha1.ConditionCertificateReady, ObservedGeneration: generation, Status: metav1.ConditionFalse, Message: c.Message}
 	switch {
 	case c.Missing:
 		cond.Reason = relayv1alpha1.ReasonCertManagerMissing
 	case !c.Managed:
-		meta.RemoveStatusCondition(&s.Conditions, ConditionCertificateReady)
+		meta.RemoveStatusCondition(&s.Conditions, relayv1alpha1.ConditionCertificateReady)
 		return
 	case c.Ready:
-		cond.Status, cond.Reason = metav1.ConditionTrue, reasonCertificateIssued
+		cond.Status, cond.Reason = metav1.ConditionTrue, relayv1alpha1.ReasonCertificateIssued
 		s.Certificate = &relayv1alpha1.CertificateStatus{SecretName: c.SecretName, Ready: true, NotAfter: c.NotAfter}
 	default:
 		cond.Reason = relayv1alpha1.ReasonCertificateNotReady

@@ -13,7 +13,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/recorder"
 
 	relayv1alpha1 "github.com/postwarden/postwarden/api/v1alpha1"
-	"github.com/postwarden/postwarden/controllers/compiler"
 )
 
 // setConditions writes Accepted and Ready from what the last render decided and what
@@ -49,7 +48,7 @@ func setConditions(conds *[]metav1.Condition, generation int64, st objectStatus)
 // acceptedFlipped reports an object leaving the relay config, for a Warning Event.
 func acceptedFlipped(before, after []metav1.Condition) (*metav1.Condition, bool) {
 	now := meta.FindStatusCondition(after, relayv1alpha1.ConditionAccepted)
-	if now == nil || now.Status != metav1.ConditionFalse || now.Reason == compiler.ReasonSecretPending {
+	if now == nil || now.Status != metav1.ConditionFalse || now.Reason == relayv1alpha1.ReasonSecretPending {
 		// A credential waits for its Secret for a moment at creation: not worth a Warning.
 		return nil, false
 	}

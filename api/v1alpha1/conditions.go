@@ -6,6 +6,8 @@ const (
 	ConditionAccepted = "Accepted"
 	// ConditionReady says every ready relay replica enforces the object.
 	ConditionReady = "Ready"
+	// ConditionCertificateReady reports, on MailDomains, the relay's STARTTLS certificate.
+	ConditionCertificateReady = "CertificateReady"
 )
 
 // Condition reasons. They are CamelCase, stable, and safe to alert on.
@@ -33,6 +35,10 @@ const (
 	ReasonCertManagerMissing = "CertManagerMissing"
 	// ReasonDisabled: the policy is switched off.
 	ReasonDisabled = "Disabled"
+	// ReasonSecretPending: the credential's Secret has not been issued yet.
+	ReasonSecretPending = "SecretPending"
+	// ReasonCertificateIssued: the relay certificate is issued and current.
+	ReasonCertificateIssued = "Issued"
 )
 
 // MailDomainReference names a MailDomain in the same namespace.

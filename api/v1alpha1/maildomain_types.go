@@ -199,7 +199,8 @@ type MailDomainStatus struct {
 	// +optional
 	Certificate *CertificateStatus `json:"certificate,omitempty"`
 
-	// configHash is the hash of the relay config snapshot that last included the domain.
+	// configHash is the hash of the first relay config snapshot that held the domain as it
+	// is now; a relay reporting it (or a later one) enforces the domain.
 	// +optional
 	// +kubebuilder:validation:MaxLength=128
 	ConfigHash string `json:"configHash,omitempty"`

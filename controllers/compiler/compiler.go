@@ -30,9 +30,6 @@ const (
 	KindTLSDeliveryPolicy Kind = "TLSDeliveryPolicy"
 )
 
-// ReasonSecretPending: the credential's Secret has not been issued yet.
-const ReasonSecretPending = "SecretPending"
-
 // ObjectKey identifies one custom resource.
 type ObjectKey struct {
 	Kind      Kind

@@ -173,7 +173,7 @@ func TestVerdicts(t *testing.T) {
 		"a username used twice stays with the older credential": {KindSMTPCredential, "first", "same-name", false, relayv1alpha1.ReasonInvalidSpec, "first/ok"},
 		"a credential of a conflicting domain is refused":       {KindSMTPCredential, "second", "hijack", false, relayv1alpha1.ReasonInvalidReference, "shop"},
 		"a sender outside the namespace's domains is refused":   {KindSMTPCredential, "first", "foreign-sender", false, relayv1alpha1.ReasonInvalidReference, "someone@else.example"},
-		"a credential without its Secret waits":                 {KindSMTPCredential, "first", "pending", false, ReasonSecretPending, "Secret"},
+		"a credential without its Secret waits":                 {KindSMTPCredential, "first", "pending", false, relayv1alpha1.ReasonSecretPending, "Secret"},
 		"the older discovery policy wins":                       {KindDiscoveryPolicy, "first", "older", true, relayv1alpha1.ReasonCompiled, "shop.example"},
 		"the younger discovery policy reports the conflict":     {KindDiscoveryPolicy, "first", "younger", false, relayv1alpha1.ReasonPolicyConflict, "older"},
 		"a discovery policy of a missing domain is refused":     {KindDiscoveryPolicy, "first", "missing", false, relayv1alpha1.ReasonInvalidReference, "nope"},

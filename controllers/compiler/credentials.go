@@ -23,7 +23,7 @@ func (c *compilation) compileCredentials() {
 		obj := cr.Object
 		v := c.verdict(KindSMTPCredential, obj)
 		if cr.PasswordHash == "" || cr.Username == "" {
-			reject(v, ReasonSecretPending, "waiting for the credential Secret to be issued")
+			reject(v, relayv1alpha1.ReasonSecretPending, "waiting for the credential Secret to be issued")
 			continue
 		}
 		if cr.Username != strings.TrimSpace(cr.Username) || strings.ContainsAny(cr.Username, "\x00\r\n") {
