@@ -44,6 +44,9 @@ var variants = map[string]struct {
 			if slices.ContainsFunc(strSlice(relay["args"]), func(a string) bool { return strings.Contains(a, "proxy") }) {
 				t.Errorf("PROXY protocol flags without relay.proxyProtocol.enabled: %v", relay["args"])
 			}
+			if v, ok := nested[map[string]any](t, sts, "spec", "template", "spec")["volumes"]; ok {
+				t.Errorf("volumes is rendered as %v with a claimed spool and no TLS Secret", v)
+			}
 			if _, ok := relay["lifecycle"]; ok {
 				t.Error("a preStop hook is rendered though preStopSleepSeconds is 0")
 			}
