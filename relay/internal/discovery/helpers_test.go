@@ -2,6 +2,7 @@ package discovery
 
 import (
 	"context"
+	"log/slog"
 	"net"
 	"sync"
 	"testing"
@@ -106,6 +107,9 @@ func eventually(t *testing.T, what string, cond func() bool) {
 func newVerifier(t *testing.T, opts Options) *Verifier {
 	t.Helper()
 	opts.Prober.HELOName = "relay.test"
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
 	v := New(opts)
 	t.Cleanup(v.Close)
 	return v
