@@ -72,6 +72,11 @@ func newNamespace(t *testing.T) string {
 // strict field validation: the server runs defaulting, validation and admission, and
 // refuses fields its schema does not declare, but stores nothing.
 func dryRunApply(ctx context.Context, obj *unstructured.Unstructured) error {
+	return serverSideApply(ctx, obj, true)
+}
+
+// serverSideApply applies obj with strict field validation, stored or as a dry run.
+func serverSideApply(ctx context.Context, obj *unstructured.Unstructured, dryRun bool) error {
 	gvk := obj.GroupVersionKind()
 	mapping, err := env.Client.RESTMapper().RESTMapping(gvk.GroupKind(), gvk.Version)
 	if err != nil {
@@ -86,12 +91,11 @@ func dryRunApply(ctx context.Context, obj *unstructured.Unstructured) error {
 		ri = dyn.Resource(mapping.Resource).Namespace(obj.GetNamespace())
 	}
 	force := true
-	_, err = ri.Patch(ctx, obj.GetName(), types.ApplyPatchType, data, metav1.PatchOptions{
-		DryRun:          []string{metav1.DryRunAll},
-		Force:           &force,
-		FieldManager:    "chart-test",
-		FieldValidation: metav1.FieldValidationStrict,
-	})
+	opts := metav1.PatchOptions{Force: &force, FieldManager: "chart-test", FieldValidation: metav1.FieldValidationStrict}
+	if dryRun {
+		opts.DryRun = []string{metav1.DryRunAll}
+	}
+	_, err = ri.Patch(ctx, obj.GetName(), types.ApplyPatchType, data, opts)
 	return err
 }
 
