@@ -6,16 +6,18 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"slices"
 	"strings"
 
 	"github.com/postwarden/postwarden/relay/snapshot"
 )
 
-// State is stored as JSON lines, so that kubectl shows one address per line: the first
-// line is the header (version, policy, journals), each further line one Address, in
-// address order. Split cuts the text at line boundaries into parts that fit in
-// ConfigMaps; DecodeState reads the parts back, in order.
+// State is stored as JSON lines, so that kubectl shows one address per line: a header
+// line (version, policy, journals), then one Address per line. EncodeState writes it
+// whole, in address order. Shard spreads it over parts by a hash of each address, so
+// that a merge which changes a few addresses rewrites only the parts holding them; part
+// 0 starts with the header. DecodeState reads either form back.
 
 type header struct {
 	Version  string               `json:"version"`
@@ -25,77 +27,111 @@ type header struct {
 
 // EncodeState returns st as JSON lines; equal states give equal bytes.
 func EncodeState(st State) ([]byte, error) {
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	if err := enc.Encode(header{Version: StateVersion, Policy: st.Policy, Journals: st.Journals}); err != nil {
+	parts, err := encodeParts(st, 1)
+	if err != nil {
+		return nil, err
+	}
+	return parts[0], nil
+}
+
+// Shard encodes st into a power-of-two number of parts, at least minParts (the count
+// used last time, so that parts stay put), each at most maxBytes when possible: the
+// count doubles until every part fits or a part holds a single address.
+func Shard(st State, maxBytes, minParts int) ([][]byte, error) {
+	n := 1
+	for n < minParts {
+		n *= 2
+	}
+	for {
+		parts, err := encodeParts(st, n)
+		if err != nil {
+			return nil, err
+		}
+		fits := true
+		for _, p := range parts {
+			if len(p) > maxBytes && bytes.Count(p, []byte("\n")) > 2 {
+				fits = false
+			}
+		}
+		if fits || n >= 1<<16 {
+			return parts, nil
+		}
+		n *= 2
+	}
+}
+
+// PartOf returns the part, of n, that holds address.
+func PartOf(address string, n int) int {
+	h := fnv.New32a()
+	h.Write([]byte(address))
+	return int(h.Sum32() % uint32(n))
+}
+
+func encodeParts(st State, n int) ([][]byte, error) {
+	bufs := make([]bytes.Buffer, n)
+	h, err := json.Marshal(header{Version: StateVersion, Policy: st.Policy, Journals: st.Journals})
+	if err != nil {
 		return nil, fmt.Errorf("encoding discovery state: %w", err)
 	}
+	bufs[0].Write(h)
+	bufs[0].WriteByte('\n')
 	addrs := slices.Clone(st.Addresses)
 	slices.SortFunc(addrs, func(x, y Address) int { return strings.Compare(x.Address, y.Address) })
 	for _, a := range addrs {
-		if err := enc.Encode(a); err != nil {
+		line, err := json.Marshal(a)
+		if err != nil {
 			return nil, fmt.Errorf("encoding discovery state: %w", err)
 		}
+		b := &bufs[PartOf(a.Address, n)]
+		b.Write(line)
+		b.WriteByte('\n')
 	}
-	return buf.Bytes(), nil
+	parts := make([][]byte, n)
+	for i := range bufs {
+		parts[i] = bufs[i].Bytes()
+	}
+	return parts, nil
 }
 
-// DecodeState reads the parts written by EncodeState and Split, in order.
+// DecodeState reads what EncodeState or Shard wrote; parts may come in any order, as
+// long as one of them starts with the header.
 func DecodeState(parts ...[]byte) (State, error) {
-	sc := bufio.NewScanner(bytes.NewReader(bytes.Join(parts, nil)))
-	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
 	var st State
-	line := 0
-	for sc.Scan() {
-		line++
-		if len(bytes.TrimSpace(sc.Bytes())) == 0 {
-			continue
-		}
-		if line == 1 {
-			var h header
-			if err := json.Unmarshal(sc.Bytes(), &h); err != nil {
-				return State{}, fmt.Errorf("discovery state header: %w", err)
+	for _, part := range parts {
+		sc := bufio.NewScanner(bytes.NewReader(part))
+		sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
+		line := 0
+		for sc.Scan() {
+			line++
+			if len(bytes.TrimSpace(sc.Bytes())) == 0 {
+				continue
 			}
-			if h.Version != StateVersion {
-				return State{}, fmt.Errorf("discovery state version %q, want %q", h.Version, StateVersion)
+			if line == 1 && bytes.Contains(sc.Bytes(), []byte(`"version"`)) {
+				var h header
+				if err := json.Unmarshal(sc.Bytes(), &h); err != nil {
+					return State{}, fmt.Errorf("discovery state header: %w", err)
+				}
+				if h.Version != StateVersion {
+					return State{}, fmt.Errorf("discovery state version %q, want %q", h.Version, StateVersion)
+				}
+				st.Version, st.Policy, st.Journals = h.Version, h.Policy, h.Journals
+				continue
 			}
-			st = State{Version: h.Version, Policy: h.Policy, Journals: h.Journals}
-			continue
+			var a Address
+			if err := json.Unmarshal(sc.Bytes(), &a); err != nil || a.Address == "" {
+				return State{}, fmt.Errorf("discovery state line %d is not an address: %q", line, sc.Text())
+			}
+			st.Addresses = append(st.Addresses, a)
 		}
-		var a Address
-		if err := json.Unmarshal(sc.Bytes(), &a); err != nil {
-			return State{}, fmt.Errorf("discovery state line %d: %w", line, err)
+		if err := sc.Err(); err != nil {
+			return State{}, fmt.Errorf("reading discovery state: %w", err)
 		}
-		st.Addresses = append(st.Addresses, a)
-	}
-	if err := sc.Err(); err != nil {
-		return State{}, fmt.Errorf("reading discovery state: %w", err)
 	}
 	if st.Version == "" {
-		return State{}, errors.New("discovery state is empty")
+		return State{}, errors.New("discovery state has no header")
 	}
+	slices.SortFunc(st.Addresses, func(x, y Address) int { return strings.Compare(x.Address, y.Address) })
 	return st, nil
-}
-
-// Split cuts JSON-lines data into parts of at most maxBytes, at line boundaries. A line
-// longer than maxBytes gets a part of its own.
-func Split(data []byte, maxBytes int) [][]byte {
-	var parts [][]byte
-	for len(data) > 0 {
-		end := min(len(data), maxBytes)
-		if end < len(data) {
-			if nl := bytes.LastIndexByte(data[:end], '\n'); nl >= 0 {
-				end = nl + 1
-			} else if nl := bytes.IndexByte(data, '\n'); nl >= 0 {
-				end = nl + 1
-			} else {
-				end = len(data)
-			}
-		}
-		parts = append(parts, data[:end])
-		data = data[end:]
-	}
-	return parts
 }
 
 // EncodeBatch returns b as JSON, with Version set.

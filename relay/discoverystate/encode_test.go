@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"reflect"
+	"slices"
 	"testing"
 )
 
@@ -18,7 +19,10 @@ func TestStateRoundTripsThroughParts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	parts := Split(data, 4096)
+	parts, err := Shard(st, 4096, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if len(parts) < 2 {
 		t.Fatalf("got %d parts, want several", len(parts))
 	}
@@ -27,6 +31,8 @@ func TestStateRoundTripsThroughParts(t *testing.T) {
 			t.Fatalf("part %d: %d bytes, ends %q; want at most 4096, whole lines", i, len(part), part[len(part)-1:])
 		}
 	}
+	// Parts may be read in any order.
+	slices.Reverse(parts)
 	back, err := DecodeState(parts...)
 	if err != nil {
 		t.Fatal(err)
@@ -40,10 +46,45 @@ func TestStateRoundTripsThroughParts(t *testing.T) {
 	}
 }
 
+func TestShardChangesOnlyThePartOfAChangedAddress(t *testing.T) {
+	p := testPolicy()
+	var items []Observation
+	for i := range 500 {
+		items = append(items, o(Verified, fmt.Sprintf("user%03d@example.com", i), days(0)))
+	}
+	st := Merge(State{}, []Batch{obs("j", 1, items...)}, p, days(0))
+	before, err := Shard(st, 8192, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	next := Merge(st, []Batch{obs("j", 501, o(Delivered, "user042@example.com", days(1)))}, p, days(1))
+	after, err := Shard(next, 8192, len(before))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(after) != len(before) {
+		t.Fatalf("%d parts, then %d", len(before), len(after))
+	}
+	changed := []int{}
+	for i := range before {
+		if !bytes.Equal(before[i], after[i]) {
+			changed = append(changed, i)
+		}
+	}
+	// Part 0 holds the header, whose watermark moved; the address's part changed too.
+	want := []int{0, PartOf("user042@example.com", len(before))}
+	slices.Sort(want)
+	want = slices.Compact(want)
+	if !slices.Equal(changed, want) {
+		t.Fatalf("parts %v changed, want %v", changed, want)
+	}
+}
+
 func TestDecodeRejectsOtherVersions(t *testing.T) {
 	tests := map[string]string{
 		"an unknown state version is refused": `{"version":"relay.postwarden.dev/discovery-state/v9","policy":"a/b"}` + "\n",
 		"an empty state is refused":           "",
+		"a state without a header is refused": `{"address":"a@example.com","state":"User"}` + "\n",
 		"a malformed address line is refused": `{"version":"` + StateVersion + `","policy":"a/b"}` + "\n{nope\n",
 	}
 	for name, data := range tests {

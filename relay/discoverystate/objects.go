@@ -14,8 +14,9 @@ import (
 // those observations from its journal and publishes the rest.
 //
 // The operator keeps each policy's State in ConfigMaps in the policy's namespace:
-// StateName(policy, i) for part i of Split(EncodeState(state)), labelled
-// LabelState=<policy name>, with AnnotationPart and AnnotationParts, under StateKey.
+// StateName(policy, i) for part i of Shard(state, MaxPartBytes, parts used last time),
+// labelled LabelState=<policy name>, with AnnotationPart and AnnotationParts, under
+// StateKey. It writes only the parts whose bytes changed.
 const (
 	ObservationsPrefix = "postwarden-discovery-observations-"
 	LabelObservations  = "relay.postwarden.dev/discovery-observations"
