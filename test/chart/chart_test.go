@@ -143,7 +143,7 @@ operator:
   leaderElection: false
   configName: relay-cfg
   relayHostnames: [smtp.example.com, mx.example.com]
-  submission: {host: submit.example.com, port: 465}
+  submission: {host: submit.example.com}
   certificate: {name: relay-cert, issuerRef: {name: letsencrypt, kind: Issuer, group: cert-manager.io}}
   logLevel: debug
   extraArgs: [--zap-devel]
@@ -168,7 +168,7 @@ relay:
 		check: func(t *testing.T, r *rendered) {
 			op := container(t, r.find(t, "Deployment", "postwarden-mail-operator"), "operator")
 			for _, want := range []string{"--config-name=relay-cfg", "--relay-hostnames=smtp.example.com,mx.example.com",
-				"--submission-host=submit.example.com", "--submission-port=465", "--certificate-name=relay-cert",
+				"--submission-host=submit.example.com", "--submission-port=587", "--certificate-name=relay-cert",
 				"--issuer-name=letsencrypt", "--issuer-kind=Issuer", "--issuer-group=cert-manager.io", "--zap-log-level=debug", "--zap-devel"} {
 				if !slices.Contains(strSlice(op["args"]), want) {
 					t.Errorf("operator args lack %s: %v", want, op["args"])

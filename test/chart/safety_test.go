@@ -58,6 +58,9 @@ func checkSafety(t *testing.T, r *rendered, ns string) {
 	}
 
 	checkRelayPorts(t, r, sts, relayC)
+	if port := servicePort(t, r.find(t, "Service", sts.GetName()), "submission"); port != 0 && int64(opts.SubmissionPort) != port {
+		t.Errorf("credential Secrets name port %d, but the relay Service serves submission on %d", opts.SubmissionPort, port)
+	}
 
 	// Probes: /healthz and /readyz on the port --http-listen serves.
 	httpPort := containerPort(relayC, "http")
@@ -206,10 +209,12 @@ func checkRBAC(t *testing.T, r *rendered) {
 	}
 }
 
-// relayAllowed is everything the relay may do: read Secrets, keep its status Lease.
+// relayAllowed is everything the relay may do: read Secrets, keep its status Lease and
+// its discovery observations.
 var relayAllowed = map[string][]string{
 	"/secrets":                   {"get", "list", "watch"},
 	"coordination.k8s.io/leases": {"get", "create", "update"},
+	"/configmaps":                {"get", "create", "update"},
 }
 
 func checkRelayRules(t *testing.T, role *unstructured.Unstructured) {
@@ -329,6 +334,18 @@ func flagValue(t *testing.T, c map[string]any, name string) string {
 	}
 	t.Fatalf("container %s has no %s=: %v", c["name"], name, c["args"])
 	return ""
+}
+
+// servicePort returns the port of a Service that targets the named container port, or 0.
+func servicePort(t *testing.T, svc *unstructured.Unstructured, target string) int64 {
+	t.Helper()
+	for _, p := range nested[[]any](t, svc, "spec", "ports") {
+		if mustMap(p)["targetPort"] == target {
+			n, _ := mustMap(p)["port"].(int64)
+			return n
+		}
+	}
+	return 0
 }
 
 // containerPort returns the number of the named port, or 0.
