@@ -213,9 +213,13 @@ func (v *Verifier) finish(c *call, address string, res Result) {
 		e.refresh, e.expires = now.Add(v.opts.NegativeRefresh), now.Add(v.opts.NegativeTTL)
 	default:
 		e.refresh, e.expires = now.Add(v.opts.TempfailTTL), now.Add(v.opts.TempfailTTL)
-		// A tempfail does not replace a known answer that is only due a refresh.
-		_, _, known := v.cache.get(address, now)
-		cacheIt = v.opts.TempfailTTL > 0 && !known
+		// A tempfail does not replace a known answer that is only due a refresh: the
+		// answer stays, and the next refresh waits as long as a tempfail is cached.
+		if old, _, known := v.cache.get(address, now); known {
+			e = old
+			e.refresh = now.Add(max(v.opts.TempfailTTL, 0))
+		}
+		cacheIt = v.opts.TempfailTTL > 0 || e.outcome != TempFailed
 	}
 	if cacheIt {
 		v.cache.put(e)

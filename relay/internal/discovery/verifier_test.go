@@ -313,3 +313,39 @@ func TestCallerGivingUpDefersButCalloutFinishes(t *testing.T) {
 		t.Fatalf("%d callouts, want 1", n)
 	}
 }
+
+func TestTempfailDuringRefreshKeepsTheAnswer(t *testing.T) {
+	srv := smtptest.Start(t)
+	clk := newClock()
+	v := newVerifier(t, Options{Now: clk.Now})
+	d := domainFor("example.com", srv)
+	ask := func() smtpd.Verdict {
+		got, _ := v.VerifyRecipient(context.Background(), d, "bob@example.com")
+		return got
+	}
+	if got := ask(); got != smtpd.VerdictAccept {
+		t.Fatalf("verdict %v, want accept", got)
+	}
+	clk.Advance(DefaultPositiveRefresh)
+	srv.RejectRcpt("bob@example.com", smtptest.Reply(451, "4.3.0", "try later"))
+	if got := ask(); got != smtpd.VerdictAccept {
+		t.Fatalf("verdict %v while refreshing, want the cached accept", got)
+	}
+	eventually(t, "the refresh to end", func() bool {
+		v.mu.Lock()
+		defer v.mu.Unlock()
+		return v.callouts == 2 && len(v.inflight) == 0
+	})
+	for range 3 {
+		if got := ask(); got != smtpd.VerdictAccept {
+			t.Fatalf("verdict %v after a tempfailed refresh, want accept", got)
+		}
+	}
+	if n := v.Callouts(); n != 2 {
+		t.Fatalf("%d callouts, want 2: a tempfailed refresh waits before the next", n)
+	}
+	clk.Advance(DefaultTempfailTTL)
+	srv.RejectRcpt("bob@example.com", smtptest.Reply(550, "5.1.1", "gone"))
+	_ = ask()
+	eventually(t, "the next refresh", func() bool { return ask() == smtpd.VerdictUnknown })
+}
