@@ -48,3 +48,20 @@ func BenchmarkJournalRecord(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkJournalRecordParallel shows group commit: concurrent records share fsyncs.
+func BenchmarkJournalRecordParallel(b *testing.B) {
+	j, err := OpenJournal(b.TempDir(), 1<<30)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer j.Close()
+	b.SetParallelism(16)
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if err := j.Record(discoverystate.Delivered, "bob@example.com", epoch); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}

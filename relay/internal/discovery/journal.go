@@ -41,8 +41,15 @@ type Journal struct {
 	path       string
 	maxPending int
 
+	// syncMu serialises fsyncs: one Record's fsync covers every line written before
+	// it (group commit). Lock order: syncMu, then mu.
+	syncMu sync.Mutex
+	// synced is the highest sequence number known to be on disk; under mu.
+	synced uint64
+
 	mu      sync.Mutex
 	f       *os.File
+	off     int64 // the file's length: where the next line goes
 	id      string
 	acked   uint64
 	next    uint64
@@ -104,7 +111,11 @@ func OpenJournal(dir string, maxPending int) (*Journal, error) {
 		_ = f.Close()
 		return nil, fmt.Errorf("opening discovery journal: %w", err)
 	}
-	j.f = f
+	if err := f.Sync(); err != nil {
+		_ = f.Close()
+		return nil, fmt.Errorf("syncing discovery journal: %w", err)
+	}
+	j.f, j.off, j.synced = f, good, j.next-1
 	return j, nil
 }
 
@@ -140,31 +151,59 @@ func (j *Journal) load(data []byte) (int64, error) {
 // ID is the journal's identity (Batch.Journal).
 func (j *Journal) ID() string { return j.id }
 
-// Record appends an observation and syncs it to disk.
+// Record appends an observation and returns once it is on disk. Concurrent Records
+// share fsyncs.
 func (j *Journal) Record(kind discoverystate.Kind, address string, at time.Time) error {
+	seq, err := j.write(kind, address, at)
+	if err != nil {
+		return err
+	}
+	j.syncMu.Lock()
+	defer j.syncMu.Unlock()
+	j.mu.Lock()
+	f, synced, written := j.f, j.synced, j.next-1
+	j.mu.Unlock()
+	if synced >= seq {
+		return nil // a concurrent Record's fsync, or a compaction, covered it
+	}
+	if f == nil {
+		return errors.New("discovery journal is closed")
+	}
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("syncing discovery journal: %w", err)
+	}
+	j.mu.Lock()
+	j.synced = max(j.synced, written)
+	j.mu.Unlock()
+	return nil
+}
+
+func (j *Journal) write(kind discoverystate.Kind, address string, at time.Time) (uint64, error) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	if j.f == nil {
-		return errors.New("discovery journal is closed")
+		return 0, errors.New("discovery journal is closed")
 	}
 	if len(j.pending) >= j.maxPending {
-		return ErrJournalFull
+		return 0, ErrJournalFull
 	}
 	o := discoverystate.Observation{Seq: j.next, Kind: kind, Address: address, Time: at.UTC().Truncate(time.Second)}
 	line, err := json.Marshal(o)
 	if err != nil {
-		return fmt.Errorf("encoding discovery observation: %w", err)
+		return 0, fmt.Errorf("encoding discovery observation: %w", err)
 	}
 	line = append(line, '\n')
 	if _, err := j.f.Write(line); err != nil {
-		return fmt.Errorf("writing discovery journal: %w", err)
+		// Cut a partial line off, so that the next line starts cleanly.
+		if terr := j.f.Truncate(j.off); terr == nil {
+			_, _ = j.f.Seek(j.off, io.SeekStart)
+		}
+		return 0, fmt.Errorf("writing discovery journal: %w", err)
 	}
-	if err := j.f.Sync(); err != nil {
-		return fmt.Errorf("syncing discovery journal: %w", err)
-	}
+	j.off += int64(len(line))
 	j.next++
 	j.pending = append(j.pending, pendingObs{obs: o, size: len(line)})
-	return nil
+	return o.Seq, nil
 }
 
 // Batch returns the oldest unacknowledged observations whose encoding fits in about
@@ -175,6 +214,10 @@ func (j *Journal) Batch(relay string, maxBytes int) discoverystate.Batch {
 	b := discoverystate.Batch{Version: discoverystate.BatchVersion, Journal: j.id, Relay: relay}
 	size := 0
 	for _, p := range j.pending {
+		// Only what is on disk: a published observation must keep its number.
+		if p.obs.Seq > j.synced {
+			break
+		}
 		if len(b.Observations) > 0 && size+p.size > maxBytes {
 			break
 		}
@@ -194,6 +237,8 @@ func (j *Journal) Pending() int {
 // Ack forgets the observations up to seq, which the operator has merged, and compacts
 // the file.
 func (j *Journal) Ack(seq uint64) error {
+	j.syncMu.Lock()
+	defer j.syncMu.Unlock()
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	if seq <= j.acked || j.f == nil {
@@ -241,7 +286,7 @@ func (j *Journal) rewrite() error {
 	if j.f != nil {
 		_ = j.f.Close()
 	}
-	j.f = f
+	j.f, j.off, j.synced = f, int64(buf.Len()), j.next-1
 	return nil
 }
 
@@ -274,6 +319,8 @@ func syncDir(dir string) {
 
 // Close closes the file; later Records fail.
 func (j *Journal) Close() error {
+	j.syncMu.Lock()
+	defer j.syncMu.Unlock()
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	if j.f == nil {

@@ -1,8 +1,10 @@
 package discovery
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 
 	"github.com/postwarden/postwarden/relay/discoverystate"
@@ -129,5 +131,53 @@ func TestJournalRefusesAForeignFile(t *testing.T) {
 	}
 	if _, err := OpenJournal(dir, 0); err == nil {
 		t.Fatal("opened a file without a journal header")
+	}
+}
+
+func TestJournalConcurrentRecordsKeepEveryObservation(t *testing.T) {
+	dir := t.TempDir()
+	j, err := OpenJournal(dir, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const writers, each = 8, 50
+	var wg sync.WaitGroup
+	for w := range writers {
+		wg.Go(func() {
+			for i := range each {
+				if err := j.Record(discoverystate.Delivered, fmt.Sprintf("w%d-%d@example.com", w, i), epoch); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	// Acknowledgements race with the writers; nothing unacknowledged may be lost.
+	wg.Go(func() {
+		for range 5 {
+			b := j.Batch("r", 1<<20)
+			if n := len(b.Observations); n > 0 {
+				if err := j.Ack(b.Observations[n/2].Seq); err != nil {
+					t.Error(err)
+				}
+			}
+		}
+	})
+	wg.Wait()
+	acked := j.acked
+	_ = j.Close()
+	j, err = OpenJournal(dir, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer j.Close()
+	got := seqs(j.Batch("r", 1<<30))
+	if uint64(len(got)) != writers*each-acked {
+		t.Fatalf("%d observations after reopening, want %d (%d written, %d acknowledged)", len(got), writers*each-acked, writers*each, acked)
+	}
+	for i, s := range got {
+		if s != acked+1+uint64(i) {
+			t.Fatalf("sequence %v has a gap or repeat at %d", got, i)
+		}
 	}
 }
