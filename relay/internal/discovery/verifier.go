@@ -81,6 +81,21 @@ type Verifier struct {
 	mu       sync.Mutex
 	inflight map[string]*call
 	callouts int
+	stats    Stats
+}
+
+// Stats counts what a Verifier did, for metrics.
+type Stats struct {
+	// CacheHits were answered from the cache.
+	CacheHits uint64
+	// Coalesced waited for a callout another question had started.
+	Coalesced uint64
+	// Limited were deferred because a rate or concurrency limit was reached.
+	Limited uint64
+	// Outcomes counts finished callouts by outcome.
+	Accepted, Refused, TempFailed uint64
+	// CacheEntries is the cache's current size.
+	CacheEntries int
 }
 
 // call is one callout in flight; waiters block on done.
@@ -127,6 +142,15 @@ func (v *Verifier) Close() {
 	v.wg.Wait()
 }
 
+// Stats returns the counters so far.
+func (v *Verifier) Stats() Stats {
+	v.mu.Lock()
+	st := v.stats
+	v.mu.Unlock()
+	st.CacheEntries = v.cache.len()
+	return st
+}
+
 // Callouts returns how many callouts the Verifier has started.
 func (v *Verifier) Callouts() int {
 	v.mu.Lock()
@@ -142,6 +166,9 @@ func (v *Verifier) VerifyRecipient(ctx context.Context, d *directory.Domain, add
 	}
 	now := v.now()
 	if e, stale, ok := v.cache.get(address, now); ok {
+		v.mu.Lock()
+		v.stats.CacheHits++
+		v.mu.Unlock()
 		if stale {
 			// Serve the cached answer and ask again in the background.
 			v.start(d, address, now)
@@ -177,6 +204,7 @@ func (v *Verifier) start(d *directory.Domain, address string, now time.Time) *ca
 	defer v.mu.Unlock()
 	if c := v.inflight[address]; c != nil {
 		c.joined++
+		v.stats.Coalesced++
 		return c
 	}
 	if v.base.Err() != nil {
@@ -186,6 +214,7 @@ func (v *Verifier) start(d *directory.Domain, address string, now time.Time) *ca
 	dest := net.JoinHostPort(ep.Host, strconv.Itoa(ep.Port))
 	release, ok := v.limit.acquire(dest, now)
 	if !ok {
+		v.stats.Limited++
 		v.log.Debug("discovery callout limited", "destination", dest, "rcpt", address)
 		return nil
 	}
@@ -224,8 +253,11 @@ func (v *Verifier) finish(c *call, address string, res Result) {
 	if cacheIt {
 		v.cache.put(e)
 	}
-	v.log.Info("discovery callout", "rcpt", address, "outcome", res.Outcome.String(),
-		"code", res.Code, "tls", res.TLS, "error", res.Err)
+	attrs := []any{"rcpt", address, "outcome", res.Outcome.String(), "code", res.Code, "tls", res.TLS}
+	if res.Err != nil {
+		attrs = append(attrs, "error", res.Err)
+	}
+	v.log.Info("discovery callout", attrs...)
 	if v.opts.Recorder != nil {
 		kind := map[Outcome]discoverystate.Kind{Accepted: discoverystate.Verified, Refused: discoverystate.Refused}[res.Outcome]
 		if kind != "" {
@@ -236,6 +268,14 @@ func (v *Verifier) finish(c *call, address string, res Result) {
 	}
 	v.mu.Lock()
 	delete(v.inflight, address)
+	switch res.Outcome {
+	case Accepted:
+		v.stats.Accepted++
+	case Refused:
+		v.stats.Refused++
+	default:
+		v.stats.TempFailed++
+	}
 	c.outcome = res.Outcome
 	v.mu.Unlock()
 	close(c.done)

@@ -149,6 +149,9 @@ func TestCache(t *testing.T) {
 	if n := srv.Connections(); n != 2 {
 		t.Fatalf("server saw %d connections for 6 questions about 2 addresses, want 2", n)
 	}
+	if st := v.Stats(); st.CacheHits != 4 || st.Accepted != 1 || st.Refused != 1 || st.CacheEntries != 2 {
+		t.Fatalf("stats %+v, want 4 cache hits, 1 accepted, 1 refused, 2 entries", st)
+	}
 
 	// Past the negative refresh time the cached answer is served and refreshed in the
 	// background; the positive answer is still fresh.
@@ -244,6 +247,9 @@ func TestConcurrentQuestionsShareOneCallout(t *testing.T) {
 	if c, dials := v.Callouts(), g.Waiting(); c != 1 || dials != 1 || srv.Connections() != 1 {
 		t.Fatalf("%d callouts, %d dials, %d connections; want 1 each", c, dials, srv.Connections())
 	}
+	if st := v.Stats(); st.Coalesced != n-1 || st.Accepted != 1 {
+		t.Fatalf("stats %+v, want %d coalesced and 1 accepted", st, n-1)
+	}
 }
 
 func TestRateAndConcurrencyLimitsDefer(t *testing.T) {
@@ -263,6 +269,9 @@ func TestRateAndConcurrencyLimitsDefer(t *testing.T) {
 	}
 	if n := srv.Connections(); n != 2 {
 		t.Fatalf("server saw %d connections, want 2", n)
+	}
+	if st := v.Stats(); st.Limited != 1 {
+		t.Fatalf("stats %+v, want 1 limited", st)
 	}
 	clk.Advance(time.Second)
 	if got := verdict("c@example.com"); got != smtpd.VerdictAccept {
