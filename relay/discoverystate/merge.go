@@ -120,7 +120,8 @@ func Merge(st State, batches []Batch, p Policy, now time.Time) State {
 
 func (sc *scope) apply(byAddr map[string]*Address, o Observation) {
 	addr := strings.ToLower(o.Address)
-	if !sc.covered[domainpart(addr)] || sc.listed[addr] {
+	// Only addresses the snapshot can carry: anything else would make it invalid.
+	if !snapshot.IsAddress(addr) || !sc.covered[domainpart(addr)] || sc.listed[addr] {
 		return
 	}
 	a := byAddr[addr]

@@ -164,6 +164,11 @@ func TestLifecycle(t *testing.T) {
 			},
 			addr: "sales@example.com",
 		},
+		"an address the snapshot could not carry is ignored": {
+			policy: testPolicy(),
+			steps:  []step{{obs("j", 1, o(Verified, "a%b@example.com", days(0))), days(0)}},
+			addr:   "a%b@example.com",
+		},
 		"addresses of domains the policy does not cover are ignored": {
 			policy: testPolicy(),
 			steps:  []step{{obs("j", 1, o(Verified, "bob@example.org", days(0))), days(0)}},
