@@ -136,8 +136,10 @@ mode)
   [[ $# -eq 3 ]] || { echo "usage: $0 mode DIR submit|deliver" >&2; exit 2; }
   dir=$2
   case $3 in
-  submit) postconf -c "$dir/etc" -e "master_service_disable = qmgr/unix" ;;
-  deliver) postconf -c "$dir/etc" -e "master_service_disable =" ;;
+  # Without qmgr nobody returns cleanup's flow-control tokens, and in_flow_delay would
+  # hold every message for 1 s: turn that wait off while the queue manager is.
+  submit) postconf -c "$dir/etc" -e "master_service_disable = qmgr/unix" "in_flow_delay = 0s" ;;
+  deliver) postconf -c "$dir/etc" -e "master_service_disable =" && postconf -c "$dir/etc" -X in_flow_delay ;;
   *) echo "mode is submit or deliver" >&2; exit 2 ;;
   esac
   postfix -c "$dir/etc" reload >/dev/null 2>&1

@@ -98,7 +98,10 @@ func startDeliveringRelay(b *testing.B) (*relayProcess, *sink) {
 		if dnsAddr, dnsQueries, deliverErr = startDNS(); deliverErr != nil {
 			return
 		}
-		deliverRelay, deliverErr = launch(b, "--delivery=true", "--smarthost", s.addr, "--dns-servers", dnsAddr)
+		args := []string{"--delivery=true", "--smarthost", s.addr, "--dns-servers", dnsAddr}
+		// Extra flags, such as --delivery-per-destination=20, to try other settings.
+		args = append(args, strings.Fields(os.Getenv("BENCH_RELAY_ARGS"))...)
+		deliverRelay, deliverErr = launch(b, args...)
 	})
 	if deliverErr != nil {
 		b.Fatal(deliverErr)

@@ -26,7 +26,8 @@ type target struct {
 	addr   string
 	tls    *tls.Config
 	auth   bool // AUTH PLAIN after STARTTLS
-	// cpu is the CPU time the server has used so far; rss its resident set in KiB.
+	// cpu is the CPU time the server has used so far; rss its memory in KiB: the
+	// resident set of our one process, the summed PSS of Postfix's daemons.
 	cpu func() time.Duration
 	rss func() float64
 	// peak, if set, is the server's peak resident set in KiB.

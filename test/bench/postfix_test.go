@@ -90,7 +90,7 @@ func launchPostfix(b *testing.B, s *sink) (*postfixInstance, error) {
 		system: postfix, addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)),
 		tls:  &tls.Config{ServerName: name, RootCAs: roots},
 		cpu:  func() time.Duration { return treeCPU(p.master) },
-		rss:  func() float64 { return treeRSSKiB(p.master) },
+		rss:  func() float64 { return treePSSKiB(p.master) },
 		sink: s,
 	}
 	return p, nil

@@ -83,16 +83,27 @@ func treeCPU(pid int) time.Duration {
 	return ticks(total)
 }
 
-// treeRSSKiB sums the resident sets of a process and its live children; pages they share
-// (the executables, libraries) count once per process, so this overstates the total.
-func treeRSSKiB(pid int) float64 {
-	st, err := readStat(pid)
+// treePSSKiB sums the proportional set size (smaps_rollup's Pss) of a process and its
+// live children: pages they share are split among them, so the sum is the instance's
+// real footprint, where adding up resident sets would count libraries once per daemon.
+func treePSSKiB(pid int) float64 {
+	total := pssKiB(pid)
+	for child := range children(pid) {
+		total += pssKiB(child)
+	}
+	return total
+}
+
+func pssKiB(pid int) float64 {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps_rollup", pid))
 	if err != nil {
 		return 0
 	}
-	pages := st.rssPages
-	for _, c := range children(pid) {
-		pages += c.rssPages
+	for line := range strings.SplitSeq(string(data), "\n") {
+		if value, ok := strings.CutPrefix(line, "Pss:"); ok {
+			v, _ := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(value), " kB"), 64)
+			return v
+		}
 	}
-	return float64(pages*int64(os.Getpagesize())) / 1024
+	return 0
 }

@@ -104,10 +104,10 @@ func printComparison(w io.Writer) {
 			num(haveOurs, ms(o.p99)), num(havePostfix, ms(p.p99)),
 			fmt.Sprintf("%.2f", ms(o.cpuPerMsg)), fmt.Sprintf("%.2f", ms(p.cpuPerMsg)), ratio(ms(o.cpuPerMsg), ms(p.cpuPerMsg)))
 		if !haveOurs {
-			cells[9] = "-"
+			cells[10] = "-"
 		}
 		if !havePostfix {
-			cells[10] = "-"
+			cells[11] = "-"
 		}
 		fmt.Fprintln(tw, strings.Join(cells, "\t")+"\t")
 	}
