@@ -57,5 +57,5 @@ build: ## Build bin/postwarden.
 	$(GO) build -o bin/postwarden .
 
 .PHONY: run
-run: ## Start the whole system locally on an embedded control plane.
-	@echo "make run: not yet; the 'postwarden dev' command lands with the end-to-end issue."
+run: envtest build ## Start the whole system locally on an embedded control plane.
+	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" bin/postwarden dev $(DEV_FLAGS)

@@ -2,6 +2,7 @@
 //
 //	postwarden operator   reconcile the custom resources into relay config
 //	postwarden relay      run the SMTP relay
+//	postwarden dev        run the whole system locally (make run)
 //	postwarden version    print the version
 package main
 
@@ -17,6 +18,7 @@ import (
 
 	"github.com/postwarden/postwarden/controllers"
 	"github.com/postwarden/postwarden/relay"
+	"github.com/postwarden/postwarden/test/dev"
 )
 
 // version is set at build time with -ldflags "-X main.version=v1.2.3".
@@ -30,6 +32,7 @@ type command struct {
 var commands = map[string]command{
 	"operator": {"reconcile MailDomains, SMTPCredentials and policies into relay config", controllers.RunOperator},
 	"relay":    {"run the SMTP relay (submission and inbound)", relay.RunCommand},
+	"dev":      {"run the whole system locally on an embedded control plane (make run)", dev.Run},
 	"version":  {"print the version", printVersion},
 }
 
@@ -48,7 +51,7 @@ func main() {
 
 func usage() {
 	fmt.Fprintln(os.Stderr, "usage: postwarden <command> [flags]\n\ncommands:")
-	for _, name := range []string{"operator", "relay", "version"} {
+	for _, name := range []string{"operator", "relay", "dev", "version"} {
 		fmt.Fprintf(os.Stderr, "  %-10s %s\n", name, commands[name].summary)
 	}
 	fmt.Fprintln(os.Stderr, "\nRun 'postwarden <command> -h' for a command's flags.")

@@ -1,0 +1,71 @@
+package dev
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestDevEnvironment brings the whole system up as `postwarden dev` does, then uses the
+// facts it prints: a mail through submission, verified against the CA file, reaches the
+// sink as an .eml file, and so does an inbound mail for the sample domain's user.
+func TestDevEnvironment(t *testing.T) {
+	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
+		t.Fatal("KUBEBUILDER_ASSETS is not set: run the tests with `make test`, or export KUBEBUILDER_ASSETS=$(hack/envtest-assets.sh)")
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	var out syncBuffer
+	env, err := Start(ctx, Options{
+		Dir:            t.TempDir(),
+		SubmissionAddr: "127.0.0.1:0",
+		InboundAddr:    "127.0.0.1:0",
+		SinkAddr:       "127.0.0.1:0",
+		HTTPAddr:       "127.0.0.1:0",
+		Out:            &out,
+	})
+	if err != nil {
+		t.Fatalf("starting: %v\noutput:\n%s", err, out.String())
+	}
+	t.Cleanup(func() {
+		if err := env.Stop(); err != nil {
+			t.Errorf("stopping: %v", err)
+		}
+	})
+	info := env.Info
+	for key, v := range map[string]string{"username": info.Username, "password": info.Password, "sender": info.Sender,
+		"localRecipient": info.LocalRecipient, "caFile": info.CAFile, "kubeconfig": info.Kubeconfig, "sinkDir": info.SinkDir} {
+		if v == "" {
+			t.Errorf("info lacks %s", key)
+		}
+	}
+
+	outbound := NewMessage(info.Sender, "someone@example.org", "first mail", "dev-outbound")
+	if err := env.Submit(info.Username, info.Password, info.Sender, []string{"someone@example.org"}, outbound); err != nil {
+		t.Fatalf("submitting: %v", err)
+	}
+	inbound := NewMessage("someone@example.org", info.LocalRecipient, "hello jane", "dev-inbound")
+	if err := env.SendInbound("someone@example.org", []string{info.LocalRecipient}, inbound); err != nil {
+		t.Fatalf("sending inbound: %v", err)
+	}
+	for _, id := range []string{"dev-outbound", "dev-inbound"} {
+		m, err := env.Sink.Wait(ctx, func(m Message) bool { return bytes.Contains(m.Data, []byte("<"+id+"@dev.postwarden>")) })
+		if err != nil {
+			t.Fatalf("%s: %v", id, err)
+		}
+		if filepath.Dir(m.Path) != info.SinkDir {
+			t.Errorf("%s saved as %s, not in %s", id, m.Path, info.SinkDir)
+		}
+		saved, err := os.ReadFile(m.Path)
+		if err != nil || !bytes.Equal(saved, m.Data) {
+			t.Errorf("%s: the .eml file does not hold the bytes received (%v)", id, err)
+		}
+	}
+	if !strings.Contains(out.String(), "sink: mail from <"+info.Sender+">") {
+		t.Errorf("the sink printed no summary of the outbound mail:\n%s", out.String())
+	}
+}
