@@ -8,9 +8,10 @@
 //     through --smarthost to a sink SMTP server in this process, which matches each
 //     arrival to its submission by Message-ID. A resolver on loopback answers the relay's
 //     DNS queries, so nothing leaves the machine.
-//   - BenchmarkPostfixSubmission, BenchmarkPostfixEndToEnd: the same loads on a private
-//     Postfix instance (hack/bench-postfix.sh), relaying to the same sink. They skip,
-//     saying why, where Postfix cannot be installed or run (it needs root).
+//   - BenchmarkVersusPostfix: the submission and end-to-end loads, each on the relay and
+//     then, back to back, on a private Postfix instance (hack/bench-postfix.sh) relaying to
+//     the same sink. The Postfix halves skip, saying why, where Postfix cannot be
+//     installed or run (it needs root).
 //
 // Each reports messages per second, p50 and p99 latency, the server's CPU time per
 // message (from /proc/PID/stat: the relay process; the Postfix master and all its
