@@ -7,6 +7,7 @@ import (
 	"crypto/tls"
 	"fmt"
 	"io"
+	"log"
 	"net"
 	"os"
 	"path/filepath"
@@ -65,6 +66,8 @@ func StartSink(addr, dir string, out io.Writer, tlsConfig *tls.Config) (*Sink, e
 	s.srv.TLSConfig = tlsConfig
 	s.srv.MaxMessageBytes = 64 << 20
 	s.srv.MaxRecipients = 1000
+	// Clients that hang up mid-handshake (a relay refusing a certificate) are not news.
+	s.srv.ErrorLog = log.New(io.Discard, "", 0)
 	s.srv.ReadTimeout = time.Minute
 	s.srv.WriteTimeout = time.Minute
 	go func() { _ = s.srv.Serve(ln) }()

@@ -26,8 +26,6 @@ import (
 )
 
 const (
-	ns     = "shop"
-	sender = "orders@shop.test"
 	// enforceWithin is the deadline of the "within 1 s" checks: generous, because the
 	// machine is shared; the measured time is printed.
 	enforceWithin = 10 * time.Second
@@ -35,7 +33,7 @@ const (
 
 // objects are what the user applies: a domain, a credential, the MX CA and two
 // delivery policies.
-func objects(wrongMode string) string {
+func objects(ns, domain, wrongMode string) string {
 	_, sinkPort, _ := strings.Cut(env.Sink.Addr(), ":")
 	// The same CA as good.test's: only the MX's name is wrong.
 	caRef := ""
@@ -46,9 +44,9 @@ func objects(wrongMode string) string {
 kind: MailDomain
 metadata: {name: shop-test, namespace: %[1]s}
 spec:
-  domain: shop.test
-  users: [{address: ann@shop.test}]
-  functionalAccounts: [{address: orders@shop.test}]
+  domain: %[6]s
+  users: [{address: ann@%[6]s}]
+  functionalAccounts: [{address: orders@%[6]s}]
   inboundDelivery: {host: 127.0.0.1, port: %[2]s}
 ---
 apiVersion: relay.postwarden.dev/v1alpha1
@@ -57,7 +55,7 @@ metadata: {name: orders-app, namespace: %[1]s}
 spec:
   mailDomainRef: {name: shop-test}
   label: orders app
-  allowedSenders: [orders@shop.test]
+  allowedSenders: [orders@%[6]s]
   secretName: orders-app-smtp
 ---
 apiVersion: v1
@@ -85,17 +83,40 @@ spec:
   mailDomainRefs: [{name: shop-test}]
   destinations: [wrong.test]
   mode: %[4]s
-%[5]s`, ns, sinkPort, indent(string(mxCAPEM), "    "), wrongMode, caRef)
+%[5]s`, ns, sinkPort, indent(string(mxCAPEM), "    "), wrongMode, caRef, domain)
 }
 
-// TestUserStory walks through what a cluster admin and a mail client do, in order.
+// TestUserStory walks through what a cluster admin and a mail client do, in order, and
+// prints how long each change took to be enforced.
 func TestUserStory(t *testing.T) {
+	story(t, 0, report)
+}
+
+// BenchmarkUserStory repeats the story and reports the mean time each change took to be
+// enforced, so the figures show in `go test -bench` output.
+func BenchmarkUserStory(b *testing.B) {
+	sums := map[string]time.Duration{}
+	runs := 0
+	for b.Loop() {
+		runs++
+		story(b, 1000+runs, func(what string, d time.Duration) { sums[what] += d })
+	}
+	for what, d := range sums {
+		b.ReportMetric(float64(d.Microseconds())/1000/float64(runs), "ms/"+metricUnit(what))
+	}
+}
+
+// story is the user's story in namespace shop-<run>, for domain shop<run>.test.
+func story(t testing.TB, run int, report func(string, time.Duration)) {
 	ctx := t.Context()
+	ns, domain := fmt.Sprintf("shop-%d", run), fmt.Sprintf("shop%d.test", run)
+	sender := "orders@" + domain
+	id := func(name string) string { return fmt.Sprintf("e2e-%s-%d", name, run) }
 	kubectl(t, "", "create", "namespace", ns)
 
 	// 1, 2: kubectl apply; the credential's Secret appears and the login works.
 	applied := time.Now()
-	kubectl(t, objects("RequireTLS"), "apply", "--server-side", "-f", "-")
+	kubectl(t, objects(ns, domain, "RequireTLS"), "apply", "--server-side", "-f", "-")
 	user, pass, err := env.WaitCredential(ctx, ns, "orders-app-smtp")
 	if err != nil {
 		t.Fatal(err)
@@ -105,12 +126,12 @@ func TestUserStory(t *testing.T) {
 		t.Fatal(err)
 	}
 	report("apply -> first login accepted", time.Since(applied))
-	waitPolicyReady(t, "good-verified")
-	waitPolicyReady(t, "wrong-tls")
+	waitPolicyReady(t, ns, "good-verified")
+	waitPolicyReady(t, ns, "wrong-tls")
 
 	// 3: STARTTLS verified against the CA from the Certificate's Secret, AUTH, send.
 	pool := relayCAFromSecret(t)
-	msg := dev.NewMessage(sender, "bob@good.test", "order 1", "e2e-good")
+	msg := dev.NewMessage(sender, "bob@good.test", "order 1", id("good"))
 	if err := submit(pool, user, pass, sender, "bob@good.test", msg); err != nil {
 		t.Fatalf("submitting: %v", err)
 	}
@@ -118,7 +139,7 @@ func TestUserStory(t *testing.T) {
 
 	// 4: it reaches good.test's MX, found through the loopback DNS server, over TLS the
 	// relay verified, as the policy requires.
-	got := waitMessage(t, mxGood, "e2e-good")
+	got := waitMessage(t, mxGood, id("good"))
 	report("submission -> arrival at the good.test MX", time.Since(sent))
 	if !got.TLS {
 		t.Errorf("good.test's MX got the mail without TLS, though the policy requires verified TLS")
@@ -127,33 +148,23 @@ func TestUserStory(t *testing.T) {
 		t.Errorf("the relay counted no verified TLS transaction to good.test")
 	}
 
-	t.Run("swaks sends through submission", func(t *testing.T) {
-		swaks := lookSwaks(t)
-		out, err := exec.CommandContext(ctx, swaks, "--server", env.Info.Submission, "--tls", "--tls-verify",
-			"--tls-ca-path", env.Info.CAFile, "--tls-sni", dev.RelayHostname,
-			"--auth", "PLAIN", "--auth-user", user, "--auth-password", pass,
-			"--from", sender, "--to", "carol@good.test", "--header", "Message-ID: <e2e-swaks@dev.postwarden>").CombinedOutput()
-		if err != nil {
-			t.Fatalf("swaks: %v\n%s", err, out)
-		}
-		if m := waitMessage(t, mxGood, "e2e-swaks"); !m.TLS {
-			t.Errorf("swaks' mail reached the MX without TLS")
-		}
-	})
+	if t, ok := t.(*testing.T); ok {
+		swaksSubmission(t, user, pass, sender)
+	}
 
 	// 5: RequireTLS lets the wrong-name MX have mail; RequireVerifiedTLS defers it.
-	if err := submit(pool, user, pass, sender, "dave@wrong.test", dev.NewMessage(sender, "dave@wrong.test", "before", "e2e-wrong-before")); err != nil {
+	if err := submit(pool, user, pass, sender, "dave@wrong.test", dev.NewMessage(sender, "dave@wrong.test", "before", id("wrong-before"))); err != nil {
 		t.Fatal(err)
 	}
-	if m := waitMessage(t, mxBad, "e2e-wrong-before"); !m.TLS {
+	if m := waitMessage(t, mxBad, id("wrong-before")); !m.TLS {
 		t.Errorf("under RequireTLS the mail went without TLS")
 	}
 	changed := time.Now()
-	kubectl(t, objects("RequireVerifiedTLS"), "apply", "--server-side", "-f", "-")
-	waitPolicyReady(t, "wrong-tls")
+	kubectl(t, objects(ns, domain, "RequireVerifiedTLS"), "apply", "--server-side", "-f", "-")
+	waitPolicyReady(t, ns, "wrong-tls")
 	report("policy -> RequireVerifiedTLS reported enforced", time.Since(changed))
 	deferred := metric(t, "recipients_total", `result="deferred"`)
-	if err := submit(pool, user, pass, sender, "dave@wrong.test", dev.NewMessage(sender, "dave@wrong.test", "after", "e2e-wrong-after")); err != nil {
+	if err := submit(pool, user, pass, sender, "dave@wrong.test", dev.NewMessage(sender, "dave@wrong.test", "after", id("wrong-after"))); err != nil {
 		t.Fatal(err)
 	}
 	sent = time.Now()
@@ -169,7 +180,7 @@ func TestUserStory(t *testing.T) {
 	report("submission -> deferral (wrong-name MX, RequireVerifiedTLS)", time.Since(sent))
 	report("policy change -> deferral", time.Since(changed))
 	for _, m := range mxBad.Messages() {
-		if bytes.Contains(m.Data, []byte("<e2e-wrong-after@")) {
+		if bytes.Contains(m.Data, []byte("<"+id("wrong-after")+"@")) {
 			t.Errorf("the wrong-name MX got the mail that RequireVerifiedTLS must defer")
 		}
 	}
@@ -212,11 +223,28 @@ func TestUserStory(t *testing.T) {
 	report("certificate renewed -> served to new sessions", time.Since(renewed))
 }
 
+// swaksSubmission sends with swaks, a real client that is not Go's.
+func swaksSubmission(t *testing.T, user, pass, sender string) {
+	t.Run("swaks sends through submission", func(t *testing.T) {
+		swaks := lookSwaks(t)
+		out, err := exec.CommandContext(t.Context(), swaks, "--server", env.Info.Submission, "--tls", "--tls-verify",
+			"--tls-ca-path", env.Info.CAFile, "--tls-sni", dev.RelayHostname,
+			"--auth", "PLAIN", "--auth-user", user, "--auth-password", pass,
+			"--from", sender, "--to", "carol@good.test", "--header", "Message-ID: <e2e-swaks@dev.postwarden>").CombinedOutput()
+		if err != nil {
+			t.Fatalf("swaks: %v\n%s", err, out)
+		}
+		if m := waitMessage(t, mxGood, "e2e-swaks"); !m.TLS {
+			t.Errorf("swaks' mail reached the MX without TLS")
+		}
+	})
+}
+
 func report(what string, d time.Duration) {
 	fmt.Printf("e2e: %-58s %8.1f ms\n", what, float64(d.Microseconds())/1000)
 }
 
-func waitPolicyReady(t *testing.T, name string) {
+func waitPolicyReady(t testing.TB, ns, name string) {
 	t.Helper()
 	err := dev.Poll(t.Context(), time.Minute, func() error {
 		var p relayv1alpha1.TLSDeliveryPolicy
@@ -236,7 +264,7 @@ func waitPolicyReady(t *testing.T, name string) {
 
 // relayCAFromSecret reads ca.crt from the Secret of the relay's Certificate, as a user
 // would to verify the relay.
-func relayCAFromSecret(t *testing.T) *x509.CertPool {
+func relayCAFromSecret(t testing.TB) *x509.CertPool {
 	t.Helper()
 	var s corev1.Secret
 	if err := env.Client.Get(t.Context(), types.NamespacedName{Namespace: dev.OperatorNamespace, Name: dev.CertificateName + "-tls"}, &s); err != nil {
@@ -264,7 +292,7 @@ func submit(pool *x509.CertPool, user, pass, from, to, msg string) error {
 	return c.Quit()
 }
 
-func waitMessage(t *testing.T, s *dev.Sink, id string) dev.Message {
+func waitMessage(t testing.TB, s *dev.Sink, id string) dev.Message {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
@@ -277,7 +305,7 @@ func waitMessage(t *testing.T, s *dev.Sink, id string) dev.Message {
 
 // metric sums the relay's samples of a metric whose name ends in suffix and whose
 // labels include every one of labels.
-func metric(t *testing.T, suffix string, labels ...string) float64 {
+func metric(t testing.TB, suffix string, labels ...string) float64 {
 	t.Helper()
 	resp, err := http.Get("http://" + env.Relay.HTTPAddr().String() + "/metrics")
 	if err != nil {
@@ -319,6 +347,13 @@ func lookSwaks(t *testing.T) string {
 		t.Skip("swaks is not installed: run make test-deps")
 	}
 	return path
+}
+
+// metricUnit turns "a -> b (c, d)" into "a-b-c-d".
+func metricUnit(what string) string {
+	return strings.Join(strings.FieldsFunc(what, func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.')
+	}), "-")
 }
 
 func indent(s, prefix string) string {
