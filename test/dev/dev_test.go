@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/emersion/go-smtp"
 )
 
 // TestDevEnvironment brings the whole system up as `postwarden dev` does, then uses the
@@ -61,6 +63,21 @@ func TestDevEnvironment(t *testing.T) {
 		if err != nil || !bytes.Equal(saved, m.Data) {
 			t.Errorf("%s: the .eml file does not hold the bytes received (%v)", id, err)
 		}
+	}
+	// The sample domain adds smtp.example.com to the relay's Certificate: the stand-in
+	// issuer signs a new certificate for the new names, and the relay serves it.
+	err = Poll(ctx, time.Minute, func() error {
+		conf := env.TLSConfig()
+		conf.ServerName = "smtp.example.com"
+		c, err := smtp.DialStartTLS(info.Submission, conf)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		return c.Noop() // the handshake, and so the verification, happens here
+	})
+	if err != nil {
+		t.Errorf("the relay does not serve a certificate for the sample's submission hostname: %v", err)
 	}
 	if !strings.Contains(out.String(), "sink: mail from <"+info.Sender+">") {
 		t.Errorf("the sink printed no summary of the outbound mail:\n%s", out.String())
