@@ -24,7 +24,7 @@ func Run(ctx context.Context, args []string) error {
 	fs.StringVar(&opts.HTTPAddr, "http-listen", "127.0.0.1:9090", "relay /metrics, /healthz and /readyz")
 	fs.StringVar(&opts.SamplesNamespace, "namespace", "mail", "namespace for config/samples")
 	fs.BoolVar(&opts.NoSamples, "no-samples", false, "apply no samples: start empty")
-	fs.StringVar(&infoFile, "info", "", "also write the connection facts as JSON to this file")
+	fs.StringVar(&infoFile, "info", "", "also write the connection facts as JSON to this file (keys: submission, inbound, username, password, sender, localRecipient, caFile, kubeconfig, sinkDir)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
