@@ -19,14 +19,15 @@ generate: ## Generate deepcopy code for the API types.
 	$(CONTROLLER_GEN) object paths="./api/..."
 
 .PHONY: manifests
-manifests: ## Generate CRDs and RBAC into config/.
+manifests: ## Generate CRDs and RBAC into config/, and copy them into the Helm chart.
 	$(CONTROLLER_GEN) crd paths="./api/..." output:crd:artifacts:config=config/crd/bases
 	$(CONTROLLER_GEN) rbac:roleName=postwarden-operator paths="./controllers/..." output:rbac:artifacts:config=config/rbac
+	hack/sync-chart.sh
 
 .PHONY: verify-gen
 verify-gen: generate manifests ## Fail when generated files are stale.
-	@git diff --exit-code -- api config || { echo "generated files are stale: run 'make generate manifests' and commit"; exit 1; }
-	@test -z "$$(git status --porcelain -- api config)" || { git status --porcelain -- api config; echo "untracked generated files: run 'make generate manifests' and commit"; exit 1; }
+	@git diff --exit-code -- api config charts || { echo "generated files are stale: run 'make generate manifests' and commit"; exit 1; }
+	@test -z "$$(git status --porcelain -- api config charts)" || { git status --porcelain -- api config charts; echo "untracked generated files: run 'make generate manifests' and commit"; exit 1; }
 
 .PHONY: fmt
 fmt: ## Run gofmt.
@@ -49,8 +50,11 @@ test: verify-gen vet envtest test-deps ## Run every test against a real API serv
 	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" $(GO) test -race -shuffle=on -count=1 ./...
 
 .PHONY: bench
-bench: ## Run the benchmarks and print throughput and latency.
-	$(GO) test -run '^$$' -bench . -benchmem ./...
+bench: envtest ## Benchmarks: the relay beside a private Postfix (installed from Debian when root), then package benchmarks.
+	$(GO) test -run '^$$' -bench . -benchtime 500x -count 3 -timeout 20m ./test/bench
+	$(GO) test -p 1 -run '^$$' -bench . -benchmem ./relay/internal/directory ./relay/internal/smtpd ./controllers/compiler
+	$(GO) test -run '^$$' -bench BenchmarkAccept -benchmem ./relay/internal/spool
+	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" $(GO) test -run '^$$' -bench 'BenchmarkReload|BenchmarkUserStory' -benchtime 5x -benchmem ./relay ./test/e2e
 
 .PHONY: build
 build: ## Build bin/postwarden.
