@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/recorder"
@@ -11,54 +12,52 @@ import (
 	"github.com/postwarden/postwarden/controllers/compiler"
 )
 
-// discoveryPolicyReconciler writes DiscoveryPolicy status from the last render.
-type discoveryPolicyReconciler struct {
+// policyStatus points at the status fields that both policy kinds share.
+type policyStatus struct {
+	conditions         *[]metav1.Condition
+	mailDomains        *[]string
+	observedGeneration *int64
+}
+
+func discoveryPolicyStatus(p *relayv1alpha1.DiscoveryPolicy) policyStatus {
+	return policyStatus{&p.Status.Conditions, &p.Status.MailDomains, &p.Status.ObservedGeneration}
+}
+
+func tlsDeliveryPolicyStatus(p *relayv1alpha1.TLSDeliveryPolicy) policyStatus {
+	return policyStatus{&p.Status.Conditions, &p.Status.MailDomains, &p.Status.ObservedGeneration}
+}
+
+// policyReconciler writes a DiscoveryPolicy's or TLSDeliveryPolicy's status from the last
+// render: the two kinds report the same things.
+type policyReconciler[P any, PT interface {
+	*P
+	client.Object
+}] struct {
 	client   client.Client
 	recorder recorder.EventRecorder
 	state    *state
+	kind     compiler.Kind
+	status   func(PT) policyStatus
 }
 
-func (r *discoveryPolicyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
-	var p relayv1alpha1.DiscoveryPolicy
-	if err := r.client.Get(ctx, req.NamespacedName, &p); err != nil {
+func (r *policyReconciler[P, PT]) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	p := PT(new(P))
+	if err := r.client.Get(ctx, req.NamespacedName, p); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
-	if !p.DeletionTimestamp.IsZero() {
+	if !p.GetDeletionTimestamp().IsZero() {
 		return ctrl.Result{}, nil
 	}
-	st, ok := r.state.status(compiler.ObjectKey{Kind: compiler.KindDiscoveryPolicy, Namespace: p.Namespace, Name: p.Name}, p.Generation)
+	st, ok := r.state.status(compiler.ObjectKey{Kind: r.kind, Namespace: p.GetNamespace(), Name: p.GetName()}, p.GetGeneration())
 	if !ok {
 		return ctrl.Result{}, nil
 	}
-	before := p.DeepCopy()
-	setConditions(&p.Status.Conditions, p.Generation, st)
-	p.Status.MailDomains = st.verdict.MailDomains
-	p.Status.ObservedGeneration = p.Generation
-	return ctrl.Result{}, writeStatus(ctx, r.client, r.recorder, &p, before, p.Status, before.Status, p.Status.Conditions, before.Status.Conditions)
-}
-
-// tlsDeliveryPolicyReconciler writes TLSDeliveryPolicy status from the last render.
-type tlsDeliveryPolicyReconciler struct {
-	client   client.Client
-	recorder recorder.EventRecorder
-	state    *state
-}
-
-func (r *tlsDeliveryPolicyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
-	var p relayv1alpha1.TLSDeliveryPolicy
-	if err := r.client.Get(ctx, req.NamespacedName, &p); err != nil {
-		return ctrl.Result{}, client.IgnoreNotFound(err)
-	}
-	if !p.DeletionTimestamp.IsZero() {
-		return ctrl.Result{}, nil
-	}
-	st, ok := r.state.status(compiler.ObjectKey{Kind: compiler.KindTLSDeliveryPolicy, Namespace: p.Namespace, Name: p.Name}, p.Generation)
-	if !ok {
-		return ctrl.Result{}, nil
-	}
-	before := p.DeepCopy()
-	setConditions(&p.Status.Conditions, p.Generation, st)
-	p.Status.MailDomains = st.verdict.MailDomains
-	p.Status.ObservedGeneration = p.Generation
-	return ctrl.Result{}, writeStatus(ctx, r.client, r.recorder, &p, before, p.Status, before.Status, p.Status.Conditions, before.Status.Conditions)
+	before := p.DeepCopyObject().(PT)
+	s := r.status(p)
+	setConditions(s.conditions, p.GetGeneration(), st)
+	*s.mailDomains = st.verdict.MailDomains
+	*s.observedGeneration = p.GetGeneration()
+	// Only status differs between p and before, so comparing the objects compares status.
+	return ctrl.Result{}, writeStatus(ctx, r.client, r.recorder, p, before, p, before,
+		*s.conditions, *r.status(before).conditions)
 }

@@ -95,14 +95,16 @@ func SetupWithManager(mgr ctrl.Manager, opts OperatorOptions) error {
 		For(&relayv1alpha1.DiscoveryPolicy{}, generation).
 		WatchesRawSource(fromState(compiler.KindDiscoveryPolicy)).
 		WithOptions(workers).
-		Complete(&discoveryPolicyReconciler{client: c, recorder: rec, state: st}); err != nil {
+		Complete(&policyReconciler[relayv1alpha1.DiscoveryPolicy, *relayv1alpha1.DiscoveryPolicy]{
+			client: c, recorder: rec, state: st, kind: compiler.KindDiscoveryPolicy, status: discoveryPolicyStatus}); err != nil {
 		return fmt.Errorf("setting up the DiscoveryPolicy controller: %w", err)
 	}
 	if err := ctrl.NewControllerManagedBy(mgr).
 		For(&relayv1alpha1.TLSDeliveryPolicy{}, generation).
 		WatchesRawSource(fromState(compiler.KindTLSDeliveryPolicy)).
 		WithOptions(workers).
-		Complete(&tlsDeliveryPolicyReconciler{client: c, recorder: rec, state: st}); err != nil {
+		Complete(&policyReconciler[relayv1alpha1.TLSDeliveryPolicy, *relayv1alpha1.TLSDeliveryPolicy]{
+			client: c, recorder: rec, state: st, kind: compiler.KindTLSDeliveryPolicy, status: tlsDeliveryPolicyStatus}); err != nil {
 		return fmt.Errorf("setting up the TLSDeliveryPolicy controller: %w", err)
 	}
 	return nil
