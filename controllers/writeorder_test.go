@@ -71,44 +71,55 @@ func TestShardZeroIsWrittenLast(t *testing.T) {
 		return nil
 	})
 
-	// Replay until the watch shows the final snapshot in shard 0 and no stale shard.
-	commits := 0
-	for ev := range w.ResultChan() {
-		s, ok := ev.Object.(*corev1.Secret)
-		if !ok {
-			t.Fatalf("watch: %v", ev.Object)
+	// Replay until the watch shows the final snapshot in shard 0 and no stale shard. The
+	// API server may end a watch at any time; resume it where it stopped, as informers do.
+	commits, lastRV, done := 0, list.ResourceVersion, false
+	for !done {
+		for ev := range w.ResultChan() {
+			s, ok := ev.Object.(*corev1.Secret)
+			if !ok {
+				t.Fatalf("watch: %v", ev.Object)
+			}
+			lastRV = s.ResourceVersion
+			if ev.Type == watch.Deleted {
+				delete(seen, s.Name)
+			} else {
+				sh, err := snapshot.ShardFromAnnotations(s.Annotations, s.Data[snapshot.DataKey])
+				if err != nil {
+					t.Fatal(err)
+				}
+				seen[s.Name] = sh
+			}
+			head, ok := seen[configName+"-0"]
+			if !ok {
+				continue
+			}
+			if ev.Type != watch.Deleted && s.Name == configName+"-0" {
+				// A commit: every shard of the snapshot it names must be in place.
+				commits++
+				shards := []snapshot.Shard{head}
+				for i := 1; i < head.Count; i++ {
+					sh, ok := seen[configName+"-"+strconv.Itoa(i)]
+					if !ok || sh.Hash != head.Hash {
+						t.Fatalf("shard 0 committed snapshot %.12s of %d shards, but shard %d is missing or of another snapshot",
+							head.Hash, head.Count, i)
+					}
+					shards = append(shards, sh)
+				}
+				if _, err := snapshot.Assemble(shards); err != nil {
+					t.Fatalf("the committed snapshot %.12s does not assemble: %v", head.Hash, err)
+				}
+			}
+			if head.Hash == final.Hash && len(seen) == head.Count {
+				done = true
+				break
+			}
 		}
-		if ev.Type == watch.Deleted {
-			delete(seen, s.Name)
-		} else {
-			sh, err := snapshot.ShardFromAnnotations(s.Annotations, s.Data[snapshot.DataKey])
-			if err != nil {
+		if !done {
+			w.Stop()
+			if w, err = wc.Watch(ctx, &corev1.SecretList{}, append(selector, &client.ListOptions{Raw: &metav1.ListOptions{ResourceVersion: lastRV}})...); err != nil {
 				t.Fatal(err)
 			}
-			seen[s.Name] = sh
-		}
-		head, ok := seen[configName+"-0"]
-		if !ok {
-			continue
-		}
-		if ev.Type != watch.Deleted && s.Name == configName+"-0" {
-			// A commit: every shard of the snapshot it names must be in place.
-			commits++
-			shards := []snapshot.Shard{head}
-			for i := 1; i < head.Count; i++ {
-				sh, ok := seen[configName+"-"+strconv.Itoa(i)]
-				if !ok || sh.Hash != head.Hash {
-					t.Fatalf("shard 0 committed snapshot %.12s of %d shards, but shard %d is missing or of another snapshot",
-						head.Hash, head.Count, i)
-				}
-				shards = append(shards, sh)
-			}
-			if _, err := snapshot.Assemble(shards); err != nil {
-				t.Fatalf("the committed snapshot %.12s does not assemble: %v", head.Hash, err)
-			}
-		}
-		if head.Hash == final.Hash && len(seen) == head.Count {
-			break
 		}
 	}
 	if commits < 2 {
