@@ -3,6 +3,7 @@ package smtpd
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"net/mail"
@@ -47,6 +48,12 @@ func (ss *session) Data(r io.Reader) error {
 	id, err := ss.queue(txn, br)
 	ss.srv.metrics.BytesReceived.Add(float64(counted.n))
 	if err != nil {
+		if errors.Is(err, smtp.ErrDataReset) {
+			// go-smtp reset the BDAT transaction under us (RSET, EHLO, an oversized
+			// chunk). When Data ends before Reset sees it running, Reset cannot tell, so
+			// end the connection here too, for the reason Reset gives.
+			_ = ss.c.Close()
+		}
 		reply := ss.srv.fail(ss, err)
 		_, reason := mapError(err)
 		ss.track(txn, counted.n, "", "rejected", reason)
