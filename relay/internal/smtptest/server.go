@@ -96,6 +96,7 @@ type Server struct {
 	messages    []Message
 	inject      map[Stage]*injection
 	rejectRcpt  map[string]*smtp.SMTPError
+	rcptCount   map[string]int
 	connections int
 	changed     chan struct{} // closed and replaced whenever a message arrives
 	hold        chan struct{} // while non-nil, DATA waits until it is closed
@@ -109,6 +110,7 @@ func Start(t testing.TB, opts ...Option) *Server {
 	s := &Server{
 		inject:     make(map[Stage]*injection),
 		rejectRcpt: make(map[string]*smtp.SMTPError),
+		rcptCount:  make(map[string]int),
 		changed:    make(chan struct{}),
 	}
 	s.srv = smtp.NewServer(smtp.BackendFunc(s.newSession))
@@ -134,6 +136,9 @@ func Start(t testing.TB, opts ...Option) *Server {
 		_ = s.srv.Serve(s.ln)
 	}()
 	t.Cleanup(func() {
+		// Close the listener too: if Serve has not registered it yet, srv.Close would
+		// not see it, and Serve would then wait for connections forever.
+		_ = s.ln.Close()
 		_ = s.srv.Close()
 		<-done
 	})
@@ -168,6 +173,14 @@ func (s *Server) Messages() []Message {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return append([]Message(nil), s.messages...)
+}
+
+// RcptCount returns how many RCPT TO commands named addr (in any case), whatever
+// their reply.
+func (s *Server) RcptCount(addr string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.rcptCount[strings.ToLower(addr)]
 }
 
 // Connections returns how many TCP connections the server has accepted.
@@ -296,6 +309,7 @@ func (x *session) Mail(from string, _ *smtp.MailOptions) error {
 
 func (x *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 	x.s.mu.Lock()
+	x.s.rcptCount[strings.ToLower(to)]++
 	r := x.s.rejectRcpt[strings.ToLower(to)]
 	x.s.mu.Unlock()
 	if r != nil {

@@ -60,3 +60,45 @@ func TestRejectRcptIsPerRecipient(t *testing.T) {
 		t.Fatalf("another recipient was refused: %v", err)
 	}
 }
+
+// cleanupTB runs Start's cleanup when the test says, not when it ends.
+type cleanupTB struct {
+	testing.TB
+	cleanups []func()
+}
+
+func (c *cleanupTB) Cleanup(f func()) { c.cleanups = append(c.cleanups, f) }
+
+func TestCleanupRightAfterStartReturns(t *testing.T) {
+	// Stopping a server whose Serve goroutine has not run yet must not wait forever.
+	for range 50 {
+		tb := &cleanupTB{TB: t}
+		s := Start(tb)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			for _, f := range tb.cleanups {
+				f()
+			}
+		}()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("cleanup of the server on %s hangs", s.Addr)
+		}
+	}
+}
+
+func TestRcptCountCountsEveryReply(t *testing.T) {
+	s := Start(t)
+	s.RejectRcpt("gone@b.example", Reply(550, "5.1.1", "no such user"))
+	_ = send(s.Addr, "Gone@b.example")
+	_ = send(s.Addr, "gone@b.example")
+	_ = send(s.Addr, "ok@b.example")
+	if got := s.RcptCount("GONE@b.example"); got != 2 {
+		t.Errorf("RcptCount(gone) = %d, want 2", got)
+	}
+	if got := s.RcptCount("ok@b.example"); got != 1 {
+		t.Errorf("RcptCount(ok) = %d, want 1", got)
+	}
+}
