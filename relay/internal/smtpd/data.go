@@ -61,6 +61,9 @@ func (ss *session) Data(r io.Reader) error {
 	}
 	ss.srv.metrics.MessagesAccepted.WithLabelValues(txn.direction).Inc()
 	ss.track(txn, counted.n, id, "accepted", "")
+	if o := ss.srv.opts.Observer; o != nil && txn.direction == directionOutbound && ss.cred == nil && txn.senderKey != "" {
+		o.OutboundSender(ss.dir.Lookup(txn.senderKey), txn.senderKey)
+	}
 	return ss.srv.fail(ss, &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "OK: queued as " + id})
 }
 

@@ -2,9 +2,11 @@ package smtpd
 
 import (
 	"context"
+	"maps"
 	"net/netip"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/postwarden/postwarden/relay/internal/directory"
@@ -171,5 +173,46 @@ func TestRecipientVerifierHook(t *testing.T) {
 	c.expect("RCPT TO:<alice@example.com>", "250 ")
 	if want := []string{"new@example.com", "later@example.com", "nobody@example.com"}; !slices.Equal(asked, want) {
 		t.Errorf("verifier asked about %q, want only unlisted addresses %q", asked, want)
+	}
+}
+
+type observerFunc func(e directory.Entry, sender string)
+
+func (f observerFunc) OutboundSender(e directory.Entry, sender string) { f(e, sender) }
+
+func TestObserverHearsOfSendingServerSenders(t *testing.T) {
+	var mu sync.Mutex
+	got := map[string]directory.Kind{}
+	e := newEnv(t, Inbound, func(o *Options) {
+		o.Observer = observerFunc(func(en directory.Entry, sender string) {
+			mu.Lock()
+			defer mu.Unlock()
+			got[sender] = en.Kind
+		})
+	})
+	c := e.dial()
+	c.ehlo()
+	send := func(from, header, want string) {
+		t.Helper()
+		c.expect("MAIL FROM:<"+from+">", "250 ")
+		c.expect("RCPT TO:<y@foreign.example>", "250 ")
+		if r := c.data(msg(header, "y@foreign.example", "x")); !strings.HasPrefix(r, want) {
+			t.Fatalf("DATA from %s = %q, want %q", from, r, want)
+		}
+	}
+	send("app@relay.example", "app@relay.example", "250 ")
+	send("New.Person@Relay.example", "new.person@relay.example", "250 ")
+	send("refused@relay.example", "ceo@bank.example", "553 ")
+	// Inbound mail from elsewhere is not a sending server's.
+	c.expect("MAIL FROM:<x@foreign.example>", "250 ")
+	c.expect("RCPT TO:<alice@example.com>", "250 ")
+	if r := c.data(msg("x@foreign.example", "alice@example.com", "x")); !strings.HasPrefix(r, "250 ") {
+		t.Fatalf("inbound DATA = %q", r)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	want := map[string]directory.Kind{"app@relay.example": directory.KindUser, "new.person@relay.example": directory.KindUnknown}
+	if !maps.Equal(got, want) {
+		t.Errorf("observed %v, want %v", got, want)
 	}
 }

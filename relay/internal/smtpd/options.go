@@ -63,6 +63,16 @@ type RecipientVerifier interface {
 	VerifyRecipient(ctx context.Context, domain *directory.Domain, address string) (Verdict, error)
 }
 
+// Observer hears of accepted mail that SMTP Discovery learns from. It is called on the
+// session's goroutine before the client gets its 250, so it must be quick.
+type Observer interface {
+	// OutboundSender is called when a registered sending server (by IP, without AUTH)
+	// had a message accepted from sender, the lower-case address of one of its domains;
+	// entry is what the session's directory says about sender (KindUnknown when it does
+	// not list it). A sending server may send as any address of its domains.
+	OutboundSender(entry directory.Entry, sender string)
+}
+
 // Limits bound what one client may do. A zero field takes its default from
 // DefaultLimits; every limit exists, none is unlimited.
 type Limits struct {
@@ -166,7 +176,9 @@ type Options struct {
 	Queue     Queue
 	// RecipientVerifier, optional, is asked about unlisted addresses of managed domains.
 	RecipientVerifier RecipientVerifier
-	Limits            Limits
+	// Observer, optional, hears of accepted mail from sending servers.
+	Observer Observer
+	Limits   Limits
 	// Logger receives the message-tracking lines (nil: slog.Default()).
 	Logger *slog.Logger
 	// Metrics (nil: unregistered metrics).
