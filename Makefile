@@ -19,15 +19,16 @@ generate: ## Generate deepcopy code for the API types.
 	$(CONTROLLER_GEN) object paths="./api/..."
 
 .PHONY: manifests
-manifests: ## Generate CRDs and RBAC into config/, and copy them into the Helm chart.
+manifests: ## Generate CRDs and RBAC into config/, copy them into the Helm chart, and write docs/crd-reference.md.
 	$(CONTROLLER_GEN) crd paths="./api/..." output:crd:artifacts:config=config/crd/bases
 	$(CONTROLLER_GEN) rbac:roleName=postwarden-operator paths="./controllers/..." output:rbac:artifacts:config=config/rbac
 	hack/sync-chart.sh
+	$(GO) run ./hack/crdref -crds config/crd/bases -out docs/crd-reference.md
 
 .PHONY: verify-gen
 verify-gen: generate manifests ## Fail when generated files are stale.
-	@git diff --exit-code -- api config charts || { echo "generated files are stale: run 'make generate manifests' and commit"; exit 1; }
-	@test -z "$$(git status --porcelain -- api config charts)" || { git status --porcelain -- api config charts; echo "untracked generated files: run 'make generate manifests' and commit"; exit 1; }
+	@git diff --exit-code -- api config charts docs/crd-reference.md || { echo "generated files are stale: run 'make generate manifests' and commit"; exit 1; }
+	@test -z "$$(git status --porcelain -- api config charts docs/crd-reference.md)" || { git status --porcelain -- api config charts docs/crd-reference.md; echo "untracked generated files: run 'make generate manifests' and commit"; exit 1; }
 
 .PHONY: fmt
 fmt: ## Run gofmt.
