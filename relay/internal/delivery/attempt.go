@@ -78,6 +78,7 @@ func (r *Runner) process(ctx context.Context, m spool.Message) {
 	}
 	var mu sync.Mutex
 	var wg sync.WaitGroup
+	var delivered [][2]string // recipient, direction
 	for _, g := range groups {
 		route, direction := rt.route(m.Envelope.Sender, g.domain, r.opts.Smarthost)
 		req := Request{Route: route, Sender: m.Envelope.Sender, Recipients: g.rcpts,
@@ -89,10 +90,20 @@ func (r *Runner) process(ctx context.Context, m spool.Message) {
 			mu.Lock()
 			defer mu.Unlock()
 			r.apply(&m, g.idx, res, direction)
+			for k, out := range res.Recipients {
+				if out.Outcome == Delivered {
+					delivered = append(delivered, [2]string{m.Recipients[g.idx[k]].Address, direction})
+				}
+			}
 		}()
 	}
 	wg.Wait()
 	r.after(ctx, m, rt, log)
+	if r.opts.Delivered != nil {
+		for _, d := range delivered {
+			r.opts.Delivered(d[0], d[1])
+		}
+	}
 }
 
 // deferPending records a local failure for every pending recipient, so the attempt

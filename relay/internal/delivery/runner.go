@@ -55,6 +55,10 @@ type RunnerOptions struct {
 	Clock        Clock
 	Metrics      *Metrics
 	Logger       *slog.Logger
+	// Delivered, optional, is called for each recipient whose server accepted the
+	// message (2xx after DATA), with the direction of its route (DirectionInbound: the
+	// managed domain's own server), once the outcome is written to the spool.
+	Delivered func(rcpt, direction string)
 }
 
 // Runner delivers what the spool holds. Every outcome is written to the spool before

@@ -3,6 +3,7 @@ package delivery
 import (
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -291,4 +292,40 @@ func boolString(b bool) string {
 		return "true"
 	}
 	return "false"
+}
+
+func TestRunnerReportsDeliveredRecipients(t *testing.T) {
+	h := newHarness(t, Retry{})
+	dest := h.mx("dest.example", "mx.dest.example", 10)
+	h.sender.RejectRcpt("later@a.example", smtptest.Reply(451, "4.2.0", "mailbox busy"))
+	h.sender.RejectRcpt("gone@a.example", smtptest.Reply(550, "5.1.1", "no such user"))
+	var mu sync.Mutex
+	var got []string
+	h.runner.opts.Delivered = func(rcpt, direction string) {
+		mu.Lock()
+		defer mu.Unlock()
+		got = append(got, rcpt+" "+direction)
+	}
+	h.start()
+	id := h.accept("", "bob@a.example", "later@a.example", "gone@a.example", "x@dest.example")
+	m := h.waitAttempt(id, 1)
+	if len(dest.Messages()) != 1 || len(h.sender.Messages()) != 1 {
+		t.Fatalf("%d and %d messages delivered, want 1 and 1", len(dest.Messages()), len(h.sender.Messages()))
+	}
+	eventually(t, "two deliveries reported", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(got) >= 2
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	slices.Sort(got)
+	// Only recipients whose server took the message count: not the deferred one, nor
+	// the refused one; and never before the outcome is in the spool.
+	if want := []string{"bob@a.example inbound", "x@dest.example outbound"}; !slices.Equal(got, want) {
+		t.Errorf("Delivered heard of %q, want %q", got, want)
+	}
+	if m.Recipients[0].Status != spool.StatusDelivered {
+		t.Errorf("bob's status in the spool is %v", m.Recipients[0].Status)
+	}
 }
