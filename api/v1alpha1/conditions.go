@@ -75,3 +75,11 @@ const (
 	// RoleSilentUser is filtered like an end user but receives no digests or reports.
 	RoleSilentUser UserRole = "SilentUser"
 )
+
+// Event reasons of SMTP Discovery, on DiscoveryPolicies.
+const (
+	// EventDiscoveryReport: the weekly report of new users and aliases (Normal).
+	EventDiscoveryReport = "DiscoveryReport"
+	// EventDiscoveryReportFailed: the report mail could not be sent; it is retried (Warning).
+	EventDiscoveryReportFailed = "DiscoveryReportFailed"
+)

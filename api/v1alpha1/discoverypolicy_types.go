@@ -124,9 +124,56 @@ type DiscoveryPolicyStatus struct {
 	// +optional
 	Discovered DiscoveryCounts `json:"discovered,omitempty"`
 
+	// recentAddresses are the discovered addresses that changed state most recently,
+	// newest first. The full list is in stateConfigMaps.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=20
+	RecentAddresses []DiscoveredAddress `json:"recentAddresses,omitempty"`
+
+	// stateConfigMaps names the ConfigMaps, in the policy's namespace, that hold every
+	// tracked address (key addresses.jsonl, one JSON object per line).
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=1024
+	// +kubebuilder:validation:items:MaxLength=253
+	StateConfigMaps []string `json:"stateConfigMaps,omitempty"`
+
+	// lastMergeTime is when the relays' observations last changed the state.
+	// +optional
+	LastMergeTime *metav1.Time `json:"lastMergeTime,omitempty"`
+
 	// lastReportTime is when the last weekly report was sent.
 	// +optional
 	LastReportTime *metav1.Time `json:"lastReportTime,omitempty"`
+}
+
+// DiscoveredAddress is one address SMTP Discovery tracks.
+type DiscoveredAddress struct {
+	// address is the discovered address.
+	// +required
+	// +kubebuilder:validation:MaxLength=254
+	Address string `json:"address"`
+
+	// state is Pending, User, Alias or Invalid.
+	// +required
+	// +kubebuilder:validation:MaxLength=16
+	State string `json:"state"`
+
+	// target is the user an Alias points to.
+	// +optional
+	// +kubebuilder:validation:MaxLength=254
+	Target string `json:"target,omitempty"`
+
+	// reason says why the address is in its state: Verified, Threshold, Outbound,
+	// Expired or LocalPart.
+	// +optional
+	// +kubebuilder:validation:MaxLength=32
+	Reason string `json:"reason,omitempty"`
+
+	// since is when the address entered its state.
+	// +required
+	Since metav1.Time `json:"since"`
 }
 
 // DiscoveryCounts counts discovered addresses by state.

@@ -16,6 +16,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	relayv1alpha1 "github.com/postwarden/postwarden/api/v1alpha1"
+	"github.com/postwarden/postwarden/relay/discoverystate"
 	"github.com/postwarden/postwarden/relay/snapshot"
 )
 
@@ -66,6 +67,31 @@ type Input struct {
 	RelayHostnames []string
 	// CertificateSecret is the relay certificate's Secret; empty when there is none yet.
 	CertificateSecret string
+	// Discovery holds the SMTP Discovery state of each policy, keyed by
+	// "<namespace>/<name>": its addresses become Domain.Discovered of the domains the
+	// policy covers (see discoverystate.Apply).
+	Discovery map[string]discoverystate.State
+	// ReportCredential is the operator's own SMTP identity, which sends the discovery
+	// reports through the relay; nil when the operator sends none.
+	ReportCredential *ReportCredential
+}
+
+// ReportCredential is the operator's SMTP identity for discovery reports. The password
+// hash is computed once, when the password is generated, so compiling stays
+// deterministic.
+type ReportCredential struct {
+	Username     string
+	PasswordHash string
+	Source       snapshot.ObjectRef
+}
+
+// ReportSender is the envelope sender and From: of a discovery policy's report: the
+// postmaster of the first (in name order) of the domains the policy covers.
+func ReportSender(domains []string) string {
+	if len(domains) == 0 {
+		return ""
+	}
+	return "postmaster@" + slices.Min(domains)
 }
 
 // Verdict is what the compiler decided about one object.
@@ -135,9 +161,15 @@ func Compile(in Input) (*Result, error) {
 	c.finishDomains()
 	c.compileCertificate()
 
+	c.compileReportCredential()
+
 	s := c.res.Snapshot
 	s.Normalize()
 	c.fingerprintDomains()
+	// Discovered addresses are not a MailDomain's content: they change without its spec,
+	// so they stay out of its fingerprint (and its Ready condition).
+	discoverystate.Apply(s, c.in.Discovery)
+	s.Normalize()
 	if err := s.Validate(); err != nil {
 		return nil, fmt.Errorf("compiled snapshot is invalid: %w", err)
 	}

@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	relayv1alpha1 "github.com/postwarden/postwarden/api/v1alpha1"
+	"github.com/postwarden/postwarden/relay/discoverystate"
 	"github.com/postwarden/postwarden/relay/snapshot"
 )
 
@@ -82,6 +83,30 @@ func scenarios(t testing.TB) map[string]Input {
 				tlsPolicy("first", "no-ca", 14, to("bank.example"), verified("absent")),
 				tlsPolicy("second", "nothing-to-govern", 15, to("*")),
 			},
+		},
+		"discovered addresses and the report credential": {
+			MailDomains: []*relayv1alpha1.MailDomain{
+				domain("acme", "acme-com", "acme.com", 0, users("jane.doe@acme.com"), inbound("mail.acme.com", 25)),
+				domain("acme", "acme-net", "acme.net", 1, users("bob@acme.net"), inbound("mail.acme.com", 25)),
+			},
+			DiscoveryPolicies: []*relayv1alpha1.DiscoveryPolicy{discovery("acme", "learn", 2, "acme-com", "acme-net")},
+			Discovery: map[string]discoverystate.State{"acme/learn": {
+				Version: discoverystate.StateVersion, Policy: "acme/learn",
+				Addresses: []discoverystate.Address{
+					{Address: "new.user@acme.com", State: snapshot.DiscoveredUser, Role: "EndUser", Reason: discoverystate.ReasonThreshold},
+					{Address: "jane.doe@acme.net", State: snapshot.DiscoveredAlias, Target: "jane.doe@acme.com", Reason: discoverystate.ReasonLocalPart},
+					{Address: "maybe@acme.net", State: snapshot.DiscoveredPending, Reason: discoverystate.ReasonVerified},
+					{Address: "gone@acme.com", State: snapshot.DiscoveredInvalid, Reason: discoverystate.ReasonExpired},
+					// The spec lists it: the spec wins.
+					{Address: "bob@acme.net", State: snapshot.DiscoveredInvalid, Reason: discoverystate.ReasonExpired},
+					// Not a covered domain, and not an address: left out, never an invalid snapshot.
+					{Address: "x@elsewhere.example", State: snapshot.DiscoveredUser},
+					{Address: "Bad Address@acme.com", State: snapshot.DiscoveredUser},
+				},
+			}},
+			ReportCredential: &ReportCredential{Username: "postwarden-discovery-report",
+				PasswordHash: "hmac-sha256$AAAAAAAAAAAAAAAAAAAAAA$" + strings.Repeat("A", 43),
+				Source:       snapshot.ObjectRef{Namespace: "postwarden-system", Name: "postwarden-discovery-report"}},
 		},
 		"empty": {},
 	}
@@ -235,5 +260,25 @@ func TestFingerprintFollowsContent(t *testing.T) {
 	other := ObjectKey{KindMailDomain, "beta", "beta"}
 	if before.Verdicts[other].Fingerprint != after.Verdicts[other].Fingerprint {
 		t.Error("a change in one domain must not change another's fingerprint")
+	}
+}
+
+func TestDiscoveredAddressesLeaveDomainFingerprintsAlone(t *testing.T) {
+	in := scenarios(t)["discovered addresses and the report credential"]
+	with := must(t, in)
+	in.Discovery = nil
+	without := must(t, in)
+	if with.Snapshot.Hash == without.Snapshot.Hash {
+		t.Fatal("the discovered addresses did not change the snapshot")
+	}
+	for _, name := range []string{"acme-com", "acme-net"} {
+		a, b := verdictOf(t, with, KindMailDomain, "acme", name), verdictOf(t, without, KindMailDomain, "acme", name)
+		if a.Fingerprint != b.Fingerprint {
+			t.Errorf("MailDomain %s: a discovery change changed its fingerprint, so its Ready would flap", name)
+		}
+	}
+	in.ReportCredential.PasswordHash = "not a hash"
+	if res := must(t, in); len(res.Snapshot.Credentials) != 0 {
+		t.Errorf("a malformed report credential reached the snapshot: %+v", res.Snapshot.Credentials)
 	}
 }

@@ -79,6 +79,48 @@ func (c *compilation) compileDiscoveryPolicies() {
 	}
 }
 
+// compileReportCredential adds the operator's report credential, allowed to send as the
+// report sender of every policy in the snapshot. Without a policy it is left out: there is
+// nothing to report, and a credential needs a domain.
+func (c *compilation) compileReportCredential() {
+	rc := c.in.ReportCredential
+	if rc == nil || rc.Username == "" || len(c.res.Snapshot.DiscoveryPolicies) == 0 {
+		return
+	}
+	if _, err := snapshot.ParsePasswordHash(rc.PasswordHash); err != nil {
+		return
+	}
+	senders := map[string]bool{}
+	for _, p := range c.res.Snapshot.DiscoveryPolicies {
+		var domains []string
+		for _, d := range c.domains {
+			if d.entry.DiscoveryPolicy == p.Name {
+				domains = append(domains, d.entry.Name)
+			}
+		}
+		if s := ReportSender(domains); s != "" {
+			senders[s] = true
+		}
+	}
+	list := sortedKeys(senders)
+	if len(list) == 0 {
+		return
+	}
+	for _, cr := range c.res.Snapshot.Credentials {
+		if cr.Username == rc.Username {
+			return // an SMTPCredential holds the name: never share an identity
+		}
+	}
+	c.res.Snapshot.Credentials = append(c.res.Snapshot.Credentials, snapshot.Credential{
+		Username:       rc.Username,
+		PasswordHash:   rc.PasswordHash,
+		Domain:         snapshot.Domainpart(list[0]),
+		AllowedSenders: list,
+		Label:          "SMTP Discovery reports",
+		Source:         rc.Source,
+	})
+}
+
 func discoveryEntry(p *relayv1alpha1.DiscoveryPolicy) snapshot.DiscoveryPolicy {
 	s := p.Spec
 	e := snapshot.DiscoveryPolicy{
