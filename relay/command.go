@@ -20,6 +20,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/postwarden/postwarden/relay/internal/delivery"
+	"github.com/postwarden/postwarden/relay/internal/discovery"
 	"github.com/postwarden/postwarden/relay/internal/proxyproto"
 	"github.com/postwarden/postwarden/relay/internal/smtpd"
 )
@@ -70,7 +71,11 @@ func parseFlags(args []string) (Config, *slog.Logger, error) {
 	fs.StringVar(&cfg.Namespace, "namespace", "", "namespace of the config Secrets and the status Lease (default: the pod's)")
 	fs.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig file (default: $KUBECONFIG, else the in-cluster service account)")
 	fs.StringVar(&cfg.PodName, "pod-name", os.Getenv("POD_NAME"), "pod name for the status Lease (default: $POD_NAME); empty: no Lease")
+	fs.StringVar(&cfg.PodUID, "pod-uid", os.Getenv("POD_UID"), "pod UID, to make the pod the owner of its discovery observations ConfigMap (default: $POD_UID)")
 	fs.DurationVar(&cfg.LeaseDuration, "lease-duration", 30*time.Second, "duration of the status Lease; it is renewed every third of it")
+	fs.DurationVar(&cfg.Discovery.CommandTimeout, "discovery-command-timeout", discovery.DefaultCommandTimeout, "how long a verification callout waits for each reply")
+	fs.DurationVar(&cfg.Discovery.CalloutTimeout, "discovery-callout-timeout", discovery.DefaultCalloutTimeout, "how long a whole verification callout may take")
+	fs.DurationVar(&cfg.Discovery.ShipInterval, "discovery-publish-interval", discovery.DefaultShipInterval, "how often discovery observations are published to the operator (Kubernetes only)")
 
 	fs.StringVar(&cfg.TLSCertFile, "tls-cert", "", "PEM certificate chain served besides the snapshot's certificates")
 	fs.StringVar(&cfg.TLSKeyFile, "tls-key", "", "PEM private key of --tls-cert")

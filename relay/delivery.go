@@ -37,6 +37,7 @@ func (r *Relay) newDelivery(cfg *DeliveryConfig) error {
 		return fmt.Errorf("dns resolver: %w", err)
 	}
 	resolver.EnableCache(10000, 5*time.Minute)
+	r.resolver = resolver
 	m, err := delivery.NewMetrics(r.registry)
 	if err != nil {
 		return fmt.Errorf("delivery metrics: %w", err)
@@ -61,6 +62,8 @@ func (r *Relay) newDelivery(cfg *DeliveryConfig) error {
 		Spool: r.spool, Client: r.deliveryClient, Config: r.reload.Snapshot, Smarthost: smarthost,
 		Workers: cfg.Workers, PerDestination: cfg.PerDestination, Retry: cfg.Retry,
 		Hostname: r.cfg.Hostname, DrainTimeout: cfg.DrainTimeout, Metrics: m, Logger: log,
+		// Set before Run, by newDiscovery.
+		Delivered: func(rcpt, direction string) { r.discovery.Delivered(rcpt, direction) },
 	})
 	if err != nil {
 		return fmt.Errorf("delivery runner: %w", err)

@@ -2,6 +2,7 @@ package relay
 
 import (
 	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"log/slog"
 	"sync/atomic"
@@ -11,6 +12,7 @@ import (
 	"github.com/postwarden/postwarden/relay/internal/directory"
 	"github.com/postwarden/postwarden/relay/internal/metrics"
 	"github.com/postwarden/postwarden/relay/internal/tlscert"
+	"github.com/postwarden/postwarden/relay/internal/tlspolicy"
 	"github.com/postwarden/postwarden/relay/snapshot"
 )
 
@@ -19,6 +21,10 @@ type loaded struct {
 	snap      *snapshot.Snapshot
 	dir       *directory.Directory
 	appliedAt time.Time
+	// tls are the snapshot's TLS policies, for verification callouts; tlsErr says why
+	// they do not compile (delivery then defers, and callouts cannot satisfy them).
+	tls    *tlspolicy.Matcher
+	tlsErr error
 }
 
 // reloader is the configsource.Sink of the relay. Each update is parsed and compiled in
@@ -56,15 +62,22 @@ func (r *reloader) Apply(u configsource.Update) error {
 		return r.refuse(u.Snapshot.Hash, err)
 	}
 	prev := r.cur.Load()
-	var dir *directory.Directory
+	next := &loaded{snap: u.Snapshot}
 	if prev != nil && prev.snap.Hash == u.Snapshot.Hash {
-		dir = prev.dir // only the certificates changed
-	} else if dir, err = directory.Build(u.Snapshot); err != nil {
-		return r.refuse(u.Snapshot.Hash, fmt.Errorf("compiling snapshot: %w", err))
+		next.dir, next.tls, next.tlsErr = prev.dir, prev.tls, prev.tlsErr // only the certificates changed
+	} else {
+		if next.dir, err = directory.Build(u.Snapshot); err != nil {
+			return r.refuse(u.Snapshot.Hash, fmt.Errorf("compiling snapshot: %w", err))
+		}
+		if next.tls, next.tlsErr = tlspolicy.Compile(u.Snapshot.TLSPolicies); next.tlsErr != nil {
+			r.log.Error("the snapshot's TLS policies do not compile: delivery and callouts will defer", "error", next.tlsErr)
+		}
 	}
+	dir := next.dir
 
 	now := r.now()
-	r.cur.Store(&loaded{snap: u.Snapshot, dir: dir, appliedAt: now})
+	next.appliedAt = now
+	r.cur.Store(next)
 	r.certs.Swap(set)
 	r.metrics.Applied(u.Snapshot.Hash, now)
 	r.metrics.Certificates.Set(float64(set.Len()))
@@ -122,6 +135,37 @@ func (r *reloader) Snapshot() *snapshot.Snapshot {
 		return cur.snap
 	}
 	return nil
+}
+
+// unusableTLS is the Inbound policy of every domain when the TLS policies do not
+// compile: it needs a certificate that nothing verifies, so callouts defer rather than
+// ignore a policy.
+var unusableTLS = tlspolicy.Policy{Mode: tlspolicy.RequireVerifiedTLS, Roots: x509.NewCertPool(), Source: "(unusable TLS policies)"}
+
+// InboundTLS returns the Inbound TLS policy of a managed domain: how delivery and
+// verification callouts speak to the domain's own server.
+func (r *reloader) InboundTLS(domain string) tlspolicy.Policy {
+	cur := r.cur.Load()
+	switch {
+	case cur == nil:
+		return tlspolicy.Default
+	case cur.tlsErr != nil:
+		return unusableTLS
+	}
+	return cur.tls.Lookup(snapshot.DirectionInbound, domain, domain)
+}
+
+// autoAddsOutbound reports whether the discovery policy name makes the unknown senders
+// of sending servers users.
+func (r *reloader) autoAddsOutbound(name string) bool {
+	if cur := r.cur.Load(); cur != nil {
+		for _, p := range cur.snap.DiscoveryPolicies {
+			if p.Name == name {
+				return p.AutoAddOutboundUsers
+			}
+		}
+	}
+	return false
 }
 
 // Hash returns the hash of the snapshot in force, or "".

@@ -18,7 +18,9 @@ import (
 
 	"github.com/postwarden/postwarden/relay/internal/configsource"
 	"github.com/postwarden/postwarden/relay/internal/delivery"
+	"github.com/postwarden/postwarden/relay/internal/discovery"
 	"github.com/postwarden/postwarden/relay/internal/metrics"
+	"github.com/postwarden/postwarden/relay/internal/mx"
 	"github.com/postwarden/postwarden/relay/internal/proxyproto"
 	"github.com/postwarden/postwarden/relay/internal/smtpd"
 	"github.com/postwarden/postwarden/relay/internal/spool"
@@ -53,8 +55,12 @@ type Config struct {
 	KubeConfigName string
 	Namespace      string
 	Kube           kubernetes.Interface
-	// PodName names the status Lease (Kubernetes only; no Lease when empty).
+	// PodName names the status Lease and the discovery observations ConfigMap
+	// (Kubernetes only; neither when empty).
 	PodName string
+	// PodUID, when set, makes the Pod the owner of the observations ConfigMap, so that
+	// it goes with the pod.
+	PodUID string
 	// LeaseDuration is the status Lease's duration (30 s when zero).
 	LeaseDuration time.Duration
 
@@ -65,6 +71,8 @@ type Config struct {
 	Limits   smtpd.Limits
 	// Delivery, when set, runs the queue runner; nil keeps accepted mail in the spool.
 	Delivery *DeliveryConfig
+	// Discovery tunes SMTP Discovery's callouts and publication.
+	Discovery DiscoveryConfig
 
 	// HTTPAddr serves /metrics, /healthz and /readyz; "" disables it.
 	HTTPAddr string
@@ -98,6 +106,12 @@ type Relay struct {
 
 	runner         *delivery.Runner
 	deliveryClient *delivery.Client
+	resolver       *mx.Resolver
+
+	journal   *discovery.Journal
+	verifier  *discovery.Verifier
+	discovery *discoveryRecorder
+	shipper   *discovery.Shipper
 }
 
 type smtpServer struct {
@@ -145,6 +159,7 @@ func New(cfg Config) (r *Relay, err error) {
 	defer func() {
 		if err != nil {
 			r.closeListeners()
+			r.closeDiscovery()
 			if r.spool != nil {
 				_ = r.spool.Close()
 			}
@@ -158,6 +173,9 @@ func New(cfg Config) (r *Relay, err error) {
 			return nil, err
 		}
 	}
+	if err := r.newDiscovery(cfg.Discovery, r.resolver); err != nil {
+		return nil, err
+	}
 	authLimiter := throttle.NewAuthLimiter(throttle.DefaultAuthLimits(), nil)
 	for _, l := range []struct {
 		Listener
@@ -170,7 +188,7 @@ func New(cfg Config) (r *Relay, err error) {
 		if err != nil {
 			return nil, err
 		}
-		srv := smtpd.New(smtpd.Options{
+		opts := smtpd.Options{
 			Mode:        l.mode,
 			Hostname:    cfg.Hostname,
 			TLSConfig:   r.certs.TLSConfig(),
@@ -180,7 +198,12 @@ func New(cfg Config) (r *Relay, err error) {
 			Logger:      r.log,
 			Metrics:     smtpMetrics,
 			AuthLimiter: authLimiter,
-		})
+		}
+		if l.mode == smtpd.Inbound {
+			// SMTP Discovery serves port 25 only: submission recipients are not checked.
+			opts.RecipientVerifier, opts.Observer = r.verifier, r.discovery
+		}
+		srv := smtpd.New(opts)
 		r.servers = append(r.servers, &smtpServer{mode: l.mode, srv: srv, ln: ln})
 	}
 	if cfg.HTTPAddr != "" {
@@ -289,6 +312,10 @@ func (r *Relay) Run(ctx context.Context) error {
 	if r.lease != nil {
 		wg.Go(func() { r.lease.Run(bg) })
 	}
+	if r.shipper != nil {
+		// Stopped after delivery, so its last round publishes the last deliveries.
+		wg.Go(func() { r.shipper.Run(bg) })
+	}
 	stopDelivery := r.startDelivery(bg)
 	for _, s := range r.servers {
 		r.log.Info("listening", "listener", s.mode.String(), "addr", s.ln.Addr().String())
@@ -337,6 +364,7 @@ func (r *Relay) shutdown(stopBG context.CancelFunc, wg *sync.WaitGroup, stopDeli
 	stopDelivery()
 	stopBG()
 	wg.Wait()
+	r.closeDiscovery()
 	if err := r.spool.Close(); err != nil {
 		r.log.Error("closing spool", "error", err)
 	}
