@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -300,5 +301,30 @@ func TestDiscoveryJournalSurvivesARestart(t *testing.T) {
 	obs := second.journal.Batch("", 1<<20).Observations
 	if len(obs) != 3 || obs[2].Seq != obs[1].Seq+1 {
 		t.Errorf("observations after the restart %+v: sequence numbers must go on", obs)
+	}
+}
+
+func TestDiscoveryWithSwaks(t *testing.T) {
+	swaks, err := exec.LookPath("swaks")
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("swaks is not installed (make test-deps installs it)")
+		}
+		t.Skip("swaks is not installed: run make test-deps")
+	}
+	dest := smtptest.Start(t)
+	dest.RejectRcpt("nobody@covered.example", smtptest.Reply(550, "5.1.1", "no such user"))
+	f := startFileRelay(t, discoverySnapshot(t, dest))
+	waitFor(t, "readiness", f.Ready)
+	run := func(rcpt string) (string, error) {
+		out, err := exec.CommandContext(t.Context(), swaks, "--server", f.InboundAddr().String(),
+			"--helo", "mx.sender.example", "--from", "x@foreign.example", "--to", rcpt, "--timeout", "60").CombinedOutput()
+		return string(out), err
+	}
+	if out, err := run("new@covered.example"); err != nil || !strings.Contains(out, "<-  250 2.0.0 OK: queued as") {
+		t.Fatalf("swaks to a callout-verified address: %v\n%s", err, out)
+	}
+	if out, err := run("nobody@covered.example"); err == nil || !strings.Contains(out, "<** 550 5.1.1 <nobody@covered.example>: Recipient address rejected: user unknown") {
+		t.Fatalf("swaks to an address the server refuses: %v\n%s", err, out)
 	}
 }
