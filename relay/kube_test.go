@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -14,6 +15,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
+	"github.com/postwarden/postwarden/relay/discoverystate"
 	"github.com/postwarden/postwarden/relay/internal/smtptest"
 	"github.com/postwarden/postwarden/relay/internal/tlscert"
 	"github.com/postwarden/postwarden/relay/internal/tlscert/tlscerttest"
@@ -163,4 +165,67 @@ func TestKubernetesConfigAndStatusLease(t *testing.T) {
 		state, _ := cl.TLSConnectionState()
 		return state.PeerCertificates[0].SerialNumber.Cmp(leaf.SerialNumber) == 0
 	})
+}
+
+func TestDiscoveryObservationsArePublishedPerReplica(t *testing.T) {
+	kube := kubeClient(t)
+	ctx := context.Background()
+	nsObj, err := kube.CoreV1().Namespaces().Create(ctx,
+		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "relay-"}}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns := nsObj.Name
+	dest := smtptest.Start(t)
+	s := discoverySnapshot(t, dest)
+	s.Certificates = []snapshot.Certificate{{SecretName: "relay-tls"}}
+	writeShards(t, kube, ns, "relay", s)
+
+	batch := func(pod string) (discoverystate.Batch, string, bool) {
+		cm, err := kube.CoreV1().ConfigMaps(ns).Get(ctx, discoverystate.ObservationsPrefix+pod, metav1.GetOptions{})
+		if err != nil {
+			return discoverystate.Batch{}, "", false
+		}
+		b, err := discoverystate.DecodeBatch([]byte(cm.Data[discoverystate.BatchKey]))
+		return b, cm.Labels[discoverystate.LabelObservations], err == nil
+	}
+	relays := map[string]*Relay{}
+	for _, pod := range []string{"relay-a", "relay-b"} {
+		r, _ := run(t, Config{
+			Hostname: relayName, Inbound: Listener{Addr: "127.0.0.1:0"},
+			KubeConfigName: "relay", Namespace: ns, Kube: kube, PodName: pod,
+			SpoolDir: t.TempDir(), Discovery: DiscoveryConfig{ShipInterval: 100 * time.Millisecond},
+		})
+		relays[pod] = r
+		waitFor(t, pod+" to apply the snapshot", func() bool { return r.Hash() == s.Hash })
+		cl := inbound(t, r, "x@foreign.example")
+		if err := cl.Rcpt("new-"+pod+"@covered.example", nil); err != nil {
+			t.Fatalf("%s: %v", pod, err)
+		}
+	}
+	for pod := range relays {
+		want := []string{"Verified new-" + pod + "@covered.example"}
+		waitFor(t, pod+"'s observations ConfigMap", func() bool {
+			b, label, ok := batch(pod)
+			return ok && label == "true" && b.Relay == pod && slices.Equal(kinds(b.Observations), want)
+		})
+	}
+
+	// The operator acknowledges relay-a's batch: relay-a forgets it, relay-b does not.
+	b, _, _ := batch("relay-a")
+	cm, err := kube.CoreV1().ConfigMaps(ns).Get(ctx, discoverystate.ObservationsPrefix+"relay-a", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cm.Annotations = map[string]string{discoverystate.AnnotationAcked: discoverystate.AckValue(b.Journal, b.Observations[0].Seq)}
+	if _, err := kube.CoreV1().ConfigMaps(ns).Update(ctx, cm, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "relay-a to forget what was acknowledged", func() bool {
+		b, _, ok := batch("relay-a")
+		return relays["relay-a"].journal.Pending() == 0 && ok && len(b.Observations) == 0
+	})
+	if n := relays["relay-b"].journal.Pending(); n != 1 {
+		t.Errorf("relay-b has %d observations pending, want 1", n)
+	}
 }
