@@ -5,6 +5,8 @@ set -euo pipefail
 
 missing=()
 command -v swaks >/dev/null 2>&1 || missing+=(swaks)
+# swaks speaks TLS through these, which Debian only recommends.
+perl -MNet::SSLeay -MIO::Socket::SSL -e1 >/dev/null 2>&1 || missing+=(libnet-ssleay-perl libio-socket-ssl-perl)
 command -v python3 >/dev/null 2>&1 || missing+=(python3)
 [[ ${#missing[@]} -eq 0 ]] && exit 0
 
