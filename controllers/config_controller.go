@@ -32,6 +32,8 @@ type configReconciler struct {
 	// caBundles caches CA bundle Secrets by resourceVersion, so a render reads a Secret's
 	// data only when it changed.
 	caBundles map[types.NamespacedName]caBundle
+	// discovery decodes the policies' discovery states from the cache.
+	discovery stateCache
 }
 
 type caBundle struct {
@@ -107,8 +109,16 @@ func (r *configReconciler) gather(ctx context.Context) (compiler.Input, error) {
 	if err := r.client.List(ctx, &discovery, noCopy); err != nil {
 		return in, fmt.Errorf("listing DiscoveryPolicies: %w", err)
 	}
+	names := make([]string, 0, len(discovery.Items))
 	for i := range discovery.Items {
 		in.DiscoveryPolicies = append(in.DiscoveryPolicies, &discovery.Items[i])
+		names = append(names, discovery.Items[i].Namespace+"/"+discovery.Items[i].Name)
+	}
+	if in.Discovery, err = r.discovery.states(ctx, r.client, names); err != nil {
+		return in, err
+	}
+	if in.ReportCredential, err = r.reportCredential(ctx); err != nil {
+		return in, err
 	}
 
 	var tls relayv1alpha1.TLSDeliveryPolicyList

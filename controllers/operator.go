@@ -8,15 +8,19 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"net"
 	"strings"
+	"time"
 
 	certmanagerv1 "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
+	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -64,6 +68,21 @@ type OperatorOptions struct {
 	// CertificateName is the cert-manager Certificate the operator owns in Namespace; its
 	// Secret is CertificateName-tls.
 	CertificateName string
+
+	// DiscoveryMergeInterval bounds how often SMTP Discovery state is merged (default
+	// DefaultDiscoveryMergeInterval). DiscoveryGCAfter is how long a relay must be gone
+	// before its observations ConfigMap is deleted (default DefaultDiscoveryGCAfter).
+	DiscoveryMergeInterval time.Duration
+	DiscoveryGCAfter       time.Duration
+	// ReportRelay is the relay's submission address (host:port) through which the
+	// discovery reports are mailed; empty: reports are Events only.
+	ReportRelay string
+	// ReportRelayServerName is the name the relay's certificate must carry; default: the
+	// first relay hostname, else the host of ReportRelay.
+	ReportRelayServerName string
+	// Clock is SMTP Discovery's time (merges, expiry, report schedule); nil is the real
+	// clock. Tests inject a fake one.
+	Clock clock.PassiveClock
 }
 
 // BindFlags registers the options on fs.
@@ -90,6 +109,10 @@ func (o *OperatorOptions) BindFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.IssuerKind, "issuer-kind", "ClusterIssuer", "kind of the cert-manager issuer: Issuer or ClusterIssuer")
 	fs.StringVar(&o.IssuerGroup, "issuer-group", "cert-manager.io", "API group of the cert-manager issuer")
 	fs.StringVar(&o.CertificateName, "certificate-name", "postwarden-relay", "name of the cert-manager Certificate the operator owns; its Secret is <name>-tls")
+	fs.DurationVar(&o.DiscoveryMergeInterval, "discovery-merge-interval", DefaultDiscoveryMergeInterval, "how often, at most, SMTP Discovery observations are merged into the policies' state")
+	fs.DurationVar(&o.DiscoveryGCAfter, "discovery-gc-after", DefaultDiscoveryGCAfter, "delete a relay's acknowledged discovery observations this long after its Lease expired")
+	fs.StringVar(&o.ReportRelay, "report-relay", "", "submission address (host:port) of the relay, through which discovery reports are mailed; empty: reports are Events only")
+	fs.StringVar(&o.ReportRelayServerName, "report-relay-server-name", "", "name to verify on the relay's certificate when mailing reports (default: the first --relay-hostnames entry)")
 }
 
 // withDefaults fills in what flags leave empty, for callers that build options in code.
@@ -115,7 +138,31 @@ func (o OperatorOptions) withDefaults() OperatorOptions {
 	if o.IssuerGroup == "" {
 		o.IssuerGroup = "cert-manager.io"
 	}
+	if o.DiscoveryMergeInterval <= 0 {
+		o.DiscoveryMergeInterval = DefaultDiscoveryMergeInterval
+	}
+	if o.DiscoveryGCAfter <= 0 {
+		o.DiscoveryGCAfter = DefaultDiscoveryGCAfter
+	}
+	if o.Clock == nil {
+		o.Clock = clock.RealClock{}
+	}
 	return o
+}
+
+// reportServerName is the name verified on the relay's certificate when mailing reports.
+func (o OperatorOptions) reportServerName() string {
+	if o.ReportRelayServerName != "" {
+		return o.ReportRelayServerName
+	}
+	if len(o.RelayHostnames) > 0 {
+		return o.RelayHostnames[0]
+	}
+	host, _, err := net.SplitHostPort(o.ReportRelay)
+	if err != nil {
+		return o.ReportRelay
+	}
+	return host
 }
 
 // certificateSecretName is the Secret that cert-manager fills for the relay.
@@ -158,9 +205,11 @@ func RunOperator(ctx context.Context, args []string) error {
 var testSkipNameValidation *bool
 
 // NewManager creates the operator's manager. Its cache holds relay Leases and the
-// relay Certificate of the operator namespace only, and Secrets as metadata only: the
-// operator never reads a whole Secret through the cached client (that would cache every
-// Secret of the cluster), but reads the few whose data it needs with the API reader.
+// relay Certificate of the operator namespace only, ConfigMaps only when they hold
+// discovery state (by label), and Secrets as metadata only: the operator never reads a
+// whole Secret through the cached client (that would cache every Secret of the
+// cluster), but reads the few whose data it needs with the API reader. The relays'
+// observation ConfigMaps have a cache of their own (see SetupWithManager).
 func NewManager(cfg *rest.Config, opts OperatorOptions) (ctrl.Manager, error) {
 	opts = opts.withDefaults()
 	byObject := map[client.Object]cache.ByObject{
@@ -168,6 +217,7 @@ func NewManager(cfg *rest.Config, opts OperatorOptions) (ctrl.Manager, error) {
 			Namespaces: map[string]cache.Config{opts.Namespace: {}},
 			Label:      labels.SelectorFromSet(labels.Set{snapshot.LabelRelayStatus: "true"}),
 		},
+		&corev1.ConfigMap{}: {Label: stateSelector()},
 	}
 	installed, err := certManagerInstalled(cfg)
 	if err != nil {

@@ -55,6 +55,10 @@ func SetupWithManager(mgr ctrl.Manager, opts OperatorOptions) error {
 		return err
 	}
 
+	if err := setupDiscoveryController(mgr, st, opts); err != nil {
+		return err
+	}
+
 	toConfig := func(context.Context, client.Object) []reconcile.Request { return []reconcile.Request{configRequest} }
 	relays := &relaysReconciler{client: c, opts: opts, state: st, now: time.Now}
 	if err := ctrl.NewControllerManagedBy(mgr).Named("relaystatus").
@@ -132,6 +136,9 @@ func setupConfigController(mgr ctrl.Manager, r *configReconciler, certManager bo
 		Watches(&relayv1alpha1.DiscoveryPolicy{}, toConfig, generation).
 		Watches(&relayv1alpha1.TLSDeliveryPolicy{}, toConfig, generation).
 		WatchesMetadata(&corev1.Secret{}, r.secretEvents()).
+		// Discovery state ConfigMaps (the only ConfigMaps in the cache): a merge changes
+		// the snapshot's discovered addresses.
+		Watches(&corev1.ConfigMap{}, toConfig).
 		WatchesRawSource(source.Channel(prime, toConfig)).
 		WithOptions(controller.Options{
 			MaxConcurrentReconciles: 1,
@@ -159,7 +166,7 @@ func (r *configReconciler) secretEvents() handler.EventHandler {
 			return true
 		}
 		if o.GetNamespace() == r.opts.Namespace {
-			if o.GetName() == r.opts.certificateSecretName() {
+			if o.GetName() == r.opts.certificateSecretName() || o.GetName() == ReportSecretName && r.opts.ReportRelay != "" {
 				return true
 			}
 			if o.GetLabels()[snapshot.LabelConfig] == r.opts.ConfigName {

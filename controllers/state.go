@@ -9,6 +9,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/event"
 
 	"github.com/postwarden/postwarden/controllers/compiler"
+	"github.com/postwarden/postwarden/relay/snapshot"
 )
 
 // state is what the config reconciler learned, shared with the per-kind reconcilers
@@ -27,6 +28,9 @@ type state struct {
 	objects map[compiler.ObjectKey]*objectState
 	relays  relayView
 	cert    certView
+	// snap is the last snapshot written; the discovery loop reads the policies and the
+	// spec's address lists from it. Never modified once stored.
+	snap *snapshot.Snapshot
 
 	// events feed each kind's reconciler, keyed by kind.
 	events map[compiler.Kind]chan event.GenericEvent
@@ -76,6 +80,7 @@ func newState() *state {
 func (s *state) applyResult(res *compiler.Result) []compiler.ObjectKey {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.snap = res.Snapshot
 	if res.Snapshot.Hash != s.hash {
 		s.seq++
 		s.hash = res.Snapshot.Hash
@@ -245,4 +250,11 @@ func (s *state) setWriting(h string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.writing = h
+}
+
+// snapshot returns the last snapshot written, nil before the first render.
+func (s *state) snapshot() *snapshot.Snapshot {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.snap
 }

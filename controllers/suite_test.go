@@ -18,6 +18,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
+	testingclock "k8s.io/utils/clock/testing"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
@@ -43,6 +44,11 @@ var (
 
 	operatorMu   sync.Mutex
 	stopOperator func()
+
+	// discoveryClock is SMTP Discovery's time in the running operator; tests move it.
+	discoveryClock = testingclock.NewFakePassiveClock(time.Now())
+	// sink receives the discovery reports the operator mails.
+	sink *reportSink
 )
 
 type lockedBuffer struct {
@@ -67,6 +73,7 @@ func operatorOptions() controllers.OperatorOptions {
 		MetricsAddr: "0", ProbeAddr: "0", Namespace: operatorNS, ConfigName: configName,
 		RelayHostnames: []string{relayHostname}, SubmissionPort: 587,
 		IssuerName: "test-issuer", IssuerKind: "ClusterIssuer", IssuerGroup: "cert-manager.io",
+		DiscoveryMergeInterval: 100 * time.Millisecond, Clock: discoveryClock, ReportRelay: sink.addr,
 	}
 }
 
@@ -75,6 +82,10 @@ func TestMain(m *testing.M) {
 	// Small shards, so that every test reads a config split over several Secrets.
 	controllers.SetShardBytes(1024)
 	var err error
+	if sink, err = startReportSink(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
 	if env, err = testenv.Start(); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)

@@ -1,0 +1,327 @@
+package controllers
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"net"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/emersion/go-sasl"
+	"github.com/emersion/go-smtp"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+
+	relayv1alpha1 "github.com/postwarden/postwarden/api/v1alpha1"
+	"github.com/postwarden/postwarden/controllers/compiler"
+	"github.com/postwarden/postwarden/relay/discoverystate"
+	"github.com/postwarden/postwarden/relay/snapshot"
+)
+
+// The operator's own SMTP identity, for the reports it sends through the relay. The
+// Secret (in --namespace) holds the password; only its hash, in the Secret's
+// password-hash annotation, reaches the relay config.
+const (
+	ReportSecretName = "postwarden-discovery-report"
+	reportUsername   = "postwarden-discovery-report"
+	// reportListMax bounds each list in a report mail.
+	reportListMax = 1000
+)
+
+// reportCredential returns the report credential to compile, creating its Secret the
+// first time. Without --report-relay the operator sends no mail and needs none.
+func (r *configReconciler) reportCredential(ctx context.Context) (*compiler.ReportCredential, error) {
+	if r.opts.ReportRelay == "" {
+		return nil, nil
+	}
+	name := types.NamespacedName{Namespace: r.opts.Namespace, Name: ReportSecretName}
+	meta := secretMeta()
+	err := r.client.Get(ctx, name, meta)
+	if apierrors.IsNotFound(err) {
+		password := rand.Text()
+		hash, herr := snapshot.HashPassword(password)
+		if herr != nil {
+			return nil, herr
+		}
+		secret := &corev1.Secret{
+			ObjectMeta: metav1.ObjectMeta{Namespace: name.Namespace, Name: name.Name,
+				Labels:      map[string]string{labelManagedBy: managerName},
+				Annotations: map[string]string{AnnotationUsername: reportUsername, AnnotationPasswordHash: hash}},
+			Type:      corev1.SecretTypeOpaque,
+			Immutable: new(true),
+			Data:      map[string][]byte{"username": []byte(reportUsername), "password": []byte(password)},
+		}
+		if err := r.client.Create(ctx, secret, client.FieldOwner(fieldOwner)); err != nil && !apierrors.IsAlreadyExists(err) {
+			return nil, fmt.Errorf("creating the report credential Secret: %w", err)
+		}
+		// Read back what is there (ours, or one created meanwhile), metadata only.
+		var live corev1.Secret
+		if err := r.apiReader.Get(ctx, name, &live); err != nil {
+			return nil, fmt.Errorf("reading the report credential Secret: %w", err)
+		}
+		meta.ObjectMeta = live.ObjectMeta
+	} else if err != nil {
+		return nil, fmt.Errorf("reading the report credential Secret: %w", err)
+	}
+	return &compiler.ReportCredential{
+		Username:     meta.Annotations[AnnotationUsername],
+		PasswordHash: meta.Annotations[AnnotationPasswordHash],
+		Source:       snapshot.ObjectRef{Namespace: name.Namespace, Name: name.Name},
+	}, nil
+}
+
+// reporter sends each policy's weekly report: an Event on the policy, and a mail to its
+// reportRecipients through the relay's submission port.
+type reporter struct {
+	opts      OperatorOptions
+	apiReader client.Reader
+	// sent is the slot last reported per policy, so a status the cache has not caught up
+	// with yet never causes a second mail.
+	sent map[types.UID]time.Time
+	// retry is when a failed mail may be tried again (wall time), and the next backoff.
+	retry map[types.UID]retryState
+	// dial opens the connection to the relay; tests may replace it.
+	dial func(ctx context.Context, addr string) (net.Conn, error)
+}
+
+type retryState struct {
+	at      time.Time
+	backoff time.Duration
+}
+
+func newReporter(opts OperatorOptions, apiReader client.Reader) *reporter {
+	d := &net.Dialer{Timeout: 10 * time.Second}
+	return &reporter{opts: opts, apiReader: apiReader, sent: map[types.UID]time.Time{}, retry: map[types.UID]retryState{},
+		dial: func(ctx context.Context, addr string) (net.Conn, error) { return d.DialContext(ctx, "tcp", addr) }}
+}
+
+// run reports every policy whose scheduled slot has passed since its last report.
+func (rp *reporter) run(ctx context.Context, r *discoveryReconciler, snap *snapshot.Snapshot, now time.Time) error {
+	for _, dp := range snap.DiscoveryPolicies {
+		memo := r.policies[dp.Name]
+		if memo == nil || memo.stored == nil {
+			continue // not merged yet: nothing to report from
+		}
+		ns, n, _ := strings.Cut(dp.Name, "/")
+		var obj relayv1alpha1.DiscoveryPolicy
+		if err := r.client.Get(ctx, types.NamespacedName{Namespace: ns, Name: n}, &obj); err != nil {
+			if apierrors.IsNotFound(err) {
+				continue
+			}
+			return err
+		}
+		slot := reportSlot(obj.Spec.ReportSchedule, now)
+		from := obj.CreationTimestamp.Time
+		if t := obj.Status.LastReportTime; t != nil {
+			from = t.Time
+		}
+		if !slot.After(from) || !slot.After(rp.sent[obj.UID]) {
+			continue
+		}
+		if rs, ok := rp.retry[obj.UID]; ok && time.Now().Before(rs.at) {
+			continue
+		}
+		var domains []string
+		if p, ok := discoverystate.PolicyFor(snap, dp.Name); ok {
+			for _, d := range p.Domains {
+				domains = append(domains, d.Name)
+			}
+		}
+		rep := buildReport(&obj, domains, memo.stored, from, now)
+		mailed := ""
+		if len(obj.Spec.ReportRecipients) > 0 && rp.opts.ReportRelay != "" {
+			if err := rp.send(ctx, rep, now); err != nil {
+				rs := rp.retry[obj.UID]
+				rs.backoff = min(max(2*rs.backoff, time.Minute), time.Hour)
+				rs.at = time.Now().Add(rs.backoff)
+				rp.retry[obj.UID] = rs
+				logf.FromContext(ctx).Error(err, "sending the discovery report", "policy", dp.Name, "retryIn", rs.backoff)
+				r.recorder.Eventf(&obj, nil, corev1.EventTypeWarning, relayv1alpha1.EventDiscoveryReportFailed, "Report",
+					"the report mail to %s could not be sent (retrying in %s): %v", strings.Join(obj.Spec.ReportRecipients, ", "), rs.backoff, err)
+				continue
+			}
+			mailed = "; mailed to " + strings.Join(obj.Spec.ReportRecipients, ", ")
+		}
+		delete(rp.retry, obj.UID)
+		rp.sent[obj.UID] = slot
+		r.recorder.Eventf(&obj, nil, corev1.EventTypeNormal, relayv1alpha1.EventDiscoveryReport, "Report", "%s%s", rep.summary, mailed)
+		before := obj.DeepCopy()
+		t := metav1.NewTime(now.UTC().Truncate(time.Second))
+		obj.Status.LastReportTime = &t
+		if err := r.client.Status().Patch(ctx, &obj, client.MergeFrom(before), client.FieldOwner(fieldOwner)); client.IgnoreNotFound(err) != nil {
+			return fmt.Errorf("recording the report of %s: %w", dp.Name, err)
+		}
+	}
+	return nil
+}
+
+// reportSlot is the latest scheduled report time at or before now: the schedule's
+// weekday at its HH:MM, UTC (Monday 08:00 by default).
+func reportSlot(rs *relayv1alpha1.ReportSchedule, now time.Time) time.Time {
+	day, hhmm := "Monday", "08:00"
+	if rs != nil {
+		if rs.DayOfWeek != "" {
+			day = rs.DayOfWeek
+		}
+		if rs.TimeOfDay != "" {
+			hhmm = rs.TimeOfDay
+		}
+	}
+	weekday := time.Monday
+	for d := time.Sunday; d <= time.Saturday; d++ {
+		if d.String() == day {
+			weekday = d
+		}
+	}
+	var hh, mm int
+	if _, err := fmt.Sscanf(hhmm, "%d:%d", &hh, &mm); err != nil {
+		hh, mm = 8, 0
+	}
+	now = now.UTC()
+	slot := time.Date(now.Year(), now.Month(), now.Day(), hh, mm, 0, 0, time.UTC)
+	slot = slot.AddDate(0, 0, -((int(now.Weekday()) - int(weekday) + 7) % 7))
+	if slot.After(now) {
+		slot = slot.AddDate(0, 0, -7)
+	}
+	return slot
+}
+
+// report is one built report.
+type report struct {
+	from    string
+	to      []string
+	subject string
+	body    string
+	summary string
+}
+
+// buildReport lists the users and aliases that entered their state after from.
+func buildReport(p *relayv1alpha1.DiscoveryPolicy, domains []string, st *storedState, from, now time.Time) report {
+	var users, aliases []discoverystate.Address
+	for _, a := range st.state.Addresses {
+		if !a.Since.After(from) {
+			continue
+		}
+		switch a.State {
+		case snapshot.DiscoveredUser:
+			users = append(users, a)
+		case snapshot.DiscoveredAlias:
+			aliases = append(aliases, a)
+		}
+	}
+	c := st.state.Counts()
+	name := p.Namespace + "/" + p.Name
+	period := fmt.Sprintf("%s to %s", from.UTC().Format("2006-01-02 15:04"), now.UTC().Format("2006-01-02 15:04 UTC"))
+	rep := report{
+		from:    compiler.ReportSender(domains),
+		to:      slices.Clone(p.Spec.ReportRecipients),
+		subject: fmt.Sprintf("SMTP Discovery report for %s: %s, %s", name, plural(len(users), "new user"), plural(len(aliases), "new alias")),
+		summary: fmt.Sprintf("%s to %s: %s, %s; tracking %d users, %d aliases, %d pending, %d invalid",
+			from.UTC().Format(time.DateOnly), now.UTC().Format(time.DateOnly), plural(len(users), "new user"), plural(len(aliases), "new alias"),
+			c.Users, c.Aliases, c.Pending, c.Invalid),
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "SMTP Discovery report of DiscoveryPolicy %s\r\nDomains: %s\r\nPeriod: %s\r\n\r\n", name, strings.Join(domains, ", "), period)
+	fmt.Fprintf(&b, "New users (%d):\r\n", len(users))
+	for i, a := range users {
+		if i == reportListMax {
+			fmt.Fprintf(&b, "  ... and %d more\r\n", len(users)-i)
+			break
+		}
+		fmt.Fprintf(&b, "  %s  (%s, since %s)\r\n", a.Address, a.Reason, a.Since.UTC().Format(time.RFC3339))
+	}
+	fmt.Fprintf(&b, "\r\nNew aliases (%d):\r\n", len(aliases))
+	for i, a := range aliases {
+		if i == reportListMax {
+			fmt.Fprintf(&b, "  ... and %d more\r\n", len(aliases)-i)
+			break
+		}
+		fmt.Fprintf(&b, "  %s -> %s  (since %s)\r\n", a.Address, a.Target, a.Since.UTC().Format(time.RFC3339))
+	}
+	fmt.Fprintf(&b, "\r\nNow tracking: %d users, %d aliases, %d pending, %d invalid.\r\n", c.Users, c.Aliases, c.Pending, c.Invalid)
+	fmt.Fprintf(&b, "The full list is in the ConfigMaps %s of namespace %s (key %s).\r\n",
+		strings.Join(st.names(), ", "), p.Namespace, discoverystate.StateKey)
+	b.WriteString("To make a discovered address permanent, add it to the MailDomain's spec.\r\n")
+	rep.body = b.String()
+	return rep
+}
+
+func plural(n int, what string) string {
+	if n == 1 {
+		return "1 " + what
+	}
+	if strings.HasSuffix(what, "s") {
+		return fmt.Sprintf("%d %ses", n, what)
+	}
+	return fmt.Sprintf("%d %ss", n, what)
+}
+
+// message renders the report as an RFC 5322 message.
+func (rep report) message(now time.Time, hostname string) []byte {
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "Date: %s\r\n", now.UTC().Format(time.RFC1123Z))
+	fmt.Fprintf(&b, "Message-ID: <%s.discovery-report@%s>\r\n", strings.ToLower(rand.Text()), hostname)
+	fmt.Fprintf(&b, "From: Postwarden <%s>\r\n", rep.from)
+	fmt.Fprintf(&b, "To: %s\r\n", strings.Join(rep.to, ", "))
+	fmt.Fprintf(&b, "Subject: %s\r\n", rep.subject)
+	b.WriteString("Auto-Submitted: auto-generated\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n")
+	b.WriteString(rep.body)
+	return b.Bytes()
+}
+
+// send submits the report to --report-relay: STARTTLS (verified against the CA of the
+// relay certificate's Secret when it has one, else the system roots, for the relay's
+// own name) and AUTH PLAIN with the report credential.
+func (rp *reporter) send(ctx context.Context, rep report, now time.Time) error {
+	if rep.from == "" {
+		return fmt.Errorf("the policy covers no domain to send from")
+	}
+	var secret corev1.Secret
+	if err := rp.apiReader.Get(ctx, types.NamespacedName{Namespace: rp.opts.Namespace, Name: ReportSecretName}, &secret); err != nil {
+		return fmt.Errorf("reading the report credential: %w", err)
+	}
+	tlsConfig := &tls.Config{ServerName: rp.opts.reportServerName(), MinVersion: tls.VersionTLS12}
+	var certSecret corev1.Secret
+	err := rp.apiReader.Get(ctx, types.NamespacedName{Namespace: rp.opts.Namespace, Name: rp.opts.certificateSecretName()}, &certSecret)
+	switch {
+	case err == nil && len(certSecret.Data["ca.crt"]) > 0:
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(certSecret.Data["ca.crt"]) {
+			return fmt.Errorf("the relay certificate Secret's ca.crt holds no certificate")
+		}
+		tlsConfig.RootCAs = pool
+	case err != nil && !apierrors.IsNotFound(err):
+		return fmt.Errorf("reading the relay certificate Secret: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	conn, err := rp.dial(ctx, rp.opts.ReportRelay)
+	if err != nil {
+		return err
+	}
+	if deadline, ok := ctx.Deadline(); ok {
+		_ = conn.SetDeadline(deadline)
+	}
+	c, err := smtp.NewClientStartTLS(conn, tlsConfig)
+	if err != nil {
+		conn.Close()
+		return err
+	}
+	defer c.Close()
+	if err := c.Auth(sasl.NewPlainClient("", string(secret.Data["username"]), string(secret.Data["password"]))); err != nil {
+		return err
+	}
+	if err := c.SendMail(rep.from, rep.to, bytes.NewReader(rep.message(now, tlsConfig.ServerName))); err != nil {
+		return err
+	}
+	return c.Quit()
+}

@@ -1,0 +1,223 @@
+package controllers
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+
+	relayv1alpha1 "github.com/postwarden/postwarden/api/v1alpha1"
+	"github.com/postwarden/postwarden/relay/discoverystate"
+)
+
+// storedState is a policy's discovery state as its ConfigMaps hold it.
+type storedState struct {
+	state discoverystate.State
+	// parts are the ConfigMaps by index; a missing index is nil.
+	parts []*corev1.ConfigMap
+}
+
+// versions identifies the ConfigMaps a state was read from.
+func (s *storedState) versions() string {
+	var b strings.Builder
+	for _, cm := range s.parts {
+		if cm != nil {
+			b.WriteString(cm.Name + "=" + cm.ResourceVersion + ";")
+		}
+	}
+	return b.String()
+}
+
+// readState assembles a policy's state from its ConfigMaps (labelled
+// discoverystate.LabelState=<policy name>, in the policy's namespace). Only a complete
+// set counts: parts 0..n-1 that all say n parts, where n is what part 0 says. Extra parts
+// beyond n are ignored. No ConfigMap at all is an empty state; an incomplete or
+// undecodable set is an error, and the caller keeps what it had.
+func readState(cms []corev1.ConfigMap, policy string) (*storedState, error) {
+	out := &storedState{state: discoverystate.State{Version: discoverystate.StateVersion, Policy: policy}}
+	if len(cms) == 0 {
+		return out, nil
+	}
+	byIndex := map[int]*corev1.ConfigMap{}
+	for i := range cms {
+		cm := &cms[i]
+		idx, err := strconv.Atoi(cm.Annotations[discoverystate.AnnotationPart])
+		if err != nil || idx < 0 {
+			continue
+		}
+		byIndex[idx] = cm
+	}
+	first := byIndex[0]
+	if first == nil {
+		return nil, fmt.Errorf("discovery state of %s has no part 0", policy)
+	}
+	n, err := strconv.Atoi(first.Annotations[discoverystate.AnnotationParts])
+	if err != nil || n < 1 || n > 1<<16 {
+		return nil, fmt.Errorf("discovery state of %s: part 0 has a bad %s annotation", policy, discoverystate.AnnotationParts)
+	}
+	out.parts = make([]*corev1.ConfigMap, n)
+	data := make([][]byte, 0, n)
+	for i := range n {
+		cm := byIndex[i]
+		if cm == nil || cm.Annotations[discoverystate.AnnotationParts] != strconv.Itoa(n) {
+			return nil, fmt.Errorf("discovery state of %s: part %d of %d is missing or from another write", policy, i, n)
+		}
+		out.parts[i] = cm
+		data = append(data, []byte(cm.Data[discoverystate.StateKey]))
+	}
+	st, err := discoverystate.DecodeState(data...)
+	if err != nil {
+		return nil, fmt.Errorf("discovery state of %s: %w", policy, err)
+	}
+	// An address lives in one part; a hand edit could repeat one, which the snapshot
+	// could not hold.
+	st.Addresses = slices.CompactFunc(st.Addresses, func(a, b discoverystate.Address) bool { return a.Address == b.Address })
+	if st.Policy != policy {
+		return nil, fmt.Errorf("discovery state in the ConfigMaps of %s names policy %q", policy, st.Policy)
+	}
+	out.state = st
+	return out, nil
+}
+
+// stateConfigMaps lists a policy's state ConfigMaps from r.
+func stateConfigMaps(ctx context.Context, r client.Reader, namespace, name string) ([]corev1.ConfigMap, error) {
+	var list corev1.ConfigMapList
+	if err := r.List(ctx, &list, client.InNamespace(namespace), client.MatchingLabels{discoverystate.LabelState: name}); err != nil {
+		return nil, fmt.Errorf("listing discovery state ConfigMaps of %s/%s: %w", namespace, name, err)
+	}
+	return list.Items, nil
+}
+
+// writeState writes next over cur: only the parts whose bytes changed, the highest index
+// first and part 0 (the header, with the journal watermarks) last, each update
+// conditional on the resourceVersion read. It returns the stored result and whether
+// anything was written.
+func writeState(ctx context.Context, c client.Client, scheme *runtime.Scheme, policy *relayv1alpha1.DiscoveryPolicy,
+	cur *storedState, next discoverystate.State) (*storedState, bool, error) {
+	parts, err := discoverystate.Shard(next, discoverystate.MaxPartBytes, len(cur.parts))
+	if err != nil {
+		return nil, false, err
+	}
+	out := &storedState{state: next, parts: make([]*corev1.ConfigMap, len(parts))}
+	count := strconv.Itoa(len(parts))
+	written := false
+	for i := len(parts) - 1; i >= 0; i-- {
+		var old *corev1.ConfigMap
+		if i < len(cur.parts) {
+			old = cur.parts[i]
+		}
+		if old != nil && old.Annotations[discoverystate.AnnotationParts] == count &&
+			bytes.Equal([]byte(old.Data[discoverystate.StateKey]), parts[i]) {
+			out.parts[i] = old
+			continue
+		}
+		cm := &corev1.ConfigMap{
+			ObjectMeta: metav1.ObjectMeta{
+				Namespace: policy.Namespace,
+				Name:      discoverystate.StateName(policy.Name, i),
+				Labels:    map[string]string{discoverystate.LabelState: policy.Name, labelManagedBy: managerName},
+				Annotations: map[string]string{
+					discoverystate.AnnotationPart:  strconv.Itoa(i),
+					discoverystate.AnnotationParts: count,
+				},
+			},
+			Data: map[string]string{discoverystate.StateKey: string(parts[i])},
+		}
+		if err := controllerutil.SetControllerReference(policy, cm, scheme); err != nil {
+			return nil, written, fmt.Errorf("owning discovery state %s: %w", cm.Name, err)
+		}
+		if old == nil {
+			err = c.Create(ctx, cm, client.FieldOwner(fieldOwner))
+		} else {
+			cm.ResourceVersion = old.ResourceVersion
+			err = c.Update(ctx, cm, client.FieldOwner(fieldOwner))
+		}
+		if err != nil {
+			return nil, written, fmt.Errorf("writing discovery state %s/%s: %w", cm.Namespace, cm.Name, err)
+		}
+		out.parts[i] = cm
+		written = true
+	}
+	return out, written, nil
+}
+
+// stateNames are the ConfigMap names of a stored state, for status.
+func (s *storedState) names() []string {
+	var names []string
+	for _, cm := range s.parts {
+		if cm != nil {
+			names = append(names, cm.Name)
+		}
+	}
+	return names
+}
+
+// stateCache decodes the policies' states for the config render from the informer
+// cache, and decodes again only when a policy's ConfigMaps change. A set caught halfway
+// through a write keeps the last complete state.
+type stateCache struct {
+	mu       sync.Mutex
+	policies map[string]cachedState
+}
+
+type cachedState struct {
+	versions string
+	state    discoverystate.State
+}
+
+// states returns the state of every policy name given, as the cache holds it.
+func (sc *stateCache) states(ctx context.Context, r client.Reader, policies []string) (map[string]discoverystate.State, error) {
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	if sc.policies == nil {
+		sc.policies = map[string]cachedState{}
+	}
+	out := make(map[string]discoverystate.State, len(policies))
+	keep := map[string]bool{}
+	for _, name := range policies {
+		keep[name] = true
+		ns, n, _ := strings.Cut(name, "/")
+		cms, err := stateConfigMaps(ctx, r, ns, n)
+		if err != nil {
+			return nil, err
+		}
+		probe := &storedState{}
+		for i := range cms {
+			probe.parts = append(probe.parts, &cms[i])
+		}
+		slices.SortFunc(probe.parts, func(a, b *corev1.ConfigMap) int { return strings.Compare(a.Name, b.Name) })
+		versions := probe.versions()
+		if c, ok := sc.policies[name]; ok && c.versions == versions {
+			out[name] = c.state
+			continue
+		}
+		st, err := readState(cms, name)
+		if err != nil {
+			if c, ok := sc.policies[name]; ok {
+				out[name] = c.state // mid-write or damaged: keep the last complete state
+			}
+			continue
+		}
+		sc.policies[name] = cachedState{versions: versions, state: st.state}
+		out[name] = st.state
+	}
+	for name := range sc.policies {
+		if !keep[name] {
+			delete(sc.policies, name)
+		}
+	}
+	return out, nil
+}
+
+// isNotFound is apierrors.IsNotFound, for brevity.
+var isNotFound = apierrors.IsNotFound
