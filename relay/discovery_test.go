@@ -328,3 +328,33 @@ func TestDiscoveryWithSwaks(t *testing.T) {
 		t.Fatalf("swaks to an address the server refuses: %v\n%s", err, out)
 	}
 }
+
+func TestDiscoveryCalloutsFollowTheInboundTLSPolicy(t *testing.T) {
+	plain := smtptest.Start(t)
+	withTLS := smtptest.Start(t, smtptest.WithCertificate(smtptest.SelfSigned(t, "mx.covered.example")))
+	s := discoverySnapshot(t, plain)
+	s.Domains = append(s.Domains, snapshot.Domain{Name: "tls.example", Source: snapshot.ObjectRef{Namespace: "mail", Name: "tls"},
+		InboundDelivery: &snapshot.Endpoint{Host: "127.0.0.1", Port: withTLS.Port}, DiscoveryPolicy: discoveryPolicy})
+	require := func(dir, mode string, domains ...string) snapshot.TLSPolicy {
+		return snapshot.TLSPolicy{Source: snapshot.ObjectRef{Namespace: "mail", Name: dir}, Direction: dir,
+			Domains: domains, Mode: mode, MinVersion: "1.2"}
+	}
+	// The Inbound policy governs callouts; tls.example's Outbound one, which its
+	// self-signed certificate would fail, does not.
+	s.TLSPolicies = []snapshot.TLSPolicy{require(snapshot.DirectionOutbound, snapshot.ModeRequireVerifiedTLS, "tls.example"),
+		require(snapshot.DirectionInbound, snapshot.ModeRequireTLS, "covered.example", "tls.example")}
+	f := startFileRelay(t, s)
+	waitFor(t, "readiness", f.Ready)
+	cl := inbound(t, f.Relay, "x@foreign.example")
+	for rcpt, want := range map[string]string{
+		"new@covered.example": "450 4.1.1", // its server offers no STARTTLS
+		"new@tls.example":     "250",       // RequireTLS takes a self-signed certificate
+	} {
+		if got := reply(cl.Rcpt(rcpt, nil)); got != want {
+			t.Errorf("RCPT TO:<%s> = %q, want %q", rcpt, got, want)
+		}
+	}
+	if n := plain.RcptCount("new@covered.example"); n != 0 {
+		t.Errorf("the RCPT went out in plaintext despite RequireTLS (%d)", n)
+	}
+}
