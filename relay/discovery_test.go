@@ -358,3 +358,22 @@ func TestDiscoveryCalloutsFollowTheInboundTLSPolicy(t *testing.T) {
 		t.Errorf("the RCPT went out in plaintext despite RequireTLS (%d)", n)
 	}
 }
+
+func TestDiscoveryCalloutsDeferWhenTheTLSPoliciesDoNotCompile(t *testing.T) {
+	dest := smtptest.Start(t, smtptest.WithCertificate(smtptest.SelfSigned(t, "mx.covered.example")))
+	s := discoverySnapshot(t, dest)
+	// A CA bundle without a certificate passes validation but does not compile.
+	s.TLSPolicies = []snapshot.TLSPolicy{{Source: snapshot.ObjectRef{Namespace: "mail", Name: "broken"},
+		Direction: snapshot.DirectionInbound, Domains: []string{"plain.example"}, Mode: snapshot.ModeRequireVerifiedTLS,
+		MinVersion: "1.2", CABundlePEM: "not a certificate"}}
+	f := startFileRelay(t, s)
+	waitFor(t, "readiness", f.Ready)
+	cl := inbound(t, f.Relay, "x@foreign.example")
+	// Opportunistic TLS would accept; with unusable policies nothing is sent unchecked.
+	if got := reply(cl.Rcpt("new@covered.example", nil)); got != "450 4.1.1" {
+		t.Errorf("RCPT = %q, want 450 4.1.1", got)
+	}
+	if n := dest.RcptCount("new@covered.example"); n != 0 {
+		t.Errorf("the destination was asked %d times", n)
+	}
+}
