@@ -8,9 +8,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/emersion/go-smtp"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/postwarden/postwarden/relay/internal/smtptest"
 	"github.com/postwarden/postwarden/relay/snapshot"
 )
 
@@ -99,4 +101,59 @@ func BenchmarkReloadFromFile(b *testing.B) {
 		total += time.Since(written)
 	}
 	b.ReportMetric(float64(total.Microseconds())/1000/float64(b.N), "ms/reload")
+}
+
+// BenchmarkInboundRcpt measures a port 25 RCPT round trip over loopback for a listed
+// user and for an unlisted address answered from the discovery cache.
+func BenchmarkInboundRcpt(b *testing.B) {
+	dest := smtptest.Start(b)
+	dir := b.TempDir()
+	path := filepath.Join(dir, "relay.json")
+	s := discoverySnapshot(b, dest)
+	s.Certificates = nil
+	writeConfig(b, path, s)
+	r, err := New(Config{Hostname: relayName, Inbound: Listener{Addr: "127.0.0.1:0"}, ConfigFile: path,
+		SpoolDir: filepath.Join(dir, "spool"), Logger: discard()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	for r.Hash() != s.Hash {
+		time.Sleep(time.Millisecond)
+	}
+	for _, rcpt := range []string{"alice@covered.example", "verified@covered.example"} {
+		b.Run(rcpt, func(b *testing.B) {
+			cl, err := smtp.Dial(r.InboundAddr().String())
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer cl.Close()
+			if err := cl.Mail("x@foreign.example", nil); err != nil {
+				b.Fatal(err)
+			}
+			if err := cl.Rcpt(rcpt, nil); err != nil { // the callout, if any
+				b.Fatal(err)
+			}
+			n := 1
+			for b.Loop() {
+				if n++; n == 1000 { // go-smtp counts repeats towards --max-recipients
+					b.StopTimer()
+					if err := cl.Reset(); err != nil {
+						b.Fatal(err)
+					}
+					if err := cl.Mail("x@foreign.example", nil); err != nil {
+						b.Fatal(err)
+					}
+					n = 0
+					b.StartTimer()
+				}
+				if err := cl.Rcpt(rcpt, nil); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
 }
