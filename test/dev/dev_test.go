@@ -10,6 +10,10 @@ import (
 	"time"
 
 	"github.com/emersion/go-smtp"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/postwarden/postwarden/controllers"
 )
 
 // TestDevEnvironment brings the whole system up as `postwarden dev` does, then uses the
@@ -81,5 +85,29 @@ func TestDevEnvironment(t *testing.T) {
 	}
 	if !strings.Contains(out.String(), "sink: mail from <"+info.Sender+">") {
 		t.Errorf("the sink printed no summary of the outbound mail:\n%s", out.String())
+	}
+
+	// The operator's discovery report credential works on the real relay, as the sample
+	// policy's report sender, the way the operator submits its weekly report.
+	var report corev1.Secret
+	err = Poll(ctx, time.Minute, func() error {
+		return env.Client.Get(ctx, types.NamespacedName{Namespace: OperatorNamespace, Name: controllers.ReportSecretName}, &report)
+	})
+	if err != nil {
+		t.Fatalf("the report credential Secret: %v", err)
+	}
+	user, pass := string(report.Data["username"]), string(report.Data["password"])
+	if err := env.WaitLogin(ctx, user, pass, true); err != nil {
+		t.Fatal(err)
+	}
+	msg := NewMessage("postmaster@example.com", "jane.doe@example.com", "discovery report", "dev-report")
+	if err := env.Submit(user, pass, "postmaster@example.com", []string{"jane.doe@example.com"}, msg); err != nil {
+		t.Fatalf("submitting as the report sender: %v", err)
+	}
+	if _, err := env.Sink.Wait(ctx, func(m Message) bool { return bytes.Contains(m.Data, []byte("<dev-report@dev.postwarden>")) }); err != nil {
+		t.Fatalf("the report-like mail: %v", err)
+	}
+	if err := env.Submit(user, pass, info.Sender, []string{"jane.doe@example.com"}, msg); err == nil {
+		t.Error("the report credential may send as another address")
 	}
 }

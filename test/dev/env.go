@@ -267,6 +267,9 @@ func (e *Env) startOperator(ctx context.Context) error {
 		IssuerKind:      "ClusterIssuer",
 		IssuerGroup:     "cert-manager.io",
 		CertificateName: CertificateName,
+		// Discovery reports go through the dev relay's submission port, verified with the
+		// stand-in issuer's CA (the certificate Secret's ca.crt) for RelayHostname.
+		ReportRelay: e.Relay.SubmissionAddr().String(),
 	}
 	mgr, err := controllers.NewManager(e.Config, opts)
 	if err != nil {
