@@ -1,6 +1,10 @@
 package metrics
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/postwarden/postwarden/relay/discoverystate"
+)
 
 // DiscoveryStats is what SMTP Discovery has counted so far: the verifier's counters and
 // the journal's backlog, read at each scrape.
@@ -55,8 +59,9 @@ func NewDiscovery(reg prometheus.Registerer, stats func() DiscoveryStats) *Disco
 		entries:   desc("cache_entries", "Addresses in the callout cache."),
 		pending:   desc("journal_pending", "Observations in the journal awaiting the operator's acknowledgement."),
 	}
-	for _, k := range []string{"Verified", "Refused", "Delivered", "OutboundSender"} {
-		m.Observations.WithLabelValues(k)
+	for _, k := range []discoverystate.Kind{discoverystate.Verified, discoverystate.Refused,
+		discoverystate.Delivered, discoverystate.OutboundSender} {
+		m.Observations.WithLabelValues(string(k))
 	}
 	if reg != nil {
 		reg.MustRegister(m.Observations, m.RecordErrors, m)
