@@ -3,6 +3,7 @@ package relay
 import (
 	"bufio"
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -102,11 +103,11 @@ func journal(t testing.TB, spoolDir string) []discoverystate.Observation {
 		if first {
 			continue // the header
 		}
-		b, err := discoverystate.DecodeBatch([]byte(`{"version":"` + discoverystate.BatchVersion + `","journal":"x","observations":[` + sc.Text() + `]}`))
-		if err != nil {
-			t.Fatal(err)
+		var o discoverystate.Observation
+		if err := json.Unmarshal(sc.Bytes(), &o); err != nil {
+			t.Fatalf("journal line %q: %v", sc.Text(), err)
 		}
-		out = append(out, b.Observations...)
+		out = append(out, o)
 	}
 	return out
 }
