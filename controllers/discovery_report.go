@@ -231,22 +231,19 @@ func buildReport(p *relayv1alpha1.DiscoveryPolicy, domains []string, st *storedS
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "SMTP Discovery report of DiscoveryPolicy %s\r\nDomains: %s\r\nPeriod: %s\r\n\r\n", name, strings.Join(domains, ", "), period)
-	fmt.Fprintf(&b, "New users (%d):\r\n", len(users))
-	for i, a := range users {
-		if i == reportListMax {
-			fmt.Fprintf(&b, "  ... and %d more\r\n", len(users)-i)
-			break
+	list := func(title string, as []discoverystate.Address, line func(a discoverystate.Address) string) {
+		fmt.Fprintf(&b, "%s (%d):\r\n", title, len(as))
+		for i, a := range as {
+			if i == reportListMax {
+				fmt.Fprintf(&b, "  ... and %d more\r\n", len(as)-i)
+				break
+			}
+			fmt.Fprintf(&b, "  %s  (since %s)\r\n", line(a), a.Since.UTC().Format(time.RFC3339))
 		}
-		fmt.Fprintf(&b, "  %s  (%s, since %s)\r\n", a.Address, a.Reason, a.Since.UTC().Format(time.RFC3339))
 	}
-	fmt.Fprintf(&b, "\r\nNew aliases (%d):\r\n", len(aliases))
-	for i, a := range aliases {
-		if i == reportListMax {
-			fmt.Fprintf(&b, "  ... and %d more\r\n", len(aliases)-i)
-			break
-		}
-		fmt.Fprintf(&b, "  %s -> %s  (since %s)\r\n", a.Address, a.Target, a.Since.UTC().Format(time.RFC3339))
-	}
+	list("New users", users, func(a discoverystate.Address) string { return a.Address + ", " + a.Reason })
+	b.WriteString("\r\n")
+	list("New aliases", aliases, func(a discoverystate.Address) string { return a.Address + " -> " + a.Target })
 	fmt.Fprintf(&b, "\r\nNow tracking: %d users, %d aliases, %d pending, %d invalid.\r\n", c.Users, c.Aliases, c.Pending, c.Invalid)
 	fmt.Fprintf(&b, "The full list is in the ConfigMaps %s of namespace %s (key %s).\r\n",
 		strings.Join(st.names(), ", "), p.Namespace, discoverystate.StateKey)
