@@ -194,6 +194,7 @@ type DiscoveryCounts struct {
 
 // DiscoveryPolicy configures SMTP Discovery for a set of MailDomains.
 //
+// +kubebuilder:validation:XValidation:rule="size(self.metadata.name) <= 63",message="a DiscoveryPolicy name has at most 63 characters: it labels the ConfigMaps that hold the policy's discovery state"
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
 // +kubebuilder:resource:shortName=discpol,categories=postwarden

@@ -186,6 +186,10 @@ func TestInvalidObjectsAreRejectedWithAClearMessage(t *testing.T) {
 			validDiscovery, set(int64(400), "detectionWindowDays"),
 			"spec.detectionWindowDays in body should be less than or equal to 365",
 		},
+		"a discovery policy name longer than a label value is refused": {
+			validDiscovery, func(obj map[string]any) { obj["metadata"].(map[string]any)["name"] = strings.Repeat("d", 64) },
+			"a DiscoveryPolicy name has at most 63 characters: it labels the ConfigMaps that hold the policy's discovery state",
+		},
 		"a discovery policy covering no domain is refused": {
 			validDiscovery, set(list(), "mailDomainRefs"),
 			"spec.mailDomainRefs: Required value",
