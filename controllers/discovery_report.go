@@ -141,7 +141,7 @@ func (rp *reporter) run(ctx context.Context, r *discoveryReconciler, snap *snaps
 		if len(obj.Spec.ReportRecipients) > 0 && rp.opts.ReportRelay != "" {
 			if err := rp.send(ctx, rep, now); err != nil {
 				rs := rp.retry[obj.UID]
-				rs.backoff = min(max(2*rs.backoff, time.Minute), time.Hour)
+				rs.backoff = min(max(2*rs.backoff, r.opts.DiscoveryMergeInterval), time.Hour)
 				rs.at = time.Now().Add(rs.backoff)
 				rp.retry[obj.UID] = rs
 				logf.FromContext(ctx).Error(err, "sending the discovery report", "policy", dp.Name, "retryIn", rs.backoff)

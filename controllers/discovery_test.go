@@ -332,13 +332,32 @@ func TestDiscoveryWeeklyReport(t *testing.T) {
 		}
 		return fmt.Errorf("no DiscoveryReport Event among %d", len(events.Items))
 	})
-	// Many passes later (100 ms each), still one mail for the slot.
+	// Many passes later (100 ms each), and after a restart, still one mail for the slot.
+	time.Sleep(time.Second)
+	stopRunningOperator()
+	if err := startOperator(); err != nil {
+		t.Fatal(err)
+	}
 	time.Sleep(time.Second)
 	if n := len(reportsTo()); n != 1 {
 		t.Fatalf("%d reports for one slot", n)
 	}
-	// A week later, the next one.
+	// A week later, the next one; the relay defers it at first.
+	sink.refuse.Store(true)
 	discoveryClock.SetTime(discoveryClock.Now().Add(7 * 24 * time.Hour))
+	eventually(t, "a Warning Event says the mail failed", func() error {
+		var events eventsv1.EventList
+		if err := k8s.List(context.Background(), &events, client.InNamespace(ns)); err != nil {
+			return err
+		}
+		for _, e := range events.Items {
+			if e.Reason == relayv1alpha1.EventDiscoveryReportFailed && e.Type == corev1.EventTypeWarning && strings.Contains(e.Note, "451") {
+				return nil
+			}
+		}
+		return fmt.Errorf("no DiscoveryReportFailed Event")
+	})
+	sink.refuse.Store(false)
 	eventually(t, "the next week's report", func() error {
 		if n := len(reportsTo()); n != 2 {
 			return fmt.Errorf("%d reports", n)

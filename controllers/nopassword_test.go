@@ -150,3 +150,33 @@ func TestNoPasswordAnywhereButItsSecret(t *testing.T) {
 		t.Errorf("a password appears outside its Secret: %s", strings.Join(got, "; "))
 	}
 }
+
+// The operator's own report password is in its Secret only; the config holds its hash.
+func TestReportPasswordOnlyInItsSecret(t *testing.T) {
+	ns := newNamespace(t, "reportpass")
+	create(t, mailDomain(ns, "main", ns+".example", "a@"+ns+".example"))
+	create(t, discoveryPolicy(ns, "learn", 3, "main"))
+	secret := &corev1.Secret{ObjectMeta: objectMeta(operatorNS, controllers.ReportSecretName)}
+	eventually(t, "the report credential Secret exists", func() error { return get(t, secret) })
+	password := string(secret.Data["password"])
+	if len(password) < 20 || secret.Immutable == nil || !*secret.Immutable {
+		t.Fatalf("the report Secret holds a %d-character password, immutable %v", len(password), secret.Immutable)
+	}
+	snapshotWhere(t, "the report credential is in the config, hashed, for the policy's report sender", func(s *snapshot.Snapshot) error {
+		for _, c := range s.Credentials {
+			if c.Username == string(secret.Data["username"]) {
+				if !verifyHash(c.PasswordHash, password) || !contains(c.AllowedSenders, "postmaster@"+ns+".example") {
+					return fmt.Errorf("credential %+v", c)
+				}
+				return nil
+			}
+		}
+		return fmt.Errorf("no report credential")
+	})
+	if got := leaks(t, []string{password}, client.ObjectKey{}); len(got) == 0 {
+		t.Fatal("the scan did not find the password even in its own Secret")
+	}
+	if got := leaks(t, []string{password}, client.ObjectKeyFromObject(secret)); len(got) > 0 {
+		t.Errorf("the report password appears outside its Secret: %s", strings.Join(got, "; "))
+	}
+}

@@ -13,6 +13,7 @@ import (
 	"math/big"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/emersion/go-sasl"
@@ -27,6 +28,9 @@ type reportSink struct {
 	addr  string
 	caPEM []byte
 	srv   *smtp.Server
+
+	// refuse makes every MAIL fail with a temporary error.
+	refuse atomic.Bool
 
 	mu   sync.Mutex
 	msgs []sunkMessage
@@ -118,6 +122,9 @@ func (ss *sinkSession) Auth(string) (sasl.Server, error) {
 func (ss *sinkSession) Mail(from string, _ *smtp.MailOptions) error {
 	if ss.user == "" {
 		return &smtp.SMTPError{Code: 530, EnhancedCode: smtp.EnhancedCode{5, 7, 0}, Message: "Authentication required"}
+	}
+	if ss.sink.refuse.Load() {
+		return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "Try again later"}
 	}
 	ss.msg = sunkMessage{user: ss.user, from: from}
 	return nil
