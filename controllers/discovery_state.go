@@ -89,6 +89,47 @@ func readState(cms []corev1.ConfigMap, policy string) (*storedState, error) {
 	return out, nil
 }
 
+// salvageState reads what it can of a damaged set (a part deleted or edited by hand):
+// every part that decodes on its own, the header from part 0 if it does. The merge loop
+// writes the result back as a complete set, so one broken ConfigMap cannot stop
+// discovery. Watermarks lost with part 0 may make a replayed batch count again.
+func salvageState(cms []corev1.ConfigMap, policy string) *storedState {
+	out := &storedState{state: discoverystate.State{Version: discoverystate.StateVersion, Policy: policy}}
+	seen := map[string]bool{}
+	for i := range cms {
+		cm := &cms[i]
+		idx, err := strconv.Atoi(cm.Annotations[discoverystate.AnnotationPart])
+		if err != nil || idx < 0 || idx >= 1<<16 {
+			continue
+		}
+		for len(out.parts) <= idx {
+			out.parts = append(out.parts, nil)
+		}
+		out.parts[idx] = cm
+		data := []byte(cm.Data[discoverystate.StateKey])
+		if idx != 0 {
+			// A part without the header: give it one to decode.
+			h, _ := discoverystate.EncodeState(discoverystate.State{Policy: policy})
+			data = append(h, data...)
+		}
+		st, err := discoverystate.DecodeState(data)
+		if err != nil {
+			continue
+		}
+		if idx == 0 && st.Policy == policy {
+			out.state.Journals = st.Journals
+		}
+		for _, a := range st.Addresses {
+			if !seen[a.Address] {
+				seen[a.Address] = true
+				out.state.Addresses = append(out.state.Addresses, a)
+			}
+		}
+	}
+	slices.SortFunc(out.state.Addresses, func(a, b discoverystate.Address) int { return strings.Compare(a.Address, b.Address) })
+	return out
+}
+
 // stateConfigMaps lists a policy's state ConfigMaps from r.
 func stateConfigMaps(ctx context.Context, r client.Reader, namespace, name string) ([]corev1.ConfigMap, error) {
 	var list corev1.ConfigMapList

@@ -100,3 +100,40 @@ func TestReadStateNeedsACompleteSet(t *testing.T) {
 		t.Errorf("no ConfigMap: %v %+v", err, got)
 	}
 }
+
+func TestSalvageKeepsWhatDecodes(t *testing.T) {
+	st := discoverystate.State{Version: discoverystate.StateVersion, Policy: "ns/p",
+		Journals: map[string]discoverystate.Watermark{"j": {Seq: 7}}}
+	for _, a := range []string{"a", "b", "c", "d", "e", "f"} {
+		st.Addresses = append(st.Addresses, discoverystate.Address{Address: a + "@x.example", State: snapshot.DiscoveredUser})
+	}
+	parts, err := discoverystate.Shard(st, discoverystate.MaxPartBytes, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cm := func(i int, data string) corev1.ConfigMap {
+		return corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: discoverystate.StateName("p", i), Annotations: map[string]string{
+			discoverystate.AnnotationPart: strconv.Itoa(i), discoverystate.AnnotationParts: "2"}},
+			Data: map[string]string{discoverystate.StateKey: data}}
+	}
+	cases := map[string]struct {
+		cms           []corev1.ConfigMap
+		wantWatermark uint64
+		wantFrom      []byte // the addresses of this part survive
+	}{
+		"part 1 deleted: part 0 and its watermarks survive": {[]corev1.ConfigMap{cm(0, string(parts[0]))}, 7, parts[0]},
+		"part 0 garbled: part 1's addresses survive":        {[]corev1.ConfigMap{cm(0, "{not json"), cm(1, string(parts[1]))}, 0, parts[1]},
+	}
+	for name, c := range cases {
+		t.Run(name, func(t *testing.T) {
+			got := salvageState(c.cms, "ns/p")
+			if got.state.Journals["j"].Seq != c.wantWatermark {
+				t.Errorf("watermark %d, want %d", got.state.Journals["j"].Seq, c.wantWatermark)
+			}
+			want := strings.Count(string(c.wantFrom), `"address"`)
+			if want == 0 || len(got.state.Addresses) != want {
+				t.Errorf("%d addresses survive, want %d", len(got.state.Addresses), want)
+			}
+		})
+	}
+}
