@@ -257,7 +257,7 @@ func (r *discoveryReconciler) current(ctx context.Context, obj *relayv1alpha1.Di
 	st, err := readState(live, obj.Namespace+"/"+obj.Name)
 	if err != nil {
 		logf.FromContext(ctx).Error(err, "the discovery state is damaged: keeping what decodes and writing it back whole")
-		r.recorder.Eventf(obj, nil, corev1.EventTypeWarning, "DiscoveryStateDamaged", "Merge",
+		r.recorder.Eventf(obj, nil, corev1.EventTypeWarning, relayv1alpha1.EventDiscoveryStateDamaged, "Merge",
 			"the discovery state ConfigMaps are incomplete or damaged (%v); what decodes is kept and written back", err)
 		st = salvageState(live, obj.Namespace+"/"+obj.Name)
 		memo.settle = true // write it back even without observations

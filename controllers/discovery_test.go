@@ -27,7 +27,7 @@ func verifyHash(hash, password string) bool {
 
 // publish writes a relay's observations ConfigMap as the relay does: the batch under
 // batch.json, keeping whatever acknowledgement the operator left.
-func publish(t *testing.T, pod, journal string, obs ...discoverystate.Observation) {
+func publish(t testing.TB, pod, journal string, obs ...discoverystate.Observation) {
 	t.Helper()
 	data, err := discoverystate.EncodeBatch(discoverystate.Batch{Journal: journal, Relay: pod, Observations: obs})
 	if err != nil {
@@ -50,7 +50,7 @@ func publish(t *testing.T, pod, journal string, obs ...discoverystate.Observatio
 	})
 }
 
-func waitAck(t *testing.T, pod, want string) {
+func waitAck(t testing.TB, pod, want string) {
 	t.Helper()
 	eventually(t, pod+" is acknowledged up to "+want, func() error {
 		cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: operatorNS, Name: discoverystate.ObservationsPrefix + pod}}
@@ -65,7 +65,7 @@ func waitAck(t *testing.T, pod, want string) {
 }
 
 // stateOf reads a policy's state as kubectl would.
-func stateOf(t *testing.T, ns, policy string) (discoverystate.State, []corev1.ConfigMap, error) {
+func stateOf(t testing.TB, ns, policy string) (discoverystate.State, []corev1.ConfigMap, error) {
 	var list corev1.ConfigMapList
 	if err := k8s.List(context.Background(), &list, client.InNamespace(ns), client.MatchingLabels{discoverystate.LabelState: policy}); err != nil {
 		return discoverystate.State{}, nil, err
@@ -91,7 +91,7 @@ func addressIn(st discoverystate.State, addr string) *discoverystate.Address {
 }
 
 // stateWhere polls until the policy's state satisfies check.
-func stateWhere(t *testing.T, ns, policy, what string, check func(discoverystate.State) error) discoverystate.State {
+func stateWhere(t testing.TB, ns, policy, what string, check func(discoverystate.State) error) discoverystate.State {
 	t.Helper()
 	var st discoverystate.State
 	eventually(t, what, func() error {

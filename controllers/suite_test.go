@@ -206,7 +206,7 @@ func stopRunningOperator() {
 }
 
 // eventually polls check until it returns nil or the deadline passes.
-func eventually(t *testing.T, what string, check func() error) {
+func eventually(t testing.TB, what string, check func() error) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	var err error
@@ -220,7 +220,7 @@ func eventually(t *testing.T, what string, check func() error) {
 }
 
 // newNamespace creates a namespace for one test.
-func newNamespace(t *testing.T, prefix string) string {
+func newNamespace(t testing.TB, prefix string) string {
 	t.Helper()
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: prefix + "-"}}
 	if err := k8s.Create(context.Background(), ns); err != nil {
@@ -229,14 +229,14 @@ func newNamespace(t *testing.T, prefix string) string {
 	return ns.Name
 }
 
-func create(t *testing.T, obj client.Object) {
+func create(t testing.TB, obj client.Object) {
 	t.Helper()
 	if err := k8s.Create(context.Background(), obj); err != nil {
 		t.Fatalf("creating %T %s: %v", obj, obj.GetName(), err)
 	}
 }
 
-func get(t *testing.T, obj client.Object) error {
+func get(t testing.TB, obj client.Object) error {
 	t.Helper()
 	return k8s.Get(context.Background(), client.ObjectKeyFromObject(obj), obj)
 }
@@ -297,7 +297,7 @@ func currentSnapshot() (*snapshot.Snapshot, error) {
 }
 
 // snapshotWhere polls until the written config satisfies check.
-func snapshotWhere(t *testing.T, what string, check func(*snapshot.Snapshot) error) *snapshot.Snapshot {
+func snapshotWhere(t testing.TB, what string, check func(*snapshot.Snapshot) error) *snapshot.Snapshot {
 	t.Helper()
 	var snap *snapshot.Snapshot
 	eventually(t, what, func() error {

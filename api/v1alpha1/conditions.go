@@ -82,4 +82,7 @@ const (
 	EventDiscoveryReport = "DiscoveryReport"
 	// EventDiscoveryReportFailed: the report mail could not be sent; it is retried (Warning).
 	EventDiscoveryReportFailed = "DiscoveryReportFailed"
+	// EventDiscoveryStateDamaged: the state ConfigMaps were incomplete or did not decode;
+	// what decoded was kept (Warning).
+	EventDiscoveryStateDamaged = "DiscoveryStateDamaged"
 )
