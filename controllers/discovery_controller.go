@@ -10,6 +10,7 @@ import (
 
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -363,7 +364,7 @@ func (r *discoveryReconciler) collectGarbage(ctx context.Context, batches []*bat
 				continue
 			}
 			gone = expires
-		case isNotFound(err):
+		case apierrors.IsNotFound(err):
 			if r.absentSince == nil {
 				r.absentSince = map[string]time.Time{}
 			}

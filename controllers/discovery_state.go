@@ -10,7 +10,6 @@ import (
 	"sync"
 
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -259,6 +258,3 @@ func (sc *stateCache) states(ctx context.Context, r client.Reader, policies []st
 	}
 	return out, nil
 }
-
-// isNotFound is apierrors.IsNotFound, for brevity.
-var isNotFound = apierrors.IsNotFound
