@@ -1,0 +1,109 @@
+package controllers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	coordinationv1 "k8s.io/api/coordination/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+
+	"github.com/postwarden/postwarden/relay/discoverystate"
+	"github.com/postwarden/postwarden/relay/snapshot"
+)
+
+// acknowledge sets each batch's acknowledgement to its highest seq, once every policy it
+// concerns has merged it. Observations of no policy's domains are acknowledged too:
+// nothing will ever merge them.
+func (r *discoveryReconciler) acknowledge(ctx context.Context, batches []*batchCM) error {
+	var errs []error
+	for _, b := range batches {
+		if b.blocked || len(b.batch.Observations) == 0 {
+			continue
+		}
+		var high uint64
+		for _, o := range b.batch.Observations {
+			high = max(high, o.Seq)
+		}
+		want := discoverystate.AckValue(b.batch.Journal, high)
+		if b.cm.Annotations[discoverystate.AnnotationAcked] == want {
+			continue
+		}
+		patched := b.cm.DeepCopy()
+		if patched.Annotations == nil {
+			patched.Annotations = map[string]string{}
+		}
+		patched.Annotations[discoverystate.AnnotationAcked] = want
+		if err := r.client.Patch(ctx, patched, client.MergeFrom(b.cm), client.FieldOwner(fieldOwner)); client.IgnoreNotFound(err) != nil {
+			errs = append(errs, fmt.Errorf("acknowledging %s: %w", b.cm.Name, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// collectGarbage deletes the observations ConfigMap of a relay replica gone for good:
+// its Lease expired (or vanished) more than DiscoveryGCAfter ago, and everything it
+// published is acknowledged. The delete is conditional on the ConfigMap not having
+// changed since it was read.
+func (r *discoveryReconciler) collectGarbage(ctx context.Context, batches []*batchCM, now time.Time) error {
+	var errs []error
+	seen := map[string]bool{}
+	for _, b := range batches {
+		seen[b.cm.Name] = true
+		pod := strings.TrimPrefix(b.cm.Name, discoverystate.ObservationsPrefix)
+		var gone time.Time
+		var lease coordinationv1.Lease
+		err := r.client.Get(ctx, types.NamespacedName{Namespace: r.opts.Namespace, Name: snapshot.LeasePrefix + pod}, &lease)
+		switch {
+		case err == nil:
+			delete(r.absentSince, b.cm.Name)
+			expires, ok := leaseExpiry(&lease)
+			if !ok {
+				continue
+			}
+			gone = expires
+		case apierrors.IsNotFound(err):
+			if r.absentSince == nil {
+				r.absentSince = map[string]time.Time{}
+			}
+			if _, ok := r.absentSince[b.cm.Name]; !ok {
+				r.absentSince[b.cm.Name] = now
+			}
+			gone = r.absentSince[b.cm.Name]
+		default:
+			errs = append(errs, err)
+			continue
+		}
+		if now.Sub(gone) < r.opts.DiscoveryGCAfter || !fullyAcked(b) {
+			continue
+		}
+		pre := client.Preconditions{UID: &b.cm.UID, ResourceVersion: &b.cm.ResourceVersion}
+		if err := r.client.Delete(ctx, b.cm, pre); client.IgnoreNotFound(err) != nil {
+			errs = append(errs, fmt.Errorf("deleting the observations of relay %s: %w", pod, err))
+			continue
+		}
+		logf.FromContext(ctx).Info("deleted the discovery observations of a relay gone for good", "relay", pod)
+	}
+	for name := range r.absentSince {
+		if !seen[name] {
+			delete(r.absentSince, name)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// fullyAcked reports whether the operator has acknowledged every observation of b.
+func fullyAcked(b *batchCM) bool {
+	journal, seq, ok := discoverystate.ParseAck(b.cm.Annotations[discoverystate.AnnotationAcked])
+	for _, o := range b.batch.Observations {
+		if !ok || journal != b.batch.Journal || o.Seq > seq {
+			return false
+		}
+	}
+	return true
+}
