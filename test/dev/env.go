@@ -60,6 +60,10 @@ type Options struct {
 	Out io.Writer
 	// Logger gets the relay's logs (default: text to Dir/postwarden.log).
 	Logger *slog.Logger
+	// DiscoveryPublishInterval (how often the relay publishes SMTP Discovery
+	// observations) and DiscoveryMergeInterval (how often the operator merges them)
+	// default to 2 s and 5 s, shorter than in a cluster, so discovery shows at once.
+	DiscoveryPublishInterval, DiscoveryMergeInterval time.Duration
 }
 
 func (o Options) withDefaults() Options {
@@ -76,6 +80,12 @@ func (o Options) withDefaults() Options {
 	def(&o.SamplesNamespace, "mail")
 	if o.Out == nil {
 		o.Out = os.Stdout
+	}
+	if o.DiscoveryPublishInterval <= 0 {
+		o.DiscoveryPublishInterval = 2 * time.Second
+	}
+	if o.DiscoveryMergeInterval <= 0 {
+		o.DiscoveryMergeInterval = 5 * time.Second
 	}
 	return o
 }
@@ -179,7 +189,7 @@ func Start(ctx context.Context, opts Options) (env *Env, err error) {
 	if err := e.startRelay(runCtx, opts); err != nil {
 		return nil, err
 	}
-	if err := e.startOperator(runCtx); err != nil {
+	if err := e.startOperator(runCtx, opts); err != nil {
 		return nil, err
 	}
 	e.Info = Info{
@@ -236,6 +246,7 @@ func (e *Env) startRelay(ctx context.Context, opts Options) error {
 		Delivery:       dc,
 		HTTPAddr:       opts.HTTPAddr,
 		GracePeriod:    2 * time.Second,
+		Discovery:      relay.DiscoveryConfig{ShipInterval: opts.DiscoveryPublishInterval},
 		Logger:         opts.Logger,
 	})
 	if err != nil {
@@ -250,7 +261,7 @@ func (e *Env) startRelay(ctx context.Context, opts Options) error {
 	return nil
 }
 
-func (e *Env) startOperator(ctx context.Context) error {
+func (e *Env) startOperator(ctx context.Context, devOpts Options) error {
 	_, port, err := splitHostPort(e.Relay.SubmissionAddr().String())
 	if err != nil {
 		return err
@@ -269,7 +280,8 @@ func (e *Env) startOperator(ctx context.Context) error {
 		CertificateName: CertificateName,
 		// Discovery reports go through the dev relay's submission port, verified with the
 		// stand-in issuer's CA (the certificate Secret's ca.crt) for RelayHostname.
-		ReportRelay: e.Relay.SubmissionAddr().String(),
+		ReportRelay:            e.Relay.SubmissionAddr().String(),
+		DiscoveryMergeInterval: devOpts.DiscoveryMergeInterval,
 	}
 	mgr, err := controllers.NewManager(e.Config, opts)
 	if err != nil {

@@ -32,8 +32,9 @@ type Message struct {
 	Server string
 }
 
-// Sink is a catch-all destination SMTP server: it accepts every message, prints a
-// summary and its headers, and writes each as one .eml file.
+// Sink is a catch-all destination SMTP server: it accepts every message (unless told to
+// refuse some recipients), prints a summary and its headers, and writes each as one .eml
+// file.
 type Sink struct {
 	srv *smtp.Server
 	ln  net.Listener
@@ -44,6 +45,35 @@ type Sink struct {
 	msgs    []Message
 	seq     int
 	changed chan struct{}
+	refuse  func(rcpt string) bool
+	rcpts   map[string]int
+}
+
+// SetRefuse makes the sink answer RCPT TO with 550 5.1.1 for the addresses refuse
+// holds, as a domain's own server does for a mailbox it does not have; nil accepts all.
+func (s *Sink) SetRefuse(refuse func(rcpt string) bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.refuse = refuse
+}
+
+// RcptCount is how many times an address was given in RCPT TO, refused or not:
+// verification callouts ask with RCPT and never send DATA.
+func (s *Sink) RcptCount(addr string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.rcpts[strings.ToLower(addr)]
+}
+
+// rcpt counts a recipient and says whether it is refused.
+func (s *Sink) rcpt(addr string) (refused bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.rcpts == nil {
+		s.rcpts = map[string]int{}
+	}
+	s.rcpts[strings.ToLower(addr)]++
+	return s.refuse != nil && s.refuse(addr)
 }
 
 // StartSink listens on addr and serves until Close. tlsConfig, when set, offers STARTTLS.
@@ -160,6 +190,9 @@ type sinkSession struct {
 
 func (x *sinkSession) Mail(from string, _ *smtp.MailOptions) error { x.from = from; return nil }
 func (x *sinkSession) Rcpt(to string, _ *smtp.RcptOptions) error {
+	if x.sink.rcpt(to) {
+		return &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "No such mailbox here"}
+	}
 	x.to = append(x.to, to)
 	return nil
 }
