@@ -265,3 +265,35 @@ func TestConfigChecks(t *testing.T) {
 		})
 	}
 }
+
+// TestNewReportsWhatFailed: a port in use or a spool another relay holds is an error
+// that says so, and what New had opened is closed again.
+func TestNewReportsWhatFailed(t *testing.T) {
+	a, _ := creds(t)
+	f := startFileRelay(t, newSnapshot(t, certEntry, a))
+	busy := f.Relay.SubmissionAddr().String()
+	for _, tc := range []struct {
+		name, want string
+		edit       func(*Config)
+	}{
+		{"port in use", "address already in use", func(c *Config) {
+			c.SpoolDir = filepath.Join(t.TempDir(), "spool")
+			c.Submission.Addr = busy
+		}},
+		{"spool locked", "spool", func(c *Config) {}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := Config{Hostname: relayName, Submission: Listener{Addr: "127.0.0.1:0"}, Inbound: Listener{Addr: "127.0.0.1:0"},
+				ConfigFile: f.config, SpoolDir: filepath.Join(f.dir, "spool"), Logger: discard()}
+			tc.edit(&cfg)
+			r, err := New(cfg)
+			if err == nil {
+				r.closeListeners()
+				t.Fatal("New succeeded")
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("New: %v, want it to mention %q", err, tc.want)
+			}
+		})
+	}
+}

@@ -155,13 +155,15 @@ func New(cfg Config) (r *Relay, err error) {
 		}
 	}
 
-	// Undo what was opened if a later step fails.
+	// Undo what was opened if a later step fails. The named result r is nil by then,
+	// so the cleanup holds on to the relay itself.
+	opened := r
 	defer func() {
 		if err != nil {
-			r.closeListeners()
-			r.closeDiscovery()
-			if r.spool != nil {
-				_ = r.spool.Close()
+			opened.closeListeners()
+			opened.closeDiscovery()
+			if opened.spool != nil {
+				_ = opened.spool.Close()
 			}
 		}
 	}()
