@@ -2,6 +2,7 @@ package relay
 
 import (
 	"net"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -169,5 +170,54 @@ func TestDeliveryInterruptedBySIGKILLResumesAfterRestart(t *testing.T) {
 	defer s.Close()
 	if _, err := s.Get(id); err == nil {
 		t.Errorf("message %s is still queued after its delivery", id)
+	}
+}
+
+// TestQueuedMailWaitsForTheFirstConfig: a relay that starts with mail in its spool routes
+// none of it before a config is loaded, since without one it knows neither the domain's
+// own server nor the TLS policies.
+func TestQueuedMailWaitsForTheFirstConfig(t *testing.T) {
+	a, _ := creds(t)
+	customer := smtptest.Start(t)
+	smarthost := smtptest.Start(t)
+	s := newSnapshot(t, certEntry, a)
+	host, port := splitHostPort(t, customer.Addr)
+	s.Domains[0].InboundDelivery = &snapshot.Endpoint{Host: host, Port: port}
+	if _, err := s.Marshal(); err != nil {
+		t.Fatal(err)
+	}
+	f := startFileRelay(t, s) // no delivery: the mail stays in the spool
+	waitFor(t, "readiness", f.Ready)
+	if err := sendPlain(f.InboundAddr().String(), "news@outside.example", "sender@"+a.domain, "Subject: hi\r\n\r\nqueued\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.stop(); err != nil {
+		t.Fatal(err)
+	}
+
+	// The same spool, with delivery, and no config yet.
+	if err := os.Remove(f.config); err != nil {
+		t.Fatal(err)
+	}
+	cfg := Config{Hostname: relayName, Inbound: Listener{Addr: "127.0.0.1:0"}, ConfigFile: f.config,
+		SpoolDir: filepath.Join(f.dir, "spool"), GracePeriod: 5 * time.Second}
+	deliverVia(t, smarthost)(&cfg)
+	r, _ := run(t, cfg)
+	// Without the wait for a config, the message goes to the smarthost at once.
+	time.Sleep(500 * time.Millisecond)
+	if n := len(smarthost.Messages()) + len(customer.Messages()); n != 0 {
+		t.Fatalf("%d messages were delivered before any config was loaded", n)
+	}
+	if r.Spool().Len() != 1 {
+		t.Fatalf("the spool holds %d messages, want the queued one", r.Spool().Len())
+	}
+
+	writeConfig(t, f.config, s)
+	got := customer.WaitMessages(t, 1, 30*time.Second)
+	if !strings.Contains(string(got[0].Data), "queued") {
+		t.Errorf("the domain's server received:\n%s", got[0].Data)
+	}
+	if n := len(smarthost.Messages()); n != 0 {
+		t.Errorf("the smarthost got %d messages meant for the domain's own server", n)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"fmt"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -40,7 +41,13 @@ type reloader struct {
 	applied func()
 
 	cur atomic.Pointer[loaded]
+	// first is closed when the first config is applied (see newReloader).
+	first     chan struct{}
+	firstOnce sync.Once
 }
+
+// Loaded is closed once a config has been applied.
+func (r *reloader) Loaded() <-chan struct{} { return r.first }
 
 var _ configsource.Sink = (*reloader)(nil)
 
@@ -78,6 +85,7 @@ func (r *reloader) Apply(u configsource.Update) error {
 	now := r.now()
 	next.appliedAt = now
 	r.cur.Store(next)
+	r.firstOnce.Do(func() { close(r.first) })
 	r.certs.Swap(set)
 	r.metrics.Applied(u.Snapshot.Hash, now)
 	r.metrics.Certificates.Set(float64(set.Len()))

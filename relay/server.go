@@ -135,7 +135,8 @@ func New(cfg Config) (r *Relay, err error) {
 	r.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	r.cfgm = metrics.NewConfig(r.registry)
 	smtpMetrics := metrics.New(r.registry)
-	r.reload = &reloader{hostname: cfg.Hostname, log: r.log, metrics: r.cfgm, certs: &r.certs, now: time.Now}
+	r.reload = &reloader{hostname: cfg.Hostname, log: r.log, metrics: r.cfgm, certs: &r.certs, now: time.Now,
+		first: make(chan struct{})}
 
 	var extra []configsource.CertFiles
 	if cfg.TLSCertFile != "" {

@@ -40,6 +40,10 @@ type RunnerOptions struct {
 	// Config returns the current snapshot; it is called for every message, so a
 	// reload takes effect with the next attempt.
 	Config func() *snapshot.Snapshot
+	// Loaded, when set, is closed once Config has a snapshot. Run delivers nothing
+	// before: mail queued before a restart must not be routed without its domains'
+	// destinations and TLS policies.
+	Loaded <-chan struct{}
 	// Smarthost, when set, takes all mail for unmanaged domains instead of their MX.
 	Smarthost *Target
 	// Workers bounds the messages delivered at once, and the SMTP transactions;
@@ -117,6 +121,13 @@ func NewRunner(opts RunnerOptions) (*Runner, error) {
 // deliveries in progress DrainTimeout to finish, cuts the rest (their recipients are
 // recorded as deferred) and returns once every outcome is written.
 func (r *Runner) Run(ctx context.Context) error {
+	if r.opts.Loaded != nil {
+		select {
+		case <-r.opts.Loaded:
+		case <-ctx.Done():
+			return nil
+		}
+	}
 	work, cutWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer cutWork()
 	var wg sync.WaitGroup
