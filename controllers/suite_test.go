@@ -1,7 +1,6 @@
 package controllers_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -40,7 +39,7 @@ var (
 	env *testenv.Env
 	k8s client.Client
 	// logs collects everything the operator logs, for the password scan.
-	logs lockedBuffer
+	logs testenv.SyncBuffer
 
 	operatorMu   sync.Mutex
 	stopOperator func()
@@ -50,23 +49,6 @@ var (
 	// sink receives the discovery reports the operator mails.
 	sink *reportSink
 )
-
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 func operatorOptions() controllers.OperatorOptions {
 	return controllers.OperatorOptions{

@@ -24,6 +24,7 @@ import (
 	"github.com/postwarden/postwarden/relay/internal/smtptest"
 	"github.com/postwarden/postwarden/relay/internal/tlscert/tlscerttest"
 	"github.com/postwarden/postwarden/relay/snapshot"
+	"github.com/postwarden/postwarden/test/testenv"
 )
 
 const relayName = "relay.example.org"
@@ -241,22 +242,7 @@ func submit(addr string, roots *x509.CertPool, c cred) (string, error) {
 }
 
 // syncBuffer collects log output from several goroutines.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf strings.Builder
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
+type syncBuffer = testenv.SyncBuffer
 
 // smtpCode returns the SMTP reply code of err, or 0.
 func smtpCode(err error) int {

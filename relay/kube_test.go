@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"slices"
-	"sync"
 	"testing"
 	"time"
 
@@ -13,53 +12,26 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	"github.com/postwarden/postwarden/relay/discoverystate"
 	"github.com/postwarden/postwarden/relay/internal/smtptest"
 	"github.com/postwarden/postwarden/relay/internal/tlscert"
 	"github.com/postwarden/postwarden/relay/internal/tlscert/tlscerttest"
 	"github.com/postwarden/postwarden/relay/snapshot"
+	"github.com/postwarden/postwarden/test/testenv"
 )
 
 // The API server is started by the first test that needs it; the relay needs only core
 // and coordination types, so no CRDs are installed.
-var (
-	kubeOnce sync.Once
-	kubeEnv  *envtest.Environment
-	kubeCS   kubernetes.Interface
-	kubeErr  error
-)
+var apiServer testenv.Bare
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if kubeEnv != nil {
-		_ = kubeEnv.Stop()
-	}
+	apiServer.Stop()
 	os.Exit(code)
 }
 
-func kubeClient(t testing.TB) kubernetes.Interface {
-	t.Helper()
-	kubeOnce.Do(func() {
-		if os.Getenv("KUBEBUILDER_ASSETS") == "" {
-			kubeErr = fmt.Errorf("KUBEBUILDER_ASSETS is not set: run the tests with `make test`, " +
-				"or export KUBEBUILDER_ASSETS=$(hack/envtest-assets.sh)")
-			return
-		}
-		kubeEnv = &envtest.Environment{}
-		cfg, err := kubeEnv.Start()
-		if err != nil {
-			kubeEnv, kubeErr = nil, fmt.Errorf("starting envtest: %w", err)
-			return
-		}
-		kubeCS, kubeErr = kubernetes.NewForConfig(cfg)
-	})
-	if kubeErr != nil {
-		t.Fatal(kubeErr)
-	}
-	return kubeCS
-}
+func kubeClient(t testing.TB) kubernetes.Interface { return apiServer.Clientset(t) }
 
 func putSecret(t testing.TB, kube kubernetes.Interface, sec *corev1.Secret) {
 	t.Helper()

@@ -14,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/postwarden/postwarden/controllers"
+	"github.com/postwarden/postwarden/test/testenv"
 )
 
 // TestDevEnvironment brings the whole system up as `postwarden dev` does, then uses the
@@ -22,7 +23,7 @@ import (
 func TestDevEnvironment(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
 	defer cancel()
-	var out syncBuffer
+	var out testenv.SyncBuffer
 	env, err := Start(ctx, Options{
 		Dir:            t.TempDir(),
 		SubmissionAddr: "127.0.0.1:0",

@@ -3,55 +3,27 @@ package discovery
 import (
 	"context"
 	"os"
-	"sync"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	"github.com/postwarden/postwarden/relay/discoverystate"
+	"github.com/postwarden/postwarden/test/testenv"
 )
 
 // The API server starts only for the tests that need it, so the rest of the package
 // runs without envtest binaries.
-var (
-	kubeOnce sync.Once
-	kubeEnv  *envtest.Environment
-	kube     kubernetes.Interface
-	kubeErr  error
-)
+var kubeEnv testenv.Bare
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if kubeEnv != nil {
-		_ = kubeEnv.Stop()
-	}
+	kubeEnv.Stop()
 	os.Exit(code)
 }
 
-func apiServer(t *testing.T) kubernetes.Interface {
-	t.Helper()
-	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
-		t.Fatal("KUBEBUILDER_ASSETS is not set: run the tests with `make test`, " +
-			"or export KUBEBUILDER_ASSETS=$(hack/envtest-assets.sh)")
-	}
-	kubeOnce.Do(func() {
-		kubeEnv = &envtest.Environment{}
-		cfg, err := kubeEnv.Start()
-		if err != nil {
-			kubeErr = err
-			kubeEnv = nil
-			return
-		}
-		kube, kubeErr = kubernetes.NewForConfig(cfg)
-	})
-	if kubeErr != nil {
-		t.Fatalf("starting envtest: %v", kubeErr)
-	}
-	return kube
-}
+func apiServer(t testing.TB) kubernetes.Interface { return kubeEnv.Clientset(t) }
 
 func TestConfigMapPublisher(t *testing.T) {
 	client := apiServer(t)
