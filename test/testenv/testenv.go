@@ -1,5 +1,6 @@
 // Package testenv starts a real kube-apiserver and etcd (envtest) with Postwarden's CRDs
-// and cert-manager's CRDs installed, for tests of the API and the controllers.
+// and cert-manager's CRDs installed, for tests of the API and the controllers, or a bare
+// one (Bare) for the relay's tests; it also holds small helpers the tests share.
 //
 // The binaries come from hack/envtest-assets.sh, which `make test` runs and whose output
 // it exports as KUBEBUILDER_ASSETS. Without it, tests that need a control plane fail with
