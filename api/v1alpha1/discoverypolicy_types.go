@@ -180,16 +180,16 @@ type DiscoveredAddress struct {
 type DiscoveryCounts struct {
 	// pending addresses were seen but have not reached the threshold yet.
 	// +optional
-	Pending int32 `json:"pending,omitempty"`
+	Pending int32 `json:"pending"`
 	// users reached the threshold and are treated as registered users.
 	// +optional
-	Users int32 `json:"users,omitempty"`
+	Users int32 `json:"users"`
 	// aliases were recorded as aliases of a known user.
 	// +optional
-	Aliases int32 `json:"aliases,omitempty"`
+	Aliases int32 `json:"aliases"`
 	// invalid addresses expired or were refused by the domain's server.
 	// +optional
-	Invalid int32 `json:"invalid,omitempty"`
+	Invalid int32 `json:"invalid"`
 }
 
 // DiscoveryPolicy configures SMTP Discovery for a set of MailDomains.
