@@ -87,6 +87,10 @@ func printSummary(w io.Writer, env *Env, opts Options) {
 		fmt.Fprintf(w, "\nAnd one inbound, for a user of the sample domain:\n\n")
 		ihost, iport, _ := splitHostPort(i.Inbound)
 		fmt.Fprintf(w, "  swaks --server %s --port %d --from someone@example.org --to %s\n", ihost, iport, i.LocalRecipient)
+		_, domain, _ := strings.Cut(i.LocalRecipient, "@")
+		fmt.Fprintf(w, "\nAn unknown recipient of the sample domain goes through an SMTP Discovery callout\n")
+		fmt.Fprintf(w, "to the sink, then shows in `kubectl get discoverypolicies -n %s -o yaml`:\n\n", opts.SamplesNamespace)
+		fmt.Fprintf(w, "  swaks --server %s --port %d --from someone@example.org --to new.person@%s\n", ihost, iport, domain)
 	}
 	fmt.Fprintf(w, "\nThe API server:\n\n  export KUBECONFIG=%s\n  %s get postwarden -A\n\n", rel(i.Kubeconfig), rel(env.Kubectl))
 }
