@@ -66,7 +66,7 @@ func (s *Spool) Accept(ctx context.Context, env Envelope, body io.Reader) (strin
 		return "", err
 	}
 	s.crash("files-synced")
-	o.next, o.size = timeKey(m.NextAttempt), size
+	o.next, o.size, o.tally = timeKey(m.NextAttempt), size, tallyOf(m)
 	if err := s.submit(ctx, o); err != nil {
 		return "", err
 	}

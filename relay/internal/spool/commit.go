@@ -26,6 +26,7 @@ type op struct {
 	tmpState string // accept, update
 	next     int64  // accept, update: heap key of NextAttempt
 	size     int64  // accept
+	tally    tally  // accept, update
 
 	// Guarded by Spool.mu.
 	taken     bool // the committer has it; it can no longer be withdrawn
@@ -147,10 +148,12 @@ func (s *Spool) commit(batch []*op) {
 			s.unlinkMessage(o.id)
 		case o.kind == opAccept && err == nil:
 			s.idx.put(o.id, o.next, o.size)
+			s.idx.setTally(o.id, o.tally)
 			accepted = true
 		case o.kind == opUpdate && err == nil:
 			if e, ok := s.idx.byID[o.id]; ok {
 				s.idx.put(o.id, o.next, e.size)
+				s.idx.setTally(o.id, o.tally)
 			}
 		case o.kind == opRemove && gone[o.id]:
 			s.idx.remove(o.id) // its state is unlinked, even if a later step failed

@@ -12,6 +12,8 @@ type entry struct {
 	next int64 // NextAttempt in Unix nanoseconds
 	size int64
 	pos  int // position in the heap
+
+	tally // for Summary: pending recipients, attempt in progress
 }
 
 // index maps ids to entries and orders them by next attempt in a binary heap, so

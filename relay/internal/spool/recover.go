@@ -65,6 +65,7 @@ func (s *Spool) recover() error {
 			reason = fmt.Sprintf("body has %d bytes, state says %d", size, m.Size)
 		default:
 			s.idx.put(id, timeKey(m.NextAttempt), m.Size)
+			s.idx.setTally(id, tally{pending: tallyOf(m).pending}) // nothing is in flight after a restart
 			continue
 		}
 		if err := s.quarantine(id); err != nil {

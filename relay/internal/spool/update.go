@@ -37,7 +37,8 @@ func (s *Spool) Update(m Message) error {
 	s.crash("update-synced")
 	// The wait is bounded by one directory fsync, and giving up early would leave the
 	// caller unsure which state is on disk, so it is not cancellable.
-	return s.submit(context.Background(), &op{kind: opUpdate, id: m.ID, tmpState: tmp, next: timeKey(m.NextAttempt)})
+	return s.submit(context.Background(), &op{kind: opUpdate, id: m.ID, tmpState: tmp, next: timeKey(m.NextAttempt),
+		tally: tallyOf(m)})
 }
 
 // Remove deletes a message once every recipient has a final outcome. It returns after
