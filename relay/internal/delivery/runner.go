@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"os"
 	"slices"
 	"sync"
@@ -18,7 +19,8 @@ import (
 // Spool is what the runner needs of the spool (*spool.Spool implements it).
 type Spool interface {
 	Accept(ctx context.Context, env spool.Envelope, body io.Reader) (string, error)
-	Due(now time.Time, limit int) []spool.Message
+	DueIDs(now time.Time, limit int) []string
+	Get(id string) (spool.Message, error)
 	NextDue() (time.Time, bool)
 	OpenBody(id string) (*os.File, error)
 	Update(m spool.Message) error
@@ -134,19 +136,35 @@ func (r *Runner) Run(ctx context.Context) error {
 	finished := make(chan string, r.opts.Workers)
 	inflight := map[string][]string{} // message id → its pending domains
 	busy := map[string]int{}          // domain → messages in flight for it
+	// read keeps the states of due messages left waiting (their destinations were
+	// busy), so each pass does not read them again. Only the runner changes a queued
+	// message's state, and only while it is in flight, so a kept state stays current.
+	read := map[string]spool.Message{}
 	for {
 		now := r.clock.Now()
 		full := len(inflight) >= r.opts.Workers
-		var due []spool.Message
+		var due []string
 		if !full {
 			// Look past the head of the queue, so messages for a saturated
 			// destination do not hold up the others.
-			due = r.opts.Spool.Due(now, 4*r.opts.Workers+len(inflight))
+			due = r.opts.Spool.DueIDs(now, 4*r.opts.Workers+len(inflight))
 		}
-		for _, m := range due {
-			if inflight[m.ID] != nil || r.isHeld(m.ID, now) {
+		seen := make(map[string]spool.Message, len(due))
+		for _, id := range due {
+			if inflight[id] != nil || r.isHeld(id, now) {
 				continue
 			}
+			m, ok := read[id]
+			if !ok {
+				var err error
+				if m, err = r.opts.Spool.Get(id); err != nil {
+					if !errors.Is(err, spool.ErrNotFound) {
+						r.log.Error("delivery: cannot read a queued message", "id", id, "err", err)
+					}
+					continue
+				}
+			}
+			seen[id] = m
 			domains := pendingDomains(m)
 			if !slices.ContainsFunc(domains, func(d string) bool { return busy[d] < r.opts.PerDestination }) {
 				continue // picked up again when a delivery for these domains ends
@@ -155,6 +173,8 @@ func (r *Runner) Run(ctx context.Context) error {
 				full = true
 				break
 			}
+			delete(seen, id)
+			delete(read, id)
 			inflight[m.ID] = domains
 			for _, d := range domains {
 				busy[d]++
@@ -166,6 +186,11 @@ func (r *Runner) Run(ctx context.Context) error {
 				r.process(work, m)
 				finished <- m.ID
 			}()
+		}
+		if full { // the pass stopped early: keep what it did not get to
+			maps.Copy(read, seen)
+		} else {
+			read = seen
 		}
 		var timer <-chan time.Time
 		if next, ok := r.opts.Spool.NextDue(); ok && !full {

@@ -140,3 +140,51 @@ func TestRunnerKeepsASlowDestinationFromBlockingOthers(t *testing.T) {
 		t.Fatalf("the slow destination got %d of 3", n)
 	}
 }
+
+// countingSpool counts the states the runner reads.
+type countingSpool struct {
+	*spool.Spool
+	mu    sync.Mutex
+	reads map[string]int
+}
+
+func (s *countingSpool) Get(id string) (spool.Message, error) {
+	s.mu.Lock()
+	s.reads[id]++
+	s.mu.Unlock()
+	return s.Spool.Get(id)
+}
+
+func TestRunnerReadsAWaitingMessageOnce(t *testing.T) {
+	h := newHarness(t, Retry{})
+	slow := h.mx("slow.example", "mx.slow.example", 10)
+	release := slow.HoldData()
+	t.Cleanup(release)
+	cs := &countingSpool{Spool: h.spool, reads: map[string]int{}}
+	h.runner.opts.Spool = cs
+	h.runner.opts.PerDestination = 1
+	h.runner.perDest = newSemaphores(1)
+	var ids []string
+	for range 5 {
+		ids = append(ids, h.accept("alice@a.example", "s@slow.example"))
+	}
+	h.start()
+	eventually(t, "a delivery to wait at the slow destination", func() bool { return slow.Held() == 1 })
+	// Each wake-up is a pass over the due messages; the four waiting ones must not be
+	// read again.
+	for range 20 {
+		h.runner.signal()
+		time.Sleep(time.Millisecond)
+	}
+	release()
+	for _, id := range ids {
+		h.waitGone(id)
+	}
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	for _, id := range ids {
+		if n := cs.reads[id]; n != 1 {
+			t.Errorf("message %s read %d times, want once", id, n)
+		}
+	}
+}

@@ -126,6 +126,9 @@ func TestDueThroughTheSpool(t *testing.T) {
 			if !slices.Equal(got, tc.want) {
 				t.Fatalf("Due = %v, want %v", got, tc.want)
 			}
+			if ids := s.DueIDs(tc.now, tc.limit); !slices.Equal(ids, tc.want) {
+				t.Fatalf("DueIDs = %v, want %v", ids, tc.want)
+			}
 		})
 	}
 	if next, ok := s.NextDue(); !ok || !next.Equal(base.Add(2*time.Millisecond)) {

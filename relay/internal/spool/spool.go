@@ -247,9 +247,7 @@ func (s *Spool) OpenBody(id string) (*os.File, error) {
 // first (ties by id, so by acceptance). It does not claim them: the caller keeps track
 // of messages it is delivering until it calls Update or Remove.
 func (s *Spool) Due(now time.Time, limit int) []Message {
-	s.mu.Lock()
-	ids := s.idx.due(now.UnixNano(), limit)
-	s.mu.Unlock()
+	ids := s.DueIDs(now, limit)
 	out := make([]Message, 0, len(ids))
 	for _, id := range ids {
 		m, err := readState(s.statePath(id))
@@ -262,6 +260,15 @@ func (s *Spool) Due(now time.Time, limit int) []Message {
 		out = append(out, m)
 	}
 	return out
+}
+
+// DueIDs is Due without reading the messages' states: only their ids, in the same
+// order. It touches no file, so a caller that keeps the states it has read already
+// can look at the head of a long queue often.
+func (s *Spool) DueIDs(now time.Time, limit int) []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.idx.due(now.UnixNano(), limit)
 }
 
 // NextDue returns the earliest NextAttempt of any queued message, and false when the
