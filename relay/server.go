@@ -171,6 +171,7 @@ func New(cfg Config) (r *Relay, err error) {
 	if r.spool, err = spool.Open(cfg.SpoolDir, spool.Options{Logger: r.log.With("component", "spool")}); err != nil {
 		return nil, fmt.Errorf("opening spool: %w", err)
 	}
+	metrics.NewQueue(r.registry, r.spool.Summary)
 	if cfg.Delivery != nil {
 		if err := r.newDelivery(cfg.Delivery); err != nil {
 			return nil, err
