@@ -25,9 +25,11 @@ func BenchmarkEndToEnd(b *testing.B) {
 			r, s := startDeliveringRelay(b)
 			t := r.target()
 			t.sink = s
-			queries := dnsQueries.Load()
+			queries, conns := dnsQueries.Load(), s.conns.Load()
 			measure(b, t, l)
 			b.ReportMetric(float64(dnsQueries.Load()-queries)/float64(b.N), "dns-queries/msg")
+			// Sessions the relay opened to the smarthost; below 1 means reuse.
+			b.ReportMetric(float64(s.conns.Load()-conns)/float64(b.N), "sink-conns/msg")
 		})
 	}
 }

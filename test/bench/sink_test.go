@@ -24,11 +24,15 @@ type sink struct {
 	srv   *smtp.Server
 	track atomic.Pointer[tracker]
 	stray atomic.Int64 // messages no run was waiting for
+	conns atomic.Int64 // SMTP sessions opened to it
 }
 
 func startSink() (*sink, error) {
 	s := &sink{}
-	s.srv = smtp.NewServer(smtp.BackendFunc(func(*smtp.Conn) (smtp.Session, error) { return &sinkSession{s: s}, nil }))
+	s.srv = smtp.NewServer(smtp.BackendFunc(func(*smtp.Conn) (smtp.Session, error) {
+		s.conns.Add(1)
+		return &sinkSession{s: s}, nil
+	}))
 	s.srv.Domain = "sink.bench.example"
 	s.srv.MaxMessageBytes = 64 << 20
 	s.srv.MaxRecipients = 100
