@@ -49,7 +49,9 @@ type ClientOptions struct {
 	// TLS handshake; DataTimeout the reply to the final dot.
 	ConnectTimeout, CommandTimeout, DataTimeout time.Duration
 	// IdleTimeout is how long a session may wait in the pool; MaxSessionAge how long
-	// it may be reused at all; MaxIdlePerHost how many wait per destination.
+	// it may be reused at all; MaxIdlePerHost how many wait per destination. A Runner
+	// raises MaxIdlePerHost to its PerDestination: with fewer, sessions that end
+	// together are closed and the next deliveries open new ones.
 	IdleTimeout, MaxSessionAge time.Duration
 	MaxIdlePerHost             int
 	// MaxAddresses bounds the addresses tried for one delivery (Postfix
@@ -109,6 +111,13 @@ func NewClient(opts ClientOptions) (*Client, error) {
 	}
 	go cl.janitor()
 	return cl, nil
+}
+
+// keepIdle raises the idle sessions kept per destination to at least n.
+func (cl *Client) keepIdle(n int) {
+	cl.mu.Lock()
+	defer cl.mu.Unlock()
+	cl.opts.MaxIdlePerHost = max(cl.opts.MaxIdlePerHost, n)
 }
 
 func setDefault[T int | time.Duration](v *T, d T) {

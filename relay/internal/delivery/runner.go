@@ -111,6 +111,7 @@ func NewRunner(opts RunnerOptions) (*Runner, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
+	opts.Client.keepIdle(opts.PerDestination)
 	return &Runner{
 		opts: opts, retry: opts.Retry.withDefaults(), clock: opts.Clock, log: opts.Logger,
 		metrics: opts.Metrics, perDest: newSemaphores(opts.PerDestination),

@@ -1,6 +1,7 @@
 package delivery
 
 import (
+	"fmt"
 	"net"
 	"runtime"
 	"strings"
@@ -186,5 +187,34 @@ func TestRunnerReadsAWaitingMessageOnce(t *testing.T) {
 		if n := cs.reads[id]; n != 1 {
 			t.Errorf("message %s read %d times, want once", id, n)
 		}
+	}
+}
+
+func TestRunnerKeepsASessionForEachDeliveryAtOnce(t *testing.T) {
+	h := newHarness(t, Retry{})
+	opts := h.runner.opts
+	opts.Workers, opts.PerDestination = 6, 6
+	var err error
+	if h.runner, err = NewRunner(opts); err != nil {
+		t.Fatal(err)
+	}
+	srv := h.mx("dest.example", "mx.dest.example", 10)
+	h.start()
+	// Two rounds of six deliveries at once, each held in DATA until all six are there:
+	// the second round must find the first round's six sessions in the pool.
+	for round := range 2 {
+		release := srv.HoldData()
+		var ids []string
+		for range 6 {
+			ids = append(ids, h.accept("alice@a.example", "b@dest.example"))
+		}
+		eventually(t, fmt.Sprintf("six deliveries at once in round %d", round+1), func() bool { return srv.Held() == 6 })
+		release()
+		for _, id := range ids {
+			h.waitGone(id)
+		}
+	}
+	if n, got := srv.Connections(), len(srv.Messages()); n != 6 || got != 12 {
+		t.Fatalf("%d messages over %d connections, want 12 over 6", got, n)
 	}
 }
