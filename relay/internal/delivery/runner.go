@@ -28,10 +28,12 @@ type Spool interface {
 	Notify() <-chan struct{}
 }
 
-// Defaults for RunnerOptions.
+// Defaults for RunnerOptions. PerDestination is Postfix's
+// default_destination_concurrency_limit; below Workers it would leave a relay whose
+// mail goes to one destination (a smarthost, one big provider) a queue behind.
 const (
 	DefaultWorkers        = 16
-	DefaultPerDestination = 4
+	DefaultPerDestination = 20
 	DefaultDrainTimeout   = 30 * time.Second
 )
 
