@@ -15,12 +15,13 @@
 //
 // Each reports messages per second, p50 and p99 latency, the server's CPU time per
 // message (from /proc/PID/stat: the relay process; the Postfix master and all its
-// daemons) and its memory. After the run, a table puts the relay beside Postfix.
+// daemons) and its memory; BenchmarkEndToEnd also the sessions the relay opened to the
+// sink per message. After the run, a table puts the relay beside Postfix.
 //
 //	go test ./test/bench -run '^$' -bench . -benchtime 1000x
 //
 // BENCH_RELAY_ARGS adds flags to the delivering relay, to try other settings:
-// BENCH_RELAY_ARGS=--delivery-per-destination=20.
+// BENCH_RELAY_ARGS=--delivery-per-destination=4.
 //
 // Figures depend on the machine and on its disk (both systems fsync every message before
 // their 250), so the benchmarks assert nothing about them. docs/benchmarks.md has figures.
