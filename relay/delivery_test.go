@@ -91,16 +91,21 @@ func TestSubmittedMailIsDeliveredAndLeavesTheSpool(t *testing.T) {
 	waitFor(t, "the delivered message to leave the spool", func() bool { return f.Spool().Len() == 0 })
 }
 
-func TestInboundMailGoesToTheDomainsOwnServer(t *testing.T) {
-	a, _ := creds(t)
-	customer := smtptest.Start(t)
-	smarthost := smtptest.Start(t)
-	s := newSnapshot(t, certEntry, a)
-	host, port := splitHostPort(t, customer.Addr)
+// withInboundDelivery makes server the own server of s's first domain.
+func withInboundDelivery(t *testing.T, s *snapshot.Snapshot, server *smtptest.Server) *snapshot.Snapshot {
+	t.Helper()
+	host, port := splitHostPort(t, server.Addr)
 	s.Domains[0].InboundDelivery = &snapshot.Endpoint{Host: host, Port: port}
 	if _, err := s.Marshal(); err != nil {
 		t.Fatal(err)
 	}
+	return s
+}
+
+func TestInboundMailGoesToTheDomainsOwnServer(t *testing.T) {
+	a, _ := creds(t)
+	customer, smarthost := smtptest.Start(t), smtptest.Start(t)
+	s := withInboundDelivery(t, newSnapshot(t, certEntry, a), customer)
 	f := startFileRelay(t, s, deliverVia(t, smarthost))
 	waitFor(t, "readiness", f.Ready)
 
@@ -178,14 +183,8 @@ func TestDeliveryInterruptedBySIGKILLResumesAfterRestart(t *testing.T) {
 // own server nor the TLS policies.
 func TestQueuedMailWaitsForTheFirstConfig(t *testing.T) {
 	a, _ := creds(t)
-	customer := smtptest.Start(t)
-	smarthost := smtptest.Start(t)
-	s := newSnapshot(t, certEntry, a)
-	host, port := splitHostPort(t, customer.Addr)
-	s.Domains[0].InboundDelivery = &snapshot.Endpoint{Host: host, Port: port}
-	if _, err := s.Marshal(); err != nil {
-		t.Fatal(err)
-	}
+	customer, smarthost := smtptest.Start(t), smtptest.Start(t)
+	s := withInboundDelivery(t, newSnapshot(t, certEntry, a), customer)
 	f := startFileRelay(t, s) // no delivery: the mail stays in the spool
 	waitFor(t, "readiness", f.Ready)
 	if err := sendPlain(f.InboundAddr().String(), "news@outside.example", "sender@"+a.domain, "Subject: hi\r\n\r\nqueued\r\n"); err != nil {
