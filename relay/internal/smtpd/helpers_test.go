@@ -130,9 +130,10 @@ func testSnapshot(t testing.TB) *snapshot.Snapshot {
 				Name:               "example.com",
 				Users:              []snapshot.User{{Address: "alice@example.com"}, {Address: "bob@example.com"}},
 				FunctionalAccounts: []string{"billing@example.com", "noreply@example.com"},
-				Aliases:            []snapshot.Alias{{Address: "al@example.com", Target: "alice@example.com"}},
-				InvalidAddresses:   []string{"gone@example.com"},
-				InboundDelivery:    mx,
+				Aliases: []snapshot.Alias{{Address: "al@example.com", Target: "alice@example.com"},
+					{Address: "oa@example.com", Target: "o@outonly.example"}},
+				InvalidAddresses: []string{"gone@example.com"},
+				InboundDelivery:  mx,
 				Discovered: []snapshot.DiscoveredAddress{
 					{Address: "found@example.com", State: snapshot.DiscoveredUser},
 					{Address: "seen@example.com", State: snapshot.DiscoveredPending},

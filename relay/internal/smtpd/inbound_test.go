@@ -22,7 +22,8 @@ func TestInboundRecipients(t *testing.T) {
 		"a registered user is accepted":                          {"x@foreign.example", "alice@example.com", "250 ", "alice@example.com"},
 		"a user in another case is accepted in the managed form": {"x@foreign.example", "Alice@EXAMPLE.com", "250 ", "alice@example.com"},
 		"a functional account is accepted":                       {"x@foreign.example", "billing@example.com", "250 ", "billing@example.com"},
-		"an alias is accepted":                                   {"x@foreign.example", "al@example.com", "250 ", "al@example.com"},
+		"an alias is delivered to its primary address":           {"x@foreign.example", "al@example.com", "250 ", "alice@example.com"},
+		"an alias of an outbound-only address stays as it is":    {"x@foreign.example", "oa@example.com", "250 ", "oa@example.com"},
 		"a user found by SMTP Discovery is accepted":             {"x@foreign.example", "found@example.com", "250 ", "found@example.com"},
 		"a pending discovered address is accepted":               {"x@foreign.example", "seen@example.com", "250 ", "seen@example.com"},
 		"an expired discovered address gets 550 5.1.1":           {"x@foreign.example", "expired@example.com", "550 5.1.1 <expired@example.com>: Recipient address rejected: address is not valid", ""},
@@ -77,6 +78,22 @@ func TestInboundRecipients(t *testing.T) {
 				t.Errorf("Received: header of a plaintext inbound message is wrong:\n%s", body)
 			}
 		})
+	}
+}
+
+// TestAliasAndItsPrimaryAddressAreQueuedOnce: a message to an alias and to its primary
+// address reaches that mailbox once.
+func TestAliasAndItsPrimaryAddressAreQueuedOnce(t *testing.T) {
+	e := newEnv(t, Inbound)
+	c := e.dial()
+	c.ehlo()
+	c.expect("MAIL FROM:<x@foreign.example>", "250 ")
+	c.expect("RCPT TO:<al@example.com>", "250 ")
+	c.expect("RCPT TO:<alice@example.com>", "250 ")
+	c.expect("RCPT TO:<bob@example.com>", "250 ")
+	env, _ := e.message(queueID(t, c.data(msg("x@foreign.example", "al@example.com", "hello"))))
+	if want := []string{"alice@example.com", "bob@example.com"}; !slices.Equal(env.Recipients, want) {
+		t.Errorf("queued recipients %q, want %q", env.Recipients, want)
 	}
 }
 

@@ -265,14 +265,31 @@ func (ss *session) rcpt(txn *transaction, to string) (string, error) {
 			fmt.Sprintf("<%s>: This relay does not accept inbound mail for %s", m, e.Domain.Name))
 	}
 	switch e.Kind {
-	case directory.KindUser, directory.KindFunctional, directory.KindAlias, directory.KindPending:
+	case directory.KindUser, directory.KindFunctional, directory.KindPending:
 		// Pending: SMTP Discovery verified the address with the domain's server.
 		return key, nil
+	case directory.KindAlias:
+		return ss.aliasTarget(key, e), nil
 	case directory.KindInvalid:
 		return "", reject(550, smtp.EnhancedCode{5, 1, 1}, "invalid_recipient",
 			fmt.Sprintf("<%s>: Recipient address rejected: address is not valid", m))
 	}
 	return ss.verify(e.Domain, key, m)
+}
+
+// aliasTarget is the recipient an alias delivers to: its primary address, as Postfix's
+// virtual aliases rewrite it, so the message reaches that mailbox (on its own domain's
+// server) and a message to both is queued once. An alias whose primary address this
+// relay does not deliver inbound is kept and goes to its own domain's server.
+func (ss *session) aliasTarget(key string, alias directory.Entry) string {
+	t := ss.dir.Lookup(alias.Target)
+	if alias.Target == "" || t.Domain == nil || t.Domain.InboundDelivery == nil {
+		return key
+	}
+	if t.Kind != directory.KindUser && t.Kind != directory.KindFunctional {
+		return key
+	}
+	return alias.Target
 }
 
 // verify asks the RecipientVerifier, if any, about an unlisted address.
