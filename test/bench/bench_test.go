@@ -184,7 +184,7 @@ func launch(b *testing.B, args ...string) (*relayProcess, error) {
 	}
 	cmd := exec.Command(bin, append([]string{"relay", "--config", config, "--spool-dir", filepath.Join(dir, "spool"),
 		"--hostname", hostname, "--submission-listen", "127.0.0.1:0", "--inbound-listen", "",
-		"--http-listen", "127.0.0.1:0", "--max-connections-per-ip", "1000", "--log-format", "json"}, args...)...)
+		"--http-listen", "127.0.0.1:0", "--max-connections-per-ip", "1000", "--max-connection-rate-per-ip", "1000000", "--log-format", "json"}, args...)...)
 	dieWithParent(cmd)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {

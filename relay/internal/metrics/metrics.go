@@ -11,7 +11,8 @@ const namespace = "postwarden_relay"
 // Metrics are the relay's SMTP front-door counters.
 type Metrics struct {
 	// Connections counts TCP connections by listener mode ("submission" or "inbound") and
-	// outcome ("accepted", or the limit that refused it: "limit_total", "limit_per_ip").
+	// outcome ("accepted", or the limit that refused it: "limit_total", "limit_per_ip",
+	// "limit_rate").
 	Connections *prometheus.CounterVec
 	// ActiveConnections is the number of open connections by mode.
 	ActiveConnections *prometheus.GaugeVec

@@ -55,7 +55,7 @@ func BenchmarkAuthAndSenderCheck(b *testing.B) {
 // connect, EHLO, STARTTLS (a full TLS 1.3 handshake), AUTH, MAIL, RCPT, DATA, QUIT, into
 // a queue that discards (the spool has its own benchmarks).
 func BenchmarkSubmissionSession(b *testing.B) {
-	e := newEnv(b, Submission, withLimits(func(l *Limits) { l.MaxConnectionsPerIP = 1000 }))
+	e := newEnv(b, Submission, withLimits(func(l *Limits) { l.MaxConnectionsPerIP, l.MaxConnectionRatePerIP = 1000, 1_000_000 }))
 	e.queue = queueFunc(func(_ context.Context, _ spool.Envelope, body io.Reader) (string, error) {
 		_, err := io.Copy(io.Discard, body)
 		return "DISCARDED", err

@@ -96,6 +96,9 @@ type Limits struct {
 	// MaxConnectionsPerIP is the limit of concurrent connections from one IPv4 address or
 	// IPv6 /64.
 	MaxConnectionsPerIP int
+	// MaxConnectionRatePerIP is the limit of new connections a minute from one IPv4
+	// address or IPv6 /64.
+	MaxConnectionRatePerIP int
 	// SoftErrorLimit is the number of rejected commands on a connection after which each
 	// further rejection is delayed by ErrorDelay.
 	SoftErrorLimit int
@@ -115,21 +118,26 @@ type Limits struct {
 //     WriteTimeout 1 min;
 //   - MaxConnections 1000; MaxConnectionsPerIP 30 (mox): lower than Postfix's 50, since a
 //     legitimate server rarely needs more and a submission client far fewer;
+//   - MaxConnectionRatePerIP 300 a minute (mox's per-IP connection rate; Postfix's
+//     smtpd_client_connection_rate_limit is off by default): far above what a server
+//     that reuses sessions needs, it stops a client cycling connections to get round
+//     the per-connection error and AUTH limits;
 //   - SoftErrorLimit 10, ErrorDelay 1 s, HardErrorLimit 20 (smtpd_soft/hard_error_limit).
 func DefaultLimits() Limits {
 	return Limits{
-		MaxMessageBytes:     25 << 20,
-		MaxRecipients:       1000,
-		MaxLineLength:       2048,
-		MaxHeaderBytes:      102400,
-		CommandTimeout:      5 * time.Minute,
-		DataTimeout:         10 * time.Minute,
-		WriteTimeout:        time.Minute,
-		MaxConnections:      1000,
-		MaxConnectionsPerIP: 30,
-		SoftErrorLimit:      10,
-		ErrorDelay:          time.Second,
-		HardErrorLimit:      20,
+		MaxMessageBytes:        25 << 20,
+		MaxRecipients:          1000,
+		MaxLineLength:          2048,
+		MaxHeaderBytes:         102400,
+		CommandTimeout:         5 * time.Minute,
+		DataTimeout:            10 * time.Minute,
+		WriteTimeout:           time.Minute,
+		MaxConnections:         1000,
+		MaxConnectionsPerIP:    30,
+		MaxConnectionRatePerIP: 300,
+		SoftErrorLimit:         10,
+		ErrorDelay:             time.Second,
+		HardErrorLimit:         20,
 	}
 }
 
@@ -153,6 +161,7 @@ func (l Limits) withDefaults() Limits {
 	set(&l.MaxHeaderBytes, d.MaxHeaderBytes)
 	set(&l.MaxConnections, d.MaxConnections)
 	set(&l.MaxConnectionsPerIP, d.MaxConnectionsPerIP)
+	set(&l.MaxConnectionRatePerIP, d.MaxConnectionRatePerIP)
 	set(&l.SoftErrorLimit, d.SoftErrorLimit)
 	set(&l.HardErrorLimit, d.HardErrorLimit)
 	setD(&l.CommandTimeout, d.CommandTimeout)
@@ -186,7 +195,7 @@ type Options struct {
 	// AuthLimiter throttles failed AUTH per IP and network (nil: a private limiter with
 	// throttle.DefaultAuthLimits). Share one between the listeners of a relay.
 	AuthLimiter *throttle.AuthLimiter
-	// Now is the clock for Received: headers and logs (nil: time.Now).
+	// Now is the clock for Received: headers, logs and rate limits (nil: time.Now).
 	Now func() time.Time
 	// Sleep waits d or until ctx ends; it applies AUTH and error delays (nil: a timer).
 	// Tests replace it to observe delays without waiting.

@@ -176,6 +176,26 @@ func TestConnectionLimitPerIP(t *testing.T) {
 	}
 }
 
+func TestConnectionRateLimitPerIP(t *testing.T) {
+	e := newEnv(t, Inbound, withLimits(func(l *Limits) { l.MaxConnectionRatePerIP = 2 }))
+	for range 2 {
+		c := e.dial()
+		c.expect("QUIT", "221 ")
+	}
+	conn, err := net.Dial("tcp", e.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	third := &client{t: t, e: e, conn: conn, r: bufio.NewReader(conn)}
+	if rest := third.readEOF(); len(rest) != 1 || !strings.HasPrefix(rest[0], "421 4.7.0 ") {
+		t.Fatalf("third connection in a minute got %q, want 421 4.7.0 and close", rest)
+	}
+	if got := testutil.ToFloat64(e.metrics.Connections.WithLabelValues("inbound", "limit_rate")); got != 1 {
+		t.Errorf("rate refusals = %v, want 1", got)
+	}
+}
+
 func TestConnectionLimitTotal(t *testing.T) {
 	e := newEnv(t, Inbound, withLimits(func(l *Limits) { l.MaxConnections = 1 }))
 	e.dial()

@@ -138,7 +138,7 @@ func TestAuthLimiterDelay(t *testing.T) {
 }
 
 func TestConnLimiter(t *testing.T) {
-	l := NewConnLimiter(3, 2)
+	l := NewConnLimiter(3, 2, 0, nil)
 	a, b := netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("192.0.2.2")
 	r1, ok, _ := l.Acquire(a)
 	if !ok {
@@ -162,11 +162,48 @@ func TestConnLimiter(t *testing.T) {
 		t.Fatalf("after release: total %d, for a %d; want 2 and 1", total, forA)
 	}
 	v6a, v6b := netip.MustParseAddr("2001:db8::1"), netip.MustParseAddr("2001:db8::2")
-	l2 := NewConnLimiter(0, 1)
+	l2 := NewConnLimiter(0, 1, 0, nil)
 	if _, ok, _ := l2.Acquire(v6a); !ok {
 		t.Fatal("first IPv6 connection refused")
 	}
 	if _, ok, _ := l2.Acquire(v6b); ok {
 		t.Fatal("IPv6 clients of one /64 must share the per-IP limit")
+	}
+}
+
+func TestConnLimiterRate(t *testing.T) {
+	now := time.Unix(1_700_000_000, 0)
+	l := NewConnLimiter(0, 0, 3, func() time.Time { return now })
+	a, b := netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("2001:db8::1")
+	for i := range 3 {
+		release, ok, _ := l.Acquire(a)
+		if !ok {
+			t.Fatalf("connection %d of 3 in a minute refused", i+1)
+		}
+		release() // the rate counts connections made, not connections held
+	}
+	if _, ok, scope := l.Acquire(a); ok || scope != "rate" {
+		t.Fatalf("fourth connection in a minute: ok=%v scope=%q, want refused rate", ok, scope)
+	}
+	if _, ok, _ := l.Acquire(b); !ok {
+		t.Fatal("another client refused by the first one's rate")
+	}
+	if _, ok, _ := l.Acquire(netip.MustParseAddr("2001:db8::2")); !ok {
+		t.Fatal("the same /64 has 2 more connections this minute")
+	}
+	now = now.Add(20 * time.Second) // a third of a minute refills one token
+	if _, ok, _ := l.Acquire(a); !ok {
+		t.Fatal("refused after a token was refilled")
+	}
+	if _, ok, _ := l.Acquire(a); ok {
+		t.Fatal("accepted beyond the refilled token")
+	}
+	now = now.Add(2 * time.Minute)
+	l.Acquire(netip.MustParseAddr("192.0.2.9")) // sweeps
+	l.mu.Lock()
+	n := len(l.rate)
+	l.mu.Unlock()
+	if n != 1 {
+		t.Errorf("%d buckets after a quiet minute, want only the new client's", n)
 	}
 }
