@@ -159,15 +159,7 @@ func TestConnectionLimitPerIP(t *testing.T) {
 	e := newEnv(t, Inbound, withLimits(func(l *Limits) { l.MaxConnectionsPerIP = 2 }))
 	a := e.dial()
 	e.dial()
-	conn, err := net.Dial("tcp", e.addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	third := &client{t: t, e: e, conn: conn, r: bufio.NewReader(conn)}
-	if rest := third.readEOF(); len(rest) != 1 || !strings.HasPrefix(rest[0], "421 4.7.0 ") {
-		t.Fatalf("third connection got %q, want 421 4.7.0 and close", rest)
-	}
+	expectRefused(t, e, "third connection")
 	a.expect("QUIT", "221 ")
 	waitFor(t, "the slot to be released", func() bool { return e.srv.ActiveConnections() == 1 })
 	e.dial().ehlo()
@@ -182,15 +174,7 @@ func TestConnectionRateLimitPerIP(t *testing.T) {
 		c := e.dial()
 		c.expect("QUIT", "221 ")
 	}
-	conn, err := net.Dial("tcp", e.addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	third := &client{t: t, e: e, conn: conn, r: bufio.NewReader(conn)}
-	if rest := third.readEOF(); len(rest) != 1 || !strings.HasPrefix(rest[0], "421 4.7.0 ") {
-		t.Fatalf("third connection in a minute got %q, want 421 4.7.0 and close", rest)
-	}
+	expectRefused(t, e, "third connection in a minute")
 	if got := testutil.ToFloat64(e.metrics.Connections.WithLabelValues("inbound", "limit_rate")); got != 1 {
 		t.Errorf("rate refusals = %v, want 1", got)
 	}
@@ -199,6 +183,12 @@ func TestConnectionRateLimitPerIP(t *testing.T) {
 func TestConnectionLimitTotal(t *testing.T) {
 	e := newEnv(t, Inbound, withLimits(func(l *Limits) { l.MaxConnections = 1 }))
 	e.dial()
+	expectRefused(t, e, "second connection")
+}
+
+// expectRefused dials e and expects a connection limit's lone 421 4.7.0, then the close.
+func expectRefused(t *testing.T, e *testEnv, which string) {
+	t.Helper()
 	conn, err := net.Dial("tcp", e.addr)
 	if err != nil {
 		t.Fatal(err)
@@ -206,7 +196,7 @@ func TestConnectionLimitTotal(t *testing.T) {
 	defer conn.Close()
 	c := &client{t: t, e: e, conn: conn, r: bufio.NewReader(conn)}
 	if rest := c.readEOF(); len(rest) != 1 || !strings.HasPrefix(rest[0], "421 4.7.0 ") {
-		t.Fatalf("second connection got %q, want 421 4.7.0", rest)
+		t.Fatalf("%s got %q, want 421 4.7.0 and close", which, rest)
 	}
 }
 
