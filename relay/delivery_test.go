@@ -162,12 +162,7 @@ func TestDeliveryInterruptedBySIGKILLResumesAfterRestart(t *testing.T) {
 	if !strings.Contains(string(got[len(got)-1].Data), "interrupted") {
 		t.Errorf("delivered after restart:\n%s", got[len(got)-1].Data)
 	}
-	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	if err := <-p.exited; err != nil {
-		t.Fatalf("relay exited with %v after SIGTERM", err)
-	}
+	p.terminate(t)
 	s, err := spool.Open(spoolDir, spool.Options{})
 	if err != nil {
 		t.Fatal(err)

@@ -37,6 +37,17 @@ type process struct {
 	exited           chan error
 }
 
+// terminate sends SIGTERM and expects a clean exit.
+func (p *process) terminate(t *testing.T) {
+	t.Helper()
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-p.exited; err != nil {
+		t.Fatalf("relay exited with %v after SIGTERM", err)
+	}
+}
+
 // startProcess runs `postwarden relay` and waits until it reports its addresses.
 func startProcess(t *testing.T, bin string, args ...string) *process {
 	t.Helper()
@@ -127,12 +138,7 @@ func TestAcceptedMessageSurvivesSIGKILL(t *testing.T) {
 
 	// The relay starts again on the same spool, and stops cleanly on SIGTERM.
 	p = startProcess(t, bin, args...)
-	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	if err := <-p.exited; err != nil {
-		t.Fatalf("relay exited with %v after SIGTERM", err)
-	}
+	p.terminate(t)
 
 	s, err := spool.Open(spoolDir, spool.Options{})
 	if err != nil {
