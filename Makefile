@@ -35,8 +35,9 @@ fmt: ## Run gofmt.
 	gofmt -l -w $$(git ls-files '*.go')
 
 .PHONY: vet
-vet: ## Run go vet.
+vet: ## Run go vet (also on the dev-only files behind -tags dev).
 	$(GO) vet ./...
+	$(GO) vet -tags dev .
 
 .PHONY: envtest
 envtest: ## Build (once) kube-apiserver, etcd and kubectl for tests.
@@ -58,9 +59,13 @@ bench: envtest ## Benchmarks: the relay beside a private Postfix (installed from
 	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" $(GO) test -run '^$$' -bench 'BenchmarkReload|BenchmarkUserStory' -benchtime 5x -benchmem ./relay ./test/e2e
 
 .PHONY: build
-build: ## Build bin/postwarden.
+build: ## Build bin/postwarden, the binary the image ships.
 	$(GO) build -o bin/postwarden .
 
+.PHONY: build-dev
+build-dev: ## Build bin/postwarden-dev: postwarden plus the `dev` command (-tags dev), which links envtest.
+	$(GO) build -tags dev -o bin/postwarden-dev .
+
 .PHONY: run
-run: envtest build ## Start the whole system locally on an embedded control plane.
-	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" bin/postwarden dev $(DEV_FLAGS)
+run: envtest build-dev ## Start the whole system locally on an embedded control plane.
+	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" bin/postwarden-dev dev $(DEV_FLAGS)

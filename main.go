@@ -2,8 +2,9 @@
 //
 //	postwarden operator   reconcile the custom resources into relay config
 //	postwarden relay      run the SMTP relay
-//	postwarden dev        run the whole system locally (make run)
 //	postwarden version    print the version
+//	postwarden dev        run the whole system locally (make run); only in a binary built
+//	                      with -tags dev, see main_dev.go
 package main
 
 import (
@@ -18,7 +19,6 @@ import (
 
 	"github.com/postwarden/postwarden/controllers"
 	"github.com/postwarden/postwarden/relay"
-	"github.com/postwarden/postwarden/test/dev"
 )
 
 // version is set at build time with -ldflags "-X main.version=v1.2.3".
@@ -32,7 +32,6 @@ type command struct {
 var commands = map[string]command{
 	"operator": {"reconcile MailDomains, SMTPCredentials and policies into relay config", controllers.RunOperator},
 	"relay":    {"run the SMTP relay (submission and inbound)", relay.RunCommand},
-	"dev":      {"run the whole system locally on an embedded control plane (make run)", dev.Run},
 	"version":  {"print the version", printVersion},
 }
 
@@ -52,7 +51,9 @@ func main() {
 func usage() {
 	fmt.Fprintln(os.Stderr, "usage: postwarden <command> [flags]\n\ncommands:")
 	for _, name := range []string{"operator", "relay", "dev", "version"} {
-		fmt.Fprintf(os.Stderr, "  %-10s %s\n", name, commands[name].summary)
+		if c, ok := commands[name]; ok {
+			fmt.Fprintf(os.Stderr, "  %-10s %s\n", name, c.summary)
+		}
 	}
 	fmt.Fprintln(os.Stderr, "\nRun 'postwarden <command> -h' for a command's flags.")
 }
