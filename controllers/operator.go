@@ -9,6 +9,7 @@ import (
 	"flag"
 	"fmt"
 	"net"
+	"os"
 	"strings"
 	"time"
 
@@ -20,6 +21,7 @@ import (
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -173,6 +175,8 @@ func RunOperator(ctx context.Context, args []string) error {
 	var opts OperatorOptions
 	fs := flag.NewFlagSet("operator", flag.ContinueOnError)
 	opts.BindFlags(fs)
+	var kubeconfig string
+	fs.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig file (default: $KUBECONFIG, else the in-cluster service account)")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(fs)
 	if err := fs.Parse(args); err != nil {
@@ -180,7 +184,7 @@ func RunOperator(ctx context.Context, args []string) error {
 	}
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
 
-	cfg, err := ctrl.GetConfig()
+	cfg, err := loadKubeconfig(kubeconfig)
 	if err != nil {
 		return fmt.Errorf("loading kubeconfig: %w", err)
 	}
@@ -199,6 +203,20 @@ func RunOperator(ctx context.Context, args []string) error {
 	}
 	ctrl.Log.WithName("operator").Info("starting", "namespace", opts.Namespace, "leaderElection", opts.LeaderElection)
 	return mgr.Start(ctx)
+}
+
+// loadKubeconfig reads the kubeconfig file named by path or $KUBECONFIG directly, as the
+// relay does, and otherwise asks controller-runtime (in-cluster, then ~/.kube/config).
+// controller-runtime alone needs $HOME or cgo to look a user up whenever $KUBECONFIG is
+// set, and a container has neither.
+func loadKubeconfig(path string) (*rest.Config, error) {
+	if path == "" {
+		path = os.Getenv("KUBECONFIG")
+	}
+	if path == "" {
+		return ctrl.GetConfig()
+	}
+	return clientcmd.BuildConfigFromFlags("", path)
 }
 
 // testSkipNameValidation lets tests run several managers in one process.

@@ -161,7 +161,7 @@ func TestRelayStartsAsNonRootWithOnlyItsSpoolWritable(t *testing.T) {
 		}
 		return ""
 	})
-	waitOK(t, "http://"+addr+"/readyz")
+	p.waitOK(t, "http://"+addr+"/readyz")
 	p.terminate(t)
 }
 
@@ -179,10 +179,10 @@ func TestOperatorStartsAsNonRootWithoutWritableFolders(t *testing.T) {
 	r.write(t, "/var/run/kube/config", kubeconfig, 0o640, nonroot)
 	probe := freeAddr(t)
 
-	cmd := r.command(t.Context(), []string{"KUBECONFIG=/var/run/kube/config"}, "operator",
-		"--namespace", "default", "--metrics-bind-address", "0", "--health-probe-bind-address", probe)
+	cmd := r.command(t.Context(), nil, "operator",
+		"--kubeconfig", "/var/run/kube/config", "--namespace", "default", "--metrics-bind-address", "0", "--health-probe-bind-address", probe)
 	p := start(t, cmd)
-	waitOK(t, "http://"+probe+"/readyz")
+	p.waitOK(t, "http://"+probe+"/readyz")
 	p.terminate(t)
 }
 
@@ -261,7 +261,7 @@ func (p *process) terminate(t *testing.T) {
 }
 
 // waitOK polls url until it answers 200, as a readiness probe does.
-func waitOK(t *testing.T, url string) {
+func (p *process) waitOK(t *testing.T, url string) {
 	t.Helper()
 	client := &http.Client{Timeout: 2 * time.Second}
 	deadline := time.Now().Add(60 * time.Second)
@@ -280,7 +280,7 @@ func waitOK(t *testing.T, url string) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	t.Fatalf("%s did not answer 200 in 60 s: %s", url, last)
+	t.Fatalf("%s did not answer 200 in 60 s: %s\n%s", url, last, p.out)
 }
 
 func freeAddr(t *testing.T) string {
