@@ -7,6 +7,10 @@ CONTROLLER_GEN := $(GO) tool controller-gen
 # Control-plane binaries for envtest, built once from the Go module proxy (hack/envtest-assets.sh).
 ENVTEST_BIN_DIR ?= $(CURDIR)/bin/envtest
 export ENVTEST_BIN_DIR
+# The image's version and name. `make image` builds it offline (hack/image).
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+IMAGE_REPO ?= ghcr.io/postwarden/postwarden
+IMAGE ?= $(IMAGE_REPO):$(VERSION)
 
 .PHONY: help
 help: ## Show this help.
@@ -69,3 +73,16 @@ build-dev: ## Build bin/postwarden-dev: postwarden plus the `dev` command (-tags
 .PHONY: run
 run: envtest build-dev ## Start the whole system locally on an embedded control plane.
 	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" bin/postwarden-dev dev $(DEV_FLAGS)
+
+.PHONY: image
+image: ## Build the image without Docker: bin/image/postwarden-oci (OCI layout, amd64+arm64) and an amd64 tarball to docker/podman load.
+	for arch in amd64 arm64; do \
+		CGO_ENABLED=0 GOOS=linux GOARCH=$$arch $(GO) build -trimpath -ldflags "-s -w -X main.version=$(VERSION)" -o bin/linux-$$arch/postwarden . ; \
+	done
+	SOURCE_DATE_EPOCH=$${SOURCE_DATE_EPOCH:-$$(git log -1 --format=%ct)} $(GO) run ./hack/image \
+		-binary linux/amd64=bin/linux-amd64/postwarden \
+		-binary linux/arm64=bin/linux-arm64/postwarden \
+		-version $(VERSION) -revision $$(git rev-parse HEAD) \
+		-tag $(IMAGE) \
+		-oci-layout bin/image/postwarden-oci \
+		-tar bin/image/postwarden-$(VERSION)-linux-amd64.tar
