@@ -55,6 +55,12 @@ test-deps: ## Install the real SMTP clients the tests drive (swaks, python3).
 test: verify-gen vet envtest test-deps ## Run every test against a real API server.
 	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" $(GO) test -race -shuffle=on -count=1 ./...
 
+.PHONY: test-cluster
+test-cluster: envtest test-deps ## The chart and image in a real single-node cluster with cert-manager (root; hack/cluster.sh).
+	hack/cluster-deps.sh
+	hack/cluster-assets.sh >/dev/null
+	$(GO) test -tags cluster -count=1 -v -timeout 40m ./test/cluster
+
 .PHONY: bench
 bench: envtest ## Benchmarks: the relay beside a private Postfix (installed from Debian when root), then package benchmarks.
 	$(GO) test -run '^$$' -bench . -benchtime 500x -count 3 -timeout 20m ./test/bench

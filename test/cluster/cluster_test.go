@@ -1,0 +1,317 @@
+//go:build cluster
+
+package cluster
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-smtp"
+
+	"github.com/postwarden/postwarden/test/testenv"
+)
+
+var (
+	relaySTS    = release + "-postwarden-relay"
+	operatorDep = release + "-postwarden-operator"
+)
+
+// TestChartOnARealCluster installs the chart as a user would and sends real mail through
+// it; then, under a steady load from outside the cluster, it restarts, scales, kills and
+// fails over the pods and counts what was acknowledged, delivered, lost and duplicated.
+func TestChartOnARealCluster(t *testing.T) {
+	ca := newTestCA(t)
+	makeSpoolVolumes(t, 4)
+	installSink(t)
+	installCertManager(t, ca)
+
+	installed := time.Now()
+	helmInstall(t, chartValues())
+	kube(t, "", "create", "namespace", "mail")
+	kube(t, "", "apply", "--server-side", "-n", "mail", "-f", filepath.Join(testenv.RepoRoot(), "config", "samples"))
+	// The sample domain's own server is a name this cluster cannot resolve: the admin
+	// points it at the sink.
+	kube(t, "", "patch", "maildomain", "-n", "mail", "example-com", "--type=merge",
+		"-p", fmt.Sprintf(`{"spec":{"inboundDelivery":{"host":%q,"port":25}}}`, sinkIP))
+
+	sub := submitter{
+		addr:  nodePort(t, namespace, relaySTS, "submission"),
+		roots: ca.pool,
+		login: waitLogin(t, "billing-app-smtp", "billing@example.com"),
+	}
+	eventually(t, 3*time.Minute, "the first mail is accepted through the relay Service", func() error {
+		c, err := sub.dial()
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		return send(c, sub.login.sender, "someone@example.org", "first@cluster.test")
+	})
+	firstMail := time.Since(installed)
+	waitDelivered(t, "first@cluster.test")
+
+	t.Run("swaks sends through the Service with STARTTLS verified", func(t *testing.T) {
+		host, port := splitAddr(sub.addr)
+		out, err := exec.Command("swaks", "--server", host, "--port", port, "--tls", "--tls-verify",
+			"--tls-ca-path", ca.file, "--tls-sni", relayName,
+			"--auth", "PLAIN", "--auth-user", sub.login.username, "--auth-password", sub.login.password,
+			"--from", sub.login.sender, "--to", "someone@example.org",
+			"--header", "Message-ID: <swaks@cluster.test>").CombinedOutput()
+		if err != nil {
+			t.Fatalf("swaks: %v\n%s", err, out)
+		}
+		waitDelivered(t, "swaks@cluster.test")
+	})
+
+	t.Run("smtplib sends through the Service with STARTTLS verified", func(t *testing.T) {
+		host, port := splitAddr(sub.addr)
+		script := `import smtplib, ssl, sys
+host, port, name, ca, user, password, sender = sys.argv[1:]
+ctx = ssl.create_default_context(cafile=ca)
+s = smtplib.SMTP(host, int(port), timeout=30)
+s._host = name  # verify the certificate for the relay's name, not the node address
+s.starttls(context=ctx)
+s.login(user, password)
+s.sendmail(sender, ["someone@example.org"], "From: <%s>\r\nTo: <someone@example.org>\r\nSubject: smtplib\r\nMessage-ID: <smtplib@cluster.test>\r\n\r\nhello\r\n" % sender)
+s.quit()
+`
+		out, err := exec.Command("python3", "-c", script, host, port, relayName, ca.file,
+			sub.login.username, sub.login.password, sub.login.sender).CombinedOutput()
+		if err != nil {
+			t.Fatalf("smtplib: %v\n%s", err, out)
+		}
+		waitDelivered(t, "smtplib@cluster.test")
+	})
+
+	t.Run("port 25 accepts for the managed domain and refuses to relay", func(t *testing.T) {
+		c, err := smtp.Dial(nodePort(t, namespace, relaySTS, "smtp"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if err := c.Mail("someone@example.org", nil); err != nil {
+			t.Fatal(err)
+		}
+		err = c.Rcpt("someone@example.net", nil)
+		var se *smtp.SMTPError
+		if !errors.As(err, &se) || se.Code != 554 || se.EnhancedCode != (smtp.EnhancedCode{5, 7, 1}) {
+			t.Fatalf("RCPT for another domain: %v, want 554 5.7.1 Relay access denied", err)
+		}
+		if err := c.Rcpt("jane.doe@example.com", nil); err != nil {
+			t.Fatalf("RCPT for a user of the managed domain: %v", err)
+		}
+		w, err := c.Data()
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(w, "From: <someone@example.org>\r\nTo: <jane.doe@example.com>\r\nSubject: inbound\r\nMessage-ID: <inbound@cluster.test>\r\n\r\nhello\r\n")
+		if err := w.Close(); err != nil {
+			t.Fatal(err)
+		}
+		waitDelivered(t, "inbound@cluster.test")
+	})
+
+	var results []faultResult
+	underLoad := func(name string, fault func(t *testing.T)) {
+		t.Run(name, func(t *testing.T) {
+			l := startLoad(sub, "someone@example.org", strings.ReplaceAll(name, " ", "-"), 4, 200*time.Millisecond)
+			time.Sleep(3 * time.Second)
+			fault(t)
+			time.Sleep(3 * time.Second)
+			acked := l.finish()
+			r := account(t, name, l, acked, 3*time.Minute)
+			results = append(results, r)
+			if r.acked == 0 {
+				t.Errorf("no message was acknowledged during %s: the load did not run", name)
+			}
+			if r.lost > 0 {
+				t.Errorf("%s: %d of %d acknowledged messages were not delivered", name, r.lost, r.acked)
+			}
+		})
+	}
+
+	underLoad("rolling restart of the relays", func(t *testing.T) {
+		kube(t, "", "rollout", "restart", "-n", namespace, "statefulset/"+relaySTS)
+		kube(t, "", "rollout", "status", "-n", namespace, "statefulset/"+relaySTS, "--timeout=5m")
+	})
+
+	underLoad("relays scaled from 2 to 1", func(t *testing.T) {
+		kube(t, "", "scale", "-n", namespace, "statefulset/"+relaySTS, "--replicas=1")
+		kube(t, "", "wait", "-n", namespace, "--for=delete", "pod/"+relaySTS+"-1", "--timeout=3m")
+		// The leaving replica drains its queue before it exits: nothing is left in its
+		// spool for a replica that may never come back.
+		if n := queuedFiles(t, "spool-"+relaySTS+"-1"); n != 0 {
+			t.Errorf("the scaled-down replica left %d files in its queue", n)
+		}
+	})
+	kube(t, "", "scale", "-n", namespace, "statefulset/"+relaySTS, "--replicas=2")
+	kube(t, "", "rollout", "status", "-n", namespace, "statefulset/"+relaySTS, "--timeout=5m")
+
+	underLoad("operator leader deleted", func(t *testing.T) {
+		leader := operatorLeader(t)
+		kube(t, "", "delete", "pod", "-n", namespace, leader, "--wait=false")
+		start := time.Now()
+		applyCredential(t, "after-failover")
+		l := waitLogin(t, "after-failover-smtp", "billing@example.com")
+		fresh := submitter{addr: sub.addr, roots: sub.roots, login: l}
+		eventually(t, 2*time.Minute, "a credential made after the failover logs in", func() error {
+			c, err := fresh.dial()
+			if err != nil {
+				return err
+			}
+			return c.Quit()
+		})
+		t.Logf("after deleting the leader %s, a new credential logged in after %s", leader, time.Since(start).Round(time.Millisecond))
+		if newLeader := operatorLeader(t); newLeader == leader {
+			t.Errorf("the deleted pod %s still leads", leader)
+		}
+	})
+
+	underLoad("kill -9 of a relay process", func(t *testing.T) {
+		pod := relaySTS + "-0"
+		before := restarts(t, pod)
+		id := strings.TrimPrefix(kube(t, "", "get", "pod", "-n", namespace, pod, "-o", "jsonpath={.status.containerStatuses[0].containerID}"), "containerd://")
+		out, err := exec.Command("ctr", "--address", filepath.Join(dir, "containerd", "containerd.sock"), "-n", "k8s.io",
+			"tasks", "kill", "--signal", "SIGKILL", id).CombinedOutput()
+		if err != nil {
+			t.Fatalf("ctr tasks kill: %v\n%s", err, out)
+		}
+		eventually(t, 3*time.Minute, "the killed relay restarts and is Ready", func() error {
+			if restarts(t, pod) <= before {
+				return errors.New("not restarted yet")
+			}
+			_, err := kubeErr("", "wait", "-n", namespace, "--for=condition=Ready", "pod/"+pod, "--timeout=1s")
+			return err
+		})
+	})
+
+	credentialLatencies := credentialPropagation(t, sub, 20)
+
+	fmt.Printf("\ntest/cluster: helm install to the first accepted mail: %s\n", firstMail.Round(time.Millisecond))
+	fmt.Printf("test/cluster: SMTPCredential apply to first accepted login, %d changes: p50 %s, p99 %s\n",
+		len(credentialLatencies), percentile(credentialLatencies, 50), percentile(credentialLatencies, 99))
+	fmt.Printf("\n%-32s %8s %10s %5s %10s %14s\n", "fault", "acked", "delivered", "lost", "duplicate", "client errors")
+	for _, r := range results {
+		fmt.Printf("%-32s %8d %10d %5d %10d %14d\n", r.fault, r.acked, r.delivered, r.lost, r.duplicate, r.clientErrors)
+	}
+}
+
+// waitLogin waits for a credential's Secret and returns its login.
+func waitLogin(t testing.TB, secret, sender string) login {
+	t.Helper()
+	var l login
+	eventually(t, 2*time.Minute, "credential Secret "+secret, func() error {
+		out, err := kubeErr("", "get", "secret", "-n", "mail", secret, "-o", "json")
+		if err != nil {
+			return err
+		}
+		var s struct{ Data map[string]string }
+		if err := json.Unmarshal([]byte(out), &s); err != nil {
+			return err
+		}
+		user, _ := base64.StdEncoding.DecodeString(s.Data["username"])
+		pass, _ := base64.StdEncoding.DecodeString(s.Data["password"])
+		if len(user) == 0 || len(pass) == 0 {
+			return errors.New("no username or password yet")
+		}
+		l = login{username: string(user), password: string(pass), sender: sender}
+		return nil
+	})
+	return l
+}
+
+func applyCredential(t testing.TB, name string) {
+	t.Helper()
+	kube(t, fmt.Sprintf(`apiVersion: relay.postwarden.dev/v1alpha1
+kind: SMTPCredential
+metadata: {name: %s, namespace: mail}
+spec:
+  mailDomainRef: {name: example-com}
+  label: %s
+  allowedSenders: [billing@example.com]
+  secretName: %s-smtp
+`, name, name, name), "apply", "--server-side", "-f", "-")
+}
+
+// credentialPropagation applies n new SMTPCredentials one after another and measures,
+// for each, the time from apply to the first accepted AUTH through the Service.
+func credentialPropagation(t *testing.T, sub submitter, n int) []time.Duration {
+	var took []time.Duration
+	for i := range n {
+		name := fmt.Sprintf("probe-%d", i)
+		start := time.Now()
+		applyCredential(t, name)
+		fresh := submitter{addr: sub.addr, roots: sub.roots, login: waitLogin(t, name+"-smtp", "billing@example.com")}
+		eventually(t, time.Minute, name+" logs in", func() error {
+			c, err := fresh.dial()
+			if err != nil {
+				return err
+			}
+			return c.Quit()
+		})
+		took = append(took, time.Since(start))
+	}
+	return took
+}
+
+func percentile(ds []time.Duration, p int) time.Duration {
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	i := (len(s)*p + 99) / 100
+	return s[max(0, min(len(s)-1, i-1))].Round(time.Millisecond)
+}
+
+// waitDelivered waits until the sink has the message with this Message-ID.
+func waitDelivered(t testing.TB, id string) {
+	t.Helper()
+	eventually(t, 2*time.Minute, id+" reaches the sink", func() error {
+		if sinkCounts(t)[id] == 0 {
+			return errors.New("not delivered yet")
+		}
+		return nil
+	})
+}
+
+// operatorLeader is the operator pod that holds the leader election Lease.
+func operatorLeader(t testing.TB) string {
+	t.Helper()
+	holder := kube(t, "", "get", "lease", "-n", namespace, "operator.relay.postwarden.dev", "-o", "jsonpath={.spec.holderIdentity}")
+	pod, _, _ := strings.Cut(holder, "_")
+	if !strings.HasPrefix(pod, operatorDep) {
+		t.Fatalf("the leader election Lease is held by %q, not an operator pod", holder)
+	}
+	return pod
+}
+
+func restarts(t testing.TB, pod string) int {
+	t.Helper()
+	n, _ := strconv.Atoi(kube(t, "", "get", "pod", "-n", namespace, pod, "-o", "jsonpath={.status.containerStatuses[0].restartCount}"))
+	return n
+}
+
+// queuedFiles counts the files in the queue folder of a spool claim's volume.
+func queuedFiles(t testing.TB, claim string) int {
+	t.Helper()
+	pv := kube(t, "", "get", "pvc", "-n", namespace, claim, "-o", "jsonpath={.spec.volumeName}")
+	path := kube(t, "", "get", "pv", pv, "-o", "jsonpath={.spec.hostPath.path}")
+	entries, err := os.ReadDir(filepath.Join(path, "queue"))
+	if err != nil && !os.IsNotExist(err) {
+		t.Fatal(err)
+	}
+	return len(entries)
+}
+
+func splitAddr(addr string) (host, port string) {
+	host, port, _ = strings.Cut(addr, ":")
+	return host, port
+}
