@@ -42,6 +42,7 @@ fmt: ## Run gofmt.
 vet: ## Run go vet (also on the dev-only files behind -tags dev).
 	$(GO) vet ./...
 	$(GO) vet -tags dev .
+	$(GO) vet -tags cluster ./test/cluster
 
 .PHONY: envtest
 envtest: ## Build (once) kube-apiserver, etcd and kubectl for tests.
