@@ -6,9 +6,11 @@ package controllers
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"strings"
 	"time"
@@ -198,7 +200,15 @@ func RunOperator(ctx context.Context, args []string) error {
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
 		return fmt.Errorf("adding health check: %w", err)
 	}
-	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
+	// Ready once the informers have synced: before that a replica that wins the election
+	// would render from an empty cache. A standby replica is ready too, so that a rollout
+	// can proceed; only the leader reconciles.
+	if err := mgr.AddReadyzCheck("informers", func(req *http.Request) error {
+		if !mgr.GetCache().WaitForCacheSync(req.Context()) {
+			return errors.New("informer caches have not synced")
+		}
+		return nil
+	}); err != nil {
 		return fmt.Errorf("adding ready check: %w", err)
 	}
 	ctrl.Log.WithName("operator").Info("starting", "namespace", opts.Namespace, "leaderElection", opts.LeaderElection)

@@ -146,8 +146,11 @@ s.quit()
 	})
 
 	underLoad("relays scaled from 2 to 1", func(t *testing.T) {
+		start := time.Now()
 		kube(t, "", "scale", "-n", namespace, "statefulset/"+relaySTS, "--replicas=1")
 		kube(t, "", "wait", "-n", namespace, "--for=delete", "pod/"+relaySTS+"-1", "--timeout=3m")
+		grace := kube(t, "", "get", "statefulset", "-n", namespace, relaySTS, "-o", "jsonpath={.spec.template.spec.terminationGracePeriodSeconds}")
+		t.Logf("the leaving replica was gone %s after the scale-down (terminationGracePeriodSeconds %s)", time.Since(start).Round(time.Millisecond), grace)
 		// The leaving replica drains its queue before it exits: nothing is left in its
 		// spool for a replica that may never come back.
 		if n := queuedFiles(t, "spool-"+relaySTS+"-1"); n != 0 {
@@ -196,10 +199,12 @@ s.quit()
 	})
 
 	credentialLatencies := credentialPropagation(t, sub, 20)
+	rss := residentMemory(t)
 
 	fmt.Printf("\ntest/cluster: helm install to the first accepted mail: %s\n", firstMail.Round(time.Millisecond))
 	fmt.Printf("test/cluster: SMTPCredential apply to first accepted login, %d changes: p50 %s, p99 %s\n",
 		len(credentialLatencies), percentile(credentialLatencies, 50), percentile(credentialLatencies, 99))
+	fmt.Printf("test/cluster: resident memory after the load: %s\n", strings.Join(rss, ", "))
 	fmt.Printf("\n%-32s %8s %10s %5s %10s %14s\n", "fault", "acked", "delivered", "lost", "duplicate", "client errors")
 	for _, r := range results {
 		fmt.Printf("%-32s %8d %10d %5d %10d %14d\n", r.fault, r.acked, r.delivered, r.lost, r.duplicate, r.clientErrors)
@@ -309,6 +314,38 @@ func queuedFiles(t testing.TB, claim string) int {
 		t.Fatal(err)
 	}
 	return len(entries)
+}
+
+// residentMemory reads the resident set size of each Postwarden container from /proc,
+// through the PIDs containerd reports, to compare with the chart's resource requests.
+func residentMemory(t testing.TB) []string {
+	t.Helper()
+	out, err := exec.Command("ctr", "--address", filepath.Join(dir, "containerd", "containerd.sock"), "-n", "k8s.io", "tasks", "ls").Output()
+	if err != nil {
+		t.Fatalf("ctr tasks ls: %v", err)
+	}
+	pids := map[string]string{}
+	for _, line := range strings.Split(string(out), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 {
+			pids[f[0]] = f[1]
+		}
+	}
+	pods := kube(t, "", "get", "pods", "-n", namespace, "-o",
+		`jsonpath={range .items[*]}{.metadata.name} {.status.containerStatuses[0].containerID}{"\n"}{end}`)
+	var rss []string
+	for _, line := range strings.Split(strings.TrimSpace(pods), "\n") {
+		name, id, _ := strings.Cut(line, " ")
+		status, err := os.ReadFile(filepath.Join("/proc", pids[strings.TrimPrefix(id, "containerd://")], "status"))
+		if err != nil {
+			continue
+		}
+		for _, l := range strings.Split(string(status), "\n") {
+			if v, ok := strings.CutPrefix(l, "VmRSS:"); ok {
+				rss = append(rss, fmt.Sprintf("%s %s", name, strings.Join(strings.Fields(v), " ")))
+			}
+		}
+	}
+	return rss
 }
 
 func splitAddr(addr string) (host, port string) {
