@@ -1,6 +1,7 @@
 package snapshot
 
 import (
+	"bytes"
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
@@ -42,6 +43,12 @@ func mac(salt []byte, password string) []byte {
 // PasswordHash is a parsed hash, ready for repeated checks.
 type PasswordHash struct {
 	salt, sum []byte
+}
+
+// Equal reports whether h and o are the same hash (same salt, same sum): a login that
+// was checked against h is still valid against o.
+func (h PasswordHash) Equal(o PasswordHash) bool {
+	return bytes.Equal(h.salt, o.salt) && bytes.Equal(h.sum, o.sum)
 }
 
 // ParsePasswordHash parses the output of HashPassword.

@@ -26,7 +26,7 @@ const (
 type session struct {
 	srv    *Server
 	c      *conn
-	dir    *directory.Directory // pinned at session start: a reload never changes it
+	dir    *directory.Directory // pinned at each MAIL FROM: a reload never changes a transaction
 	tls    *tls.ConnectionState
 	helo   string
 	ctx    context.Context
@@ -160,6 +160,11 @@ func (ss *session) Logout() error {
 // Mail starts a transaction after checking who may send as from.
 func (ss *session) Mail(from string, _ *smtp.MailOptions) error {
 	ss.c.busy.Store(true)
+	if err := ss.repin(); err != nil {
+		ss.c.busy.Store(false)
+		ss.c.closeOnSend.Store(true)
+		return ss.srv.fail(ss, err)
+	}
 	txn, err := ss.mail(from)
 	if err != nil {
 		ss.c.busy.Store(false)
@@ -170,6 +175,27 @@ func (ss *session) Mail(from string, _ *smtp.MailOptions) error {
 	ss.txnMu.Lock()
 	ss.txn = txn
 	ss.txnMu.Unlock()
+	return nil
+}
+
+// repin decides each transaction against the config in force now: a deleted or rotated
+// credential, a removed sending server or narrowed allowed senders take effect at the
+// next MAIL FROM of a live session, not when it ends (a client can keep a session alive
+// for as long as it sends commands). Within a transaction the view stays pinned, so a
+// reload never changes one halfway. A login whose credential is gone or has another
+// password now ends the connection.
+func (ss *session) repin() error {
+	ss.dir = ss.srv.directoryNow()
+	if ss.cred == nil {
+		return nil
+	}
+	cur := ss.dir.Credential(ss.cred.Username)
+	if cur == nil || !cur.Hash.Equal(ss.cred.Hash) {
+		ss.log.Info("closing the session of a revoked credential", "user", ss.cred.Username)
+		return reject(421, smtp.EnhancedCode{4, 7, 0}, "credential_revoked",
+			"Credentials are no longer valid, closing connection")
+	}
+	ss.cred = cur
 	return nil
 }
 
