@@ -39,6 +39,11 @@ func (ss *session) Data(r io.Reader) error {
 		_ = ss.c.Close()
 		return ss.srv.fail(ss, reject(503, smtp.EnhancedCode{5, 5, 1}, "bad_sequence", "MAIL and RCPT first"))
 	}
+	if err := ss.checkRevoked(ss.srv.directoryNow()); err != nil {
+		ss.c.closeOnSend.Store(true)
+		ss.track(txn, 0, "", "rejected", "credential_revoked")
+		return ss.srv.fail(ss, err)
+	}
 	// DATA as a whole gets DataTimeout, rather than go-smtp's command timeout measured
 	// from the DATA command.
 	_ = ss.c.Conn.SetReadDeadline(time.Now().Add(ss.srv.limits.DataTimeout))

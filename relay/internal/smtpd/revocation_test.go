@@ -48,6 +48,25 @@ func TestRevocationReachesLiveSessions(t *testing.T) {
 	}
 }
 
+// A transaction that began before the revocation does not get its message queued.
+func TestRevocationStopsATransactionAtData(t *testing.T) {
+	e := newEnv(t, Submission)
+	c := e.submission("alice-relay", alicePassword)
+	c.expect("MAIL FROM:<alice@example.com>", "250 ")
+	c.expect("RCPT TO:<x@foreign.example>", "250 ")
+
+	s := testSnapshot(t)
+	s.Credentials = slices.DeleteFunc(s.Credentials, func(c snapshot.Credential) bool { return c.Username == "alice-relay" })
+	e.dir.Store(buildDir(t, s))
+
+	if got := c.data(msg("alice@example.com", "x@foreign.example", "after")); !strings.HasPrefix(got, "421 4.7.0 ") {
+		t.Fatalf("DATA after the revocation: %q, want 421 4.7.0", got)
+	}
+	if n := e.spool.Summary().Messages; n != 0 {
+		t.Errorf("the spool holds %d messages", n)
+	}
+}
+
 // Narrowed allowed senders apply to the next transaction of a session already logged in.
 func TestNarrowedSendersReachLiveSessions(t *testing.T) {
 	e := newEnv(t, Submission)

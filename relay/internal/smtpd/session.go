@@ -182,21 +182,34 @@ func (ss *session) Mail(from string, _ *smtp.MailOptions) error {
 // credential, a removed sending server or narrowed allowed senders take effect at the
 // next MAIL FROM of a live session, not when it ends (a client can keep a session alive
 // for as long as it sends commands). Within a transaction the view stays pinned, so a
-// reload never changes one halfway. A login whose credential is gone or has another
-// password now ends the connection.
+// reload never changes one halfway; only a revocation also stops it at DATA.
 func (ss *session) repin() error {
 	ss.dir = ss.srv.directoryNow()
 	if ss.cred == nil {
 		return nil
 	}
-	cur := ss.dir.Credential(ss.cred.Username)
-	if cur == nil || !cur.Hash.Equal(ss.cred.Hash) {
-		ss.log.Info("closing the session of a revoked credential", "user", ss.cred.Username)
-		return reject(421, smtp.EnhancedCode{4, 7, 0}, "credential_revoked",
-			"Credentials are no longer valid, closing connection")
+	if err := ss.checkRevoked(ss.dir); err != nil {
+		return err
 	}
-	ss.cred = cur
+	ss.cred = ss.dir.Credential(ss.cred.Username)
 	return nil
+}
+
+// errRevoked ends a session whose login is no longer valid.
+var errRevoked = reject(421, smtp.EnhancedCode{4, 7, 0}, "credential_revoked",
+	"Credentials are no longer valid, closing connection")
+
+// checkRevoked fails when the session's credential is gone from dir or has another
+// password there; the caller closes the connection after the reply.
+func (ss *session) checkRevoked(dir *directory.Directory) error {
+	if ss.cred == nil {
+		return nil
+	}
+	if cur := dir.Credential(ss.cred.Username); cur != nil && cur.Hash.Equal(ss.cred.Hash) {
+		return nil
+	}
+	ss.log.Info("closing the session of a revoked credential", "user", ss.cred.Username)
+	return errRevoked
 }
 
 func (ss *session) mail(from string) (*transaction, error) {
