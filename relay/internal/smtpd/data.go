@@ -127,6 +127,9 @@ func (ss *session) checkFrom(txn *transaction, header []byte) error {
 	if !bytes.HasSuffix(header, []byte("\r\n\r\n")) && !bytes.Equal(header, []byte("\r\n")) {
 		header = append(slices.Clip(header), "\r\n"...)
 	}
+	if !fieldNamesValid(header) {
+		return errBadHeader
+	}
 	msg, err := mail.ReadMessage(bytes.NewReader(header))
 	if err != nil {
 		return errBadHeader
@@ -158,6 +161,31 @@ func (ss *session) checkFrom(txn *transaction, header []byte) error {
 			fmt.Sprintf("From: address <%s> is not in a domain this server may send for", m))
 	}
 	return nil
+}
+
+// fieldNamesValid reports whether every header field name is RFC 5322 ftext (printable
+// US-ASCII but ':', no space). Go's parser files "From : x" under another key than
+// From, while receivers that honour RFC 5322's obsolete syntax show it as the author, so
+// a name the check cannot trust is refused rather than skipped.
+func fieldNamesValid(header []byte) bool {
+	for line := range bytes.Lines(header) {
+		if bytes.Equal(line, []byte("\r\n")) {
+			return true // the end of the header section
+		}
+		if line[0] == ' ' || line[0] == '\t' {
+			continue // a folded continuation of the previous field
+		}
+		name, _, found := bytes.Cut(line, []byte(":"))
+		if !found || len(name) == 0 {
+			return false
+		}
+		for _, b := range name {
+			if b < 33 || b > 126 {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // received is our Received: trace header (RFC 5321 4.4) with the protocol keyword of

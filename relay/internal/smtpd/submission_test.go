@@ -296,6 +296,33 @@ func TestSubmissionRefusals(t *testing.T) {
 			},
 			want: "550 5.7.1 ",
 		},
+		"a From header with space before the colon is refused (obsolete syntax hides a second author)": {
+			run: func(e *testEnv) string {
+				c := e.submission("alice-relay", alicePassword)
+				c.expect("MAIL FROM:<alice@example.com>", "250 ")
+				c.expect("RCPT TO:<x@foreign.example>", "250 ")
+				return c.data("From : Boss <ceo@bank.example>\r\n" + msg("alice@example.com", "x@foreign.example", "pay"))
+			},
+			want: "550 5.6.0 Malformed message header",
+		},
+		"a header field name with a control character is refused": {
+			run: func(e *testEnv) string {
+				c := e.submission("alice-relay", alicePassword)
+				c.expect("MAIL FROM:<alice@example.com>", "250 ")
+				c.expect("RCPT TO:<x@foreign.example>", "250 ")
+				return c.data("X-\x01Tag: 1\r\n" + msg("alice@example.com", "x@foreign.example", "hi"))
+			},
+			want: "550 5.6.0 Malformed message header",
+		},
+		"a header line without a colon is refused": {
+			run: func(e *testEnv) string {
+				c := e.submission("alice-relay", alicePassword)
+				c.expect("MAIL FROM:<alice@example.com>", "250 ")
+				c.expect("RCPT TO:<x@foreign.example>", "250 ")
+				return c.data("From ceo@bank.example\r\n" + msg("alice@example.com", "x@foreign.example", "hi"))
+			},
+			want: "550 5.6.0 Malformed message header",
+		},
 		"a message without From: is refused": {
 			run: func(e *testEnv) string {
 				c := e.submission("alice-relay", alicePassword)
