@@ -66,7 +66,7 @@ func TestChartOnARealCluster(t *testing.T) {
 			"--tls-ca-path", ca.file, "--tls-sni", relayName,
 			"--auth", "PLAIN", "--auth-user", sub.login.username, "--auth-password", sub.login.password,
 			"--from", sub.login.sender, "--to", "someone@example.org",
-			"--header", "Message-ID: <swaks@cluster.test>").CombinedOutput()
+			"--header", "Message-Id: <swaks@cluster.test>").CombinedOutput() // replaces swaks' own, spelt so
 		if err != nil {
 			t.Fatalf("swaks: %v\n%s", err, out)
 		}
