@@ -277,7 +277,12 @@ EOF
 up() {
   local d=$1
   [[ $(id -u) -eq 0 ]] || die "the test cluster needs root"
-  [[ -e /run/netns/$NETNS ]] && die "network namespace $NETNS exists: run '$0 down DIR' first"
+  if [[ -e /run/netns/$NETNS ]]; then
+    # A run that was killed leaves its namespace and cgroups (its processes end with the
+    # session that ran it): remove them rather than refuse to start.
+    log "removing the namespace and cgroups of a cluster left behind"
+    down "$d/left-behind"
+  fi
   mkdir -p "$d"
   d=$(cd "$d" && pwd)
   local bin
