@@ -125,13 +125,14 @@ func TestReloadUnderTraffic(t *testing.T) {
 		t.Fatal("no submission ran during the reloads")
 	}
 
-	// v2 drops alice: the connection that logged in under v1 may still send as alice,
-	// a new connection may not log in as alice, and bob may.
+	// v2 drops alice: the connection that logged in under v1 is refused at its next
+	// MAIL FROM (a revoked login does not outlive the reload), a new connection may not
+	// log in as alice, and bob may.
 	v2 := newSnapshot(t, certEntry, b)
 	writeConfig(t, f.config, v2)
 	waitFor(t, "the relay to apply v2", func() bool { return f.Hash() == v2.Hash })
-	if _, err := send(old, "sender@"+a.domain, "someone@elsewhere.example", "pinned"); err != nil {
-		t.Errorf("the connection from before the reload lost its config: %v", err)
+	if _, err := send(old, "sender@"+a.domain, "someone@elsewhere.example", "pinned"); smtpCode(err) != 421 {
+		t.Errorf("the connection logged in as a removed credential before the reload: %v, want 421", err)
 	}
 	if _, err := login(addr, roots, a); smtpCode(err) != 535 {
 		t.Errorf("a new connection logged in as a removed credential: %v", err)
