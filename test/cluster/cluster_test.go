@@ -64,7 +64,7 @@ func TestChartOnARealCluster(t *testing.T) {
 		host, port := splitAddr(sub.addr)
 		out, err := exec.Command("swaks", "--server", host, "--port", port, "--tls", "--tls-verify",
 			"--tls-ca-path", ca.file, "--tls-sni", relayName,
-			"--auth", "PLAIN", "--auth-user", sub.login.username, "--auth-password", sub.login.password,
+			"--auth", "PLAIN", "--auth-user", sub.login.username, "--auth-password", sub.login.password, "--auth-hide-password",
 			"--from", sub.login.sender, "--to", "someone@example.org",
 			"--header", "Message-Id: <swaks@cluster.test>").CombinedOutput() // replaces swaks' own, spelt so
 		if err != nil {

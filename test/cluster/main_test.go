@@ -70,7 +70,9 @@ func run(m *testing.M) int {
 	}
 	kubectl = filepath.Join(strings.TrimSpace(string(bin)), "kubectl")
 	images := filepath.Join(dir, "images")
-	out, err := exec.Command(filepath.Join(testenv.RepoRoot(), "hack", "cluster-images.sh"), images, imageRef).Output()
+	build := exec.Command(filepath.Join(testenv.RepoRoot(), "hack", "cluster-images.sh"), images, imageRef)
+	build.Stderr = os.Stderr
+	out, err := build.Output()
 	if err != nil {
 		fmt.Printf("test/cluster: building images: %v\n", err)
 		return 1

@@ -347,7 +347,7 @@ func swaksSubmission(t *testing.T, user, pass, sender string) {
 		swaks := lookSwaks(t)
 		out, err := exec.CommandContext(t.Context(), swaks, "--server", env.Info.Submission, "--tls", "--tls-verify",
 			"--tls-ca-path", env.Info.CAFile, "--tls-sni", dev.RelayHostname,
-			"--auth", "PLAIN", "--auth-user", user, "--auth-password", pass,
+			"--auth", "PLAIN", "--auth-user", user, "--auth-password", pass, "--auth-hide-password",
 			"--from", sender, "--to", "carol@good.test", "--header", "Message-ID: <e2e-swaks@dev.postwarden>").CombinedOutput()
 		if err != nil {
 			t.Fatalf("swaks: %v\n%s", err, out)
