@@ -48,7 +48,9 @@ func TestStandaloneRelayAcceptsSubmission(t *testing.T) {
 func TestReloadUnderTraffic(t *testing.T) {
 	a, b := creds(t)
 	v1 := newSnapshot(t, certEntry, a)
-	f := startFileRelay(t, v1)
+	// The senders below open connections as fast as they can from one address: lift the
+	// per-address connection rate, which would otherwise refuse most of them.
+	f := startFileRelay(t, v1, func(c *Config) { c.Limits.MaxConnectionRatePerIP = 1 << 20 })
 	waitFor(t, "readiness", func() bool { return f.Ready() })
 	addr, roots := f.SubmissionAddr().String(), f.ca.Pool()
 
