@@ -77,7 +77,7 @@ type DiscoveryPolicySpec struct {
 	// +listType=set
 	// +kubebuilder:validation:MaxItems=20
 	// +kubebuilder:validation:items:MaxLength=254
-	// +kubebuilder:validation:items:XValidation:rule="self.matches('^[a-z0-9!#$&*+/=?^_{|}~-]+([.][a-z0-9!#$&*+/=?^_{|}~-]+)*@[a-z0-9-]+([.][a-z0-9-]+)+$')",message="reportRecipients must be lower-case email addresses such as postmaster@example.com"
+	// +kubebuilder:validation:items:XValidation:rule="self.matches('^[a-z0-9#$&*+/=?^_{|}~-]+([.][a-z0-9#$&*+/=?^_{|}~-]+)*@[a-z0-9-]+([.][a-z0-9-]+)+$')",message="reportRecipients must be lower-case email addresses such as postmaster@example.com"
 	ReportRecipients []string `json:"reportRecipients,omitempty"`
 
 	// reportSchedule is when the weekly report goes out. Defaults to Monday 08:00 UTC.

@@ -50,7 +50,7 @@ type MailDomainSpec struct {
 	// +listType=set
 	// +kubebuilder:validation:MaxItems=4000
 	// +kubebuilder:validation:items:MaxLength=254
-	// +kubebuilder:validation:items:XValidation:rule="self.matches('^[a-z0-9!#$&*+/=?^_{|}~-]+([.][a-z0-9!#$&*+/=?^_{|}~-]+)*@[a-z0-9-]+([.][a-z0-9-]+)+$')",message="invalidAddresses must be lower-case email addresses such as old.user@example.com"
+	// +kubebuilder:validation:items:XValidation:rule="self.matches('^[a-z0-9#$&*+/=?^_{|}~-]+([.][a-z0-9#$&*+/=?^_{|}~-]+)*@[a-z0-9-]+([.][a-z0-9-]+)+$')",message="invalidAddresses must be lower-case email addresses such as old.user@example.com"
 	InvalidAddresses []string `json:"invalidAddresses,omitempty"`
 
 	// sendingServers are the networks of the domain's own mail servers and devices,
@@ -89,7 +89,7 @@ type MailUser struct {
 	// address is the user's email address, in lower case, such as jane.doe@example.com.
 	// +required
 	// +kubebuilder:validation:MaxLength=254
-	// +kubebuilder:validation:XValidation:rule="self.matches('^[a-z0-9!#$&*+/=?^_{|}~-]+([.][a-z0-9!#$&*+/=?^_{|}~-]+)*@[a-z0-9-]+([.][a-z0-9-]+)+$')",message="address must be a lower-case email address such as jane.doe@example.com (no quotes, '%' or source routes)"
+	// +kubebuilder:validation:XValidation:rule="self.matches('^[a-z0-9#$&*+/=?^_{|}~-]+([.][a-z0-9#$&*+/=?^_{|}~-]+)*@[a-z0-9-]+([.][a-z0-9-]+)+$')",message="address must be a lower-case email address such as jane.doe@example.com (no quotes, '%', '!' or source routes)"
 	Address string `json:"address"`
 
 	// displayName is the user's name, used in reports.
@@ -108,7 +108,7 @@ type FunctionalAccount struct {
 	// address is the account's email address, in lower case, such as billing@example.com.
 	// +required
 	// +kubebuilder:validation:MaxLength=254
-	// +kubebuilder:validation:XValidation:rule="self.matches('^[a-z0-9!#$&*+/=?^_{|}~-]+([.][a-z0-9!#$&*+/=?^_{|}~-]+)*@[a-z0-9-]+([.][a-z0-9-]+)+$')",message="address must be a lower-case email address such as billing@example.com (no quotes, '%' or source routes)"
+	// +kubebuilder:validation:XValidation:rule="self.matches('^[a-z0-9#$&*+/=?^_{|}~-]+([.][a-z0-9#$&*+/=?^_{|}~-]+)*@[a-z0-9-]+([.][a-z0-9-]+)+$')",message="address must be a lower-case email address such as billing@example.com (no quotes, '%', '!' or source routes)"
 	Address string `json:"address"`
 
 	// description says what the account is for.
@@ -123,14 +123,14 @@ type MailAlias struct {
 	// address is the alias, in this domain, such as j.doe@example.com.
 	// +required
 	// +kubebuilder:validation:MaxLength=254
-	// +kubebuilder:validation:XValidation:rule="self.matches('^[a-z0-9!#$&*+/=?^_{|}~-]+([.][a-z0-9!#$&*+/=?^_{|}~-]+)*@[a-z0-9-]+([.][a-z0-9-]+)+$')",message="address must be a lower-case email address such as j.doe@example.com (no quotes, '%' or source routes)"
+	// +kubebuilder:validation:XValidation:rule="self.matches('^[a-z0-9#$&*+/=?^_{|}~-]+([.][a-z0-9#$&*+/=?^_{|}~-]+)*@[a-z0-9-]+([.][a-z0-9-]+)+$')",message="address must be a lower-case email address such as j.doe@example.com (no quotes, '%', '!' or source routes)"
 	Address string `json:"address"`
 
 	// target is the primary address the alias stands for: a user or functional account
 	// of this domain or of another MailDomain in the namespace.
 	// +required
 	// +kubebuilder:validation:MaxLength=254
-	// +kubebuilder:validation:XValidation:rule="self.matches('^[a-z0-9!#$&*+/=?^_{|}~-]+([.][a-z0-9!#$&*+/=?^_{|}~-]+)*@[a-z0-9-]+([.][a-z0-9-]+)+$')",message="target must be a lower-case email address such as jane.doe@example.com"
+	// +kubebuilder:validation:XValidation:rule="self.matches('^[a-z0-9#$&*+/=?^_{|}~-]+([.][a-z0-9#$&*+/=?^_{|}~-]+)*@[a-z0-9-]+([.][a-z0-9-]+)+$')",message="target must be a lower-case email address such as jane.doe@example.com"
 	Target string `json:"target"`
 }
 

@@ -26,7 +26,7 @@ type SMTPCredentialSpec struct {
 	// +listType=set
 	// +kubebuilder:validation:MaxItems=100
 	// +kubebuilder:validation:items:MaxLength=254
-	// +kubebuilder:validation:items:XValidation:rule="self.matches('^[a-z0-9!#$&*+/=?^_{|}~-]+([.][a-z0-9!#$&*+/=?^_{|}~-]+)*@[a-z0-9-]+([.][a-z0-9-]+)+$')",message="allowedSenders must be lower-case email addresses such as noreply@example.com"
+	// +kubebuilder:validation:items:XValidation:rule="self.matches('^[a-z0-9#$&*+/=?^_{|}~-]+([.][a-z0-9#$&*+/=?^_{|}~-]+)*@[a-z0-9-]+([.][a-z0-9-]+)+$')",message="allowedSenders must be lower-case email addresses such as noreply@example.com"
 	AllowedSenders []string `json:"allowedSenders,omitempty"`
 
 	// secretName is the Secret the operator creates, once, with the keys username,

@@ -63,6 +63,7 @@ type TLSDeliveryPolicySpec struct {
 	// +kubebuilder:validation:MaxItems=1000
 	// +kubebuilder:validation:items:MaxLength=255
 	// +kubebuilder:validation:items:XValidation:rule="self == '*' || self.matches('^([*][.])?([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?[.])+[a-z]([-a-z0-9]{0,61}[a-z0-9])?$')",message="destinations must be a lower-case domain such as example.org, a wildcard such as *.example.org, or * for every domain"
+	// +kubebuilder:validation:items:XValidation:rule="(self.startsWith('*.') ? size(self) - 2 : size(self)) <= 253",message="destinations must be at most 253 characters, not counting a leading *."
 	Destinations []string `json:"destinations,omitempty"`
 
 	// mode is Opportunistic (the default: TLS when offered, plaintext otherwise),

@@ -153,6 +153,11 @@ func buildDomain(md *relayv1alpha1.MailDomain) (*domainEntry, error) {
 		}
 		d.entry.InboundDelivery = &snapshot.Endpoint{Host: in.Host, Port: port}
 	}
+	// The relay's own check of a domain, so that what it would refuse is refused here,
+	// for this object alone, and never makes the whole snapshot invalid.
+	if err := d.entry.Validate(); err != nil {
+		return nil, err
+	}
 	return d, nil
 }
 

@@ -205,6 +205,12 @@ func (c *compilation) compileTLSPolicies() {
 			entry.CABundlePEM = bundle
 		}
 
+		// The relay's own check of a policy: one it would refuse is rejected here alone.
+		if err := entry.Validate(); err != nil {
+			reject(v, relayv1alpha1.ReasonInvalidSpec, "%s", err)
+			continue
+		}
+
 		claims := make([]string, 0, len(entry.Domains)*max(1, len(destinations)))
 		var conflicts []string
 		for _, dom := range entry.Domains {

@@ -14,55 +14,15 @@ func (s *Snapshot) Validate() error {
 	add := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
 
 	domains := make(map[string]bool, len(s.Domains))
-	for _, d := range s.Domains {
-		if !IsDomain(d.Name) {
-			add("domain %q is not a lower-case DNS name", d.Name)
-			continue
+	for i := range s.Domains {
+		d := &s.Domains[i]
+		if err := d.Validate(); err != nil {
+			errs = append(errs, err)
 		}
 		if domains[d.Name] {
 			add("domain %q appears twice", d.Name)
 		}
 		domains[d.Name] = true
-		inDomain := func(kind, addr string) {
-			if !IsAddress(addr) || Domainpart(addr) != d.Name {
-				add("domain %s: %s %q is not an address in the domain", d.Name, kind, addr)
-			}
-		}
-		for _, u := range d.Users {
-			inDomain("user", u.Address)
-		}
-		for _, f := range d.FunctionalAccounts {
-			inDomain("functional account", f)
-		}
-		for _, a := range d.Aliases {
-			inDomain("alias", a.Address)
-			if !IsAddress(a.Target) || a.Target == a.Address {
-				add("domain %s: alias %q has a bad target %q", d.Name, a.Address, a.Target)
-			}
-		}
-		for _, a := range d.InvalidAddresses {
-			inDomain("invalid address", a)
-		}
-		for _, a := range d.Discovered {
-			inDomain("discovered address", a.Address)
-			switch a.State {
-			case DiscoveredPending, DiscoveredUser, DiscoveredInvalid:
-			case DiscoveredAlias:
-				if !IsAddress(a.Target) || a.Target == a.Address {
-					add("domain %s: discovered alias %q has a bad target %q", d.Name, a.Address, a.Target)
-				}
-			default:
-				add("domain %s: discovered address %q has unknown state %q", d.Name, a.Address, a.State)
-			}
-		}
-		for _, c := range d.SendingServers {
-			if _, err := netip.ParsePrefix(c); err != nil {
-				add("domain %s: sending server %q: %v", d.Name, c, err)
-			}
-		}
-		if e := d.InboundDelivery; e != nil && (e.Host == "" || e.Port < 1 || e.Port > 65535) {
-			add("domain %s: inbound delivery %s:%d is not a host and port", d.Name, e.Host, e.Port)
-		}
 	}
 
 	users := make(map[string]bool, len(s.Credentials))
@@ -100,30 +60,93 @@ func (s *Snapshot) Validate() error {
 		}
 	}
 
-	for _, p := range s.TLSPolicies {
-		if p.Direction != DirectionOutbound && p.Direction != DirectionInbound {
-			add("tls policy %s: direction %q is not Outbound or Inbound", p.Source, p.Direction)
-		}
-		switch p.Mode {
-		case ModeOpportunistic, ModeRequireTLS, ModeRequireVerifiedTLS:
-		default:
-			add("tls policy %s: mode %q is unknown", p.Source, p.Mode)
-		}
-		switch p.MinVersion {
-		case "1.0", "1.1", "1.2", "1.3":
-		default:
-			add("tls policy %s: minVersion %q is unknown", p.Source, p.MinVersion)
-		}
-		for _, dst := range p.Destinations {
-			if dst != "*" && !IsDomain(strings.TrimPrefix(dst, "*.")) {
-				add("tls policy %s: destination %q is not a domain, *.domain or *", p.Source, dst)
-			}
+	for i := range s.TLSPolicies {
+		if err := s.TLSPolicies[i].Validate(); err != nil {
+			errs = append(errs, err)
 		}
 	}
 
 	for _, c := range s.Certificates {
 		if (c.SecretName == "") == (c.CertFile == "" || c.KeyFile == "") {
 			add("certificate: exactly one of secretName or certFile+keyFile must be set")
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Validate checks one domain on its own, as Snapshot.Validate does for each: the
+// operator runs it per MailDomain before rendering, so that one bad object is rejected
+// alone instead of making the whole snapshot invalid.
+func (d *Domain) Validate() error {
+	var errs []error
+	add := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	if !IsDomain(d.Name) {
+		return fmt.Errorf("domain %q is not a lower-case DNS name", d.Name)
+	}
+	inDomain := func(kind, addr string) {
+		if !IsAddress(addr) || Domainpart(addr) != d.Name {
+			add("domain %s: %s %q is not an address in the domain", d.Name, kind, addr)
+		}
+	}
+	for _, u := range d.Users {
+		inDomain("user", u.Address)
+	}
+	for _, f := range d.FunctionalAccounts {
+		inDomain("functional account", f)
+	}
+	for _, a := range d.Aliases {
+		inDomain("alias", a.Address)
+		if !IsAddress(a.Target) || a.Target == a.Address {
+			add("domain %s: alias %q has a bad target %q", d.Name, a.Address, a.Target)
+		}
+	}
+	for _, a := range d.InvalidAddresses {
+		inDomain("invalid address", a)
+	}
+	for _, a := range d.Discovered {
+		inDomain("discovered address", a.Address)
+		switch a.State {
+		case DiscoveredPending, DiscoveredUser, DiscoveredInvalid:
+		case DiscoveredAlias:
+			if !IsAddress(a.Target) || a.Target == a.Address {
+				add("domain %s: discovered alias %q has a bad target %q", d.Name, a.Address, a.Target)
+			}
+		default:
+			add("domain %s: discovered address %q has unknown state %q", d.Name, a.Address, a.State)
+		}
+	}
+	for _, c := range d.SendingServers {
+		if _, err := netip.ParsePrefix(c); err != nil {
+			add("domain %s: sending server %q: %v", d.Name, c, err)
+		}
+	}
+	if e := d.InboundDelivery; e != nil && (e.Host == "" || e.Port < 1 || e.Port > 65535) {
+		add("domain %s: inbound delivery %s:%d is not a host and port", d.Name, e.Host, e.Port)
+	}
+	return errors.Join(errs...)
+}
+
+// Validate checks one TLS policy on its own, as Snapshot.Validate does for each; the
+// operator runs it per TLSDeliveryPolicy before rendering.
+func (p *TLSPolicy) Validate() error {
+	var errs []error
+	add := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	if p.Direction != DirectionOutbound && p.Direction != DirectionInbound {
+		add("tls policy %s: direction %q is not Outbound or Inbound", p.Source, p.Direction)
+	}
+	switch p.Mode {
+	case ModeOpportunistic, ModeRequireTLS, ModeRequireVerifiedTLS:
+	default:
+		add("tls policy %s: mode %q is unknown", p.Source, p.Mode)
+	}
+	switch p.MinVersion {
+	case "1.0", "1.1", "1.2", "1.3":
+	default:
+		add("tls policy %s: minVersion %q is unknown", p.Source, p.MinVersion)
+	}
+	for _, dst := range p.Destinations {
+		if dst != "*" && !IsDomain(strings.TrimPrefix(dst, "*.")) {
+			add("tls policy %s: destination %q is not a domain, *.domain or *", p.Source, dst)
 		}
 	}
 	return errors.Join(errs...)
@@ -149,7 +172,9 @@ func IsDomain(s string) bool {
 }
 
 // IsAddress reports whether s is a lower-case dot-atom address local@domain, the only
-// form the API admits: no quotes, no '%', no source routes.
+// form the API admits: no quotes, no '%' or '!' (routes to another host), no source
+// routes. Every address it admits, the relay's own parser (directory.ParseMailbox)
+// admits too; a test holds the two to that.
 func IsAddress(s string) bool {
 	at := strings.LastIndexByte(s, '@')
 	if at <= 0 || len(s) > 254 || !IsDomain(s[at+1:]) {
@@ -161,7 +186,7 @@ func IsAddress(s string) bool {
 	}
 	for i := 0; i < len(local); i++ {
 		c := local[i]
-		if c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '.' || strings.IndexByte("!#$&*+/=?^_{|}~-", c) >= 0 {
+		if c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '.' || strings.IndexByte("#$&*+/=?^_{|}~-", c) >= 0 {
 			continue
 		}
 		return false

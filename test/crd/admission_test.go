@@ -102,6 +102,10 @@ func TestInvalidObjectsAreRejectedWithAClearMessage(t *testing.T) {
 			validDomain, set(list(map[string]any{"address": "jane%evil.example.org@example.com"}), "users"),
 			"spec.users[0].address: Invalid value: \"jane%evil.example.org@example.com\": address must be a lower-case email address",
 		},
+		"a bang path in a user address is refused": {
+			validDomain, set(list(map[string]any{"address": "other!jane@example.com"}), "users"),
+			"spec.users[0].address: Invalid value: \"other!jane@example.com\": address must be a lower-case email address such as jane.doe@example.com (no quotes, '%', '!' or source routes)",
+		},
 		"a quoted local part is refused": {
 			validDomain, set(list(map[string]any{"address": `"jane doe"@example.com`}), "users"),
 			"spec.users[0].address: Invalid value: \"\\\"jane doe\\\"@example.com\": address must be a lower-case email address",
@@ -204,6 +208,10 @@ func TestInvalidObjectsAreRejectedWithAClearMessage(t *testing.T) {
 		"a report schedule without recipients is refused": {
 			validDiscovery, set("Friday", "reportSchedule", "dayOfWeek"),
 			"reportSchedule needs at least one reportRecipients address",
+		},
+		"a destination longer than a domain name can be is refused": {
+			validTLS, set(list(strings.Repeat("a", 62)+"."+strings.Repeat("b", 62)+"."+strings.Repeat("c", 62)+"."+strings.Repeat("d", 58)+".example"), "destinations"),
+			"destinations must be at most 253 characters, not counting a leading *.",
 		},
 		"an outbound TLS policy without destinations is refused": {
 			validTLS, unset("destinations"),
