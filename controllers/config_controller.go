@@ -48,9 +48,16 @@ func (r *configReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.
 	if err != nil {
 		return ctrl.Result{}, err
 	}
+	var claimsCM *corev1.ConfigMap
+	if in.Claims, claimsCM, err = r.readClaims(ctx); err != nil {
+		return ctrl.Result{}, err
+	}
 	res, err := compiler.Compile(in)
 	if err != nil {
 		return ctrl.Result{}, fmt.Errorf("compiling relay config: %w", err)
+	}
+	if err := r.writeClaims(ctx, res.Claims, claimsCM); err != nil {
+		return ctrl.Result{}, err
 	}
 	certRequeue, err := r.certs.ensure(ctx, res.Hostnames)
 	if err != nil {
@@ -68,7 +75,11 @@ func (r *configReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.
 	}
 	r.state.notify(ctx, changed)
 	r.state.notify(ctx, r.state.refreshRelays())
-	return ctrl.Result{RequeueAfter: certRequeue}, nil
+	requeue := certRequeue
+	if next := res.NextClaimRelease(in.Now, in.ClaimReleaseAfter); next > 0 && (requeue == 0 || next < requeue) {
+		requeue = next // render again when a vacant claim is due for release
+	}
+	return ctrl.Result{RequeueAfter: requeue}, nil
 }
 
 // gather reads every input of a render from the cache.
@@ -76,6 +87,8 @@ func (r *configReconciler) gather(ctx context.Context) (compiler.Input, error) {
 	noCopy := client.UnsafeDisableDeepCopy
 	var in compiler.Input
 	in.RelayHostnames = r.opts.RelayHostnames
+	in.Now = r.opts.Clock.Now()
+	in.ClaimReleaseAfter = r.opts.DomainClaimReleaseAfter
 
 	var domains relayv1alpha1.MailDomainList
 	if err := r.client.List(ctx, &domains, noCopy); err != nil {

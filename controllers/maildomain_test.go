@@ -60,11 +60,50 @@ func TestDomainConflictAcrossNamespaces(t *testing.T) {
 		t.Errorf("the first owner lost its domain: %v", err)
 	}
 
-	// When the owner lets go, the other claim takes over.
+	// The owner deletes and re-creates its MailDomain, as a GitOps re-sync does: the
+	// waiting claim must not take the domain over in between.
 	if err := k8s.Delete(context.Background(), first); err != nil {
 		t.Fatal(err)
 	}
-	snapshotWhere(t, "the remaining claim takes over", func(s *snapshot.Snapshot) error {
+	snapshotWhere(t, "the domain leaves the config with its owner's object", func(s *snapshot.Snapshot) error {
+		if d := findDomain(s, domain); d != nil {
+			return fmt.Errorf("domain entry %+v", d)
+		}
+		return nil
+	})
+	if err := get(t, second); err != nil {
+		t.Fatal(err)
+	}
+	if err := wantCondition(second.Status.Conditions, relayv1alpha1.ConditionAccepted, "False/"+relayv1alpha1.ReasonDomainConflict); err != nil {
+		t.Errorf("the waiting claim took the domain while its owner re-creates it: %v", err)
+	}
+	recreated := mailDomain(owner, "shop", domain, "sales@"+domain)
+	create(t, recreated)
+	snapshotWhere(t, "the re-created MailDomain gets its domain back", func(s *snapshot.Snapshot) error {
+		if d := findDomain(s, domain); d == nil || d.Source.Namespace != owner {
+			return fmt.Errorf("domain entry %+v", d)
+		}
+		return nil
+	})
+
+	// The owner gives the domain up and an admin releases the claim (deleting its key in
+	// the claims ConfigMap): the waiting MailDomain takes over at the next render.
+	if err := k8s.Delete(context.Background(), recreated); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the claim is released by an admin", func() error {
+		var cm corev1.ConfigMap
+		if err := k8s.Get(context.Background(), client.ObjectKey{Namespace: operatorNS, Name: configName + "-domain-claims"}, &cm); err != nil {
+			return err
+		}
+		if _, ok := cm.Data[domain]; !ok {
+			return fmt.Errorf("no claim for %s in %v", domain, cm.Data)
+		}
+		delete(cm.Data, domain)
+		return k8s.Update(context.Background(), &cm)
+	})
+	update(t, second, func(md *relayv1alpha1.MailDomain) { md.Annotations = map[string]string{"touch": "1"} })
+	snapshotWhere(t, "the waiting claim takes over", func(s *snapshot.Snapshot) error {
 		if d := findDomain(s, domain); d == nil || d.Source.Namespace != intruder {
 			return fmt.Errorf("domain entry %+v", d)
 		}

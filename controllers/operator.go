@@ -84,10 +84,18 @@ type OperatorOptions struct {
 	// ReportRelayServerName is the name the relay's certificate must carry; default: the
 	// first relay hostname, else the host of ReportRelay.
 	ReportRelayServerName string
-	// Clock is SMTP Discovery's time (merges, expiry, report schedule); nil is the real
-	// clock. Tests inject a fake one.
+	// Clock is SMTP Discovery's time (merges, expiry, report schedule) and the domain
+	// claims' (release); nil is the real clock. Tests inject a fake one.
 	Clock clock.PassiveClock
+	// DomainClaimReleaseAfter is how long a namespace must have had no MailDomain for a
+	// domain before its claim on the domain is released (DefaultDomainClaimReleaseAfter).
+	DomainClaimReleaseAfter time.Duration
 }
+
+// DefaultDomainClaimReleaseAfter keeps a domain with its namespace for a day after its
+// last MailDomain is deleted: far longer than a GitOps re-sync that deletes and
+// re-creates objects, short enough that a domain given up moves on without an admin.
+const DefaultDomainClaimReleaseAfter = 24 * time.Hour
 
 // BindFlags registers the options on fs.
 func (o *OperatorOptions) BindFlags(fs *flag.FlagSet) {
@@ -115,6 +123,7 @@ func (o *OperatorOptions) BindFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.CertificateName, "certificate-name", "postwarden-relay", "name of the cert-manager Certificate the operator owns; its Secret is <name>-tls")
 	fs.DurationVar(&o.DiscoveryMergeInterval, "discovery-merge-interval", DefaultDiscoveryMergeInterval, "how often, at most, SMTP Discovery observations are merged into the policies' state")
 	fs.DurationVar(&o.DiscoveryGCAfter, "discovery-gc-after", DefaultDiscoveryGCAfter, "delete a relay's acknowledged discovery observations this long after its Lease expired")
+	fs.DurationVar(&o.DomainClaimReleaseAfter, "domain-claim-release-after", DefaultDomainClaimReleaseAfter, "how long a namespace keeps its claim on a domain after its last MailDomain for it is deleted")
 	fs.StringVar(&o.ReportRelay, "report-relay", "", "submission address (host:port) of the relay, through which discovery reports are mailed; empty: reports are Events only")
 	fs.StringVar(&o.ReportRelayServerName, "report-relay-server-name", "", "name to verify on the relay's certificate when mailing reports (default: the first --relay-hostnames entry)")
 }
@@ -144,6 +153,9 @@ func (o OperatorOptions) withDefaults() OperatorOptions {
 	}
 	if o.DiscoveryMergeInterval <= 0 {
 		o.DiscoveryMergeInterval = DefaultDiscoveryMergeInterval
+	}
+	if o.DomainClaimReleaseAfter <= 0 {
+		o.DomainClaimReleaseAfter = DefaultDomainClaimReleaseAfter
 	}
 	if o.DiscoveryGCAfter <= 0 {
 		o.DiscoveryGCAfter = DefaultDiscoveryGCAfter

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -74,6 +75,11 @@ type Input struct {
 	// ReportCredential is the operator's own SMTP identity, which sends the discovery
 	// reports through the relay; nil when the operator sends none.
 	ReportCredential *ReportCredential
+	// Claims are the domains' durable claims by namespace as last stored, by domain
+	// (see Claim); Now and ClaimReleaseAfter decide when a vacant one is released.
+	Claims            map[string]Claim
+	Now               time.Time
+	ClaimReleaseAfter time.Duration
 }
 
 // ReportCredential is the operator's SMTP identity for discovery reports. The password
@@ -120,6 +126,9 @@ type Result struct {
 	Verdicts map[ObjectKey]*Verdict
 	// Hostnames are the DNS names the relay certificate must cover, sorted.
 	Hostnames []string
+	// Claims are the domains' claims after this render, to be stored before the
+	// snapshot is written.
+	Claims map[string]Claim
 }
 
 // compilation is the working state of one Compile call.

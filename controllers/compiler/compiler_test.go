@@ -191,7 +191,7 @@ func TestVerdicts(t *testing.T) {
 	}
 	cases := map[string]want{
 		"the oldest claim on a domain wins":                     {KindMailDomain, "first", "shop", true, relayv1alpha1.ReasonCompiled, "shop.example"},
-		"a younger claim from another namespace is refused":     {KindMailDomain, "second", "shop", false, relayv1alpha1.ReasonDomainConflict, "first/shop"},
+		"a younger claim from another namespace is refused":     {KindMailDomain, "second", "shop", false, relayv1alpha1.ReasonDomainConflict, "claimed by another namespace"},
 		"an address both user and invalid is refused":           {KindMailDomain, "first", "broken", false, relayv1alpha1.ReasonInvalidSpec, "x@broken.example"},
 		"an alias to an unknown address is refused":             {KindMailDomain, "first", "dangling", false, relayv1alpha1.ReasonInvalidReference, "nobody@shop.example"},
 		"a credential of an accepted domain is in":              {KindSMTPCredential, "first", "ok", true, relayv1alpha1.ReasonCompiled, "ok-aaaaaa@shop.example"},

@@ -17,10 +17,18 @@ func (c *compilation) compileDomains() {
 	sorted := slices.Clone(c.in.MailDomains)
 	slices.SortFunc(sorted, func(a, b *relayv1alpha1.MailDomain) int { return older(a, b) })
 
+	claims := c.updateClaims(sorted)
 	owner := make(map[string]*relayv1alpha1.MailDomain, len(sorted))
 	var candidates []*domainEntry
 	for _, md := range sorted {
 		v := c.verdict(KindMailDomain, md)
+		if cl, ok := claims[md.Spec.Domain]; ok && cl.Namespace != md.Namespace {
+			// Named without the other tenant's namespace or objects.
+			reject(v, relayv1alpha1.ReasonDomainConflict,
+				"domain %s is claimed by another namespace; a claim is released only when its namespace has had no MailDomain for the domain for a while, or by an admin", md.Spec.Domain)
+			continue
+		}
+		claims[md.Spec.Domain] = Claim{Namespace: md.Namespace}
 		if first, taken := owner[md.Spec.Domain]; taken {
 			reject(v, relayv1alpha1.ReasonDomainConflict,
 				"domain %s is already claimed by MailDomain %s, created earlier", md.Spec.Domain, nsName(first))
@@ -35,6 +43,7 @@ func (c *compilation) compileDomains() {
 		d.verdict = v
 		candidates = append(candidates, d)
 	}
+	c.res.Claims = claims
 
 	// Addresses that exist in each namespace, for alias targets.
 	targets := map[string]map[string]bool{}
