@@ -103,7 +103,11 @@ func (r *configReconciler) gather(ctx context.Context) (compiler.Input, error) {
 	if err := r.client.List(ctx, &creds, noCopy); err != nil {
 		return in, fmt.Errorf("listing SMTPCredentials: %w", err)
 	}
-	secrets, err := r.credentialSecrets(ctx)
+	secrets, err := r.labelledSecrets(ctx, client.HasLabels{LabelCredential})
+	if err != nil {
+		return in, err
+	}
+	records, err := r.labelledSecrets(ctx, client.HasLabels{LabelLogin}, client.InNamespace(r.opts.Namespace))
 	if err != nil {
 		return in, err
 	}
@@ -111,9 +115,16 @@ func (r *configReconciler) gather(ctx context.Context) (compiler.Input, error) {
 	for i := range creds.Items {
 		cred := &creds.Items[i]
 		c := compiler.Credential{Object: cred}
-		if s := secrets[types.NamespacedName{Namespace: cred.Namespace, Name: credentialSecretName(cred)}]; s != nil && isControlledBy(s, cred) {
-			c.Username = s.Annotations[AnnotationUsername]
-			c.PasswordHash = s.Annotations[AnnotationPasswordHash]
+		s := secrets[types.NamespacedName{Namespace: cred.Namespace, Name: credentialSecretName(cred)}]
+		rec := records[types.NamespacedName{Namespace: r.opts.Namespace, Name: loginRecordName(cred)}]
+		if s != nil && isControlledBy(s, cred) && rec != nil {
+			// Only the record, which tenants cannot edit, says who logs in and how.
+			if loginMatches(rec, s) {
+				c.Username = rec.Annotations[AnnotationUsername]
+				c.PasswordHash = rec.Annotations[AnnotationPasswordHash]
+			} else {
+				c.SecretMismatch = true
+			}
 		}
 		in.Credentials = append(in.Credentials, c)
 	}
@@ -177,12 +188,12 @@ func (r *configReconciler) gather(ctx context.Context) (compiler.Input, error) {
 	return in, nil
 }
 
-// credentialSecrets returns the metadata of every credential Secret, by name.
-func (r *configReconciler) credentialSecrets(ctx context.Context) (map[types.NamespacedName]*metav1.PartialObjectMetadata, error) {
+// labelledSecrets returns the metadata of the Secrets that opts select, by name.
+func (r *configReconciler) labelledSecrets(ctx context.Context, opts ...client.ListOption) (map[types.NamespacedName]*metav1.PartialObjectMetadata, error) {
 	list := &metav1.PartialObjectMetadataList{}
 	list.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("SecretList"))
-	if err := r.client.List(ctx, list, client.HasLabels{LabelCredential}, client.UnsafeDisableDeepCopy); err != nil {
-		return nil, fmt.Errorf("listing credential Secrets: %w", err)
+	if err := r.client.List(ctx, list, append(opts, client.UnsafeDisableDeepCopy)...); err != nil {
+		return nil, fmt.Errorf("listing Secrets: %w", err)
 	}
 	out := make(map[types.NamespacedName]*metav1.PartialObjectMetadata, len(list.Items))
 	for i := range list.Items {

@@ -10,6 +10,12 @@ const (
 	AnnotationUsername      = "relay.postwarden.dev/username"
 	AnnotationPasswordHash  = "relay.postwarden.dev/password-hash"
 	AnnotationRotationToken = "relay.postwarden.dev/rotation-token"
+	// LabelLogin marks a login record (see smtpcredential_login.go) in the operator's
+	// namespace; AnnotationIssueID ties a record to the credential Secret issued with it,
+	// and AnnotationCredential names the SMTPCredential (namespace/name).
+	LabelLogin           = "relay.postwarden.dev/login"
+	AnnotationIssueID    = "relay.postwarden.dev/issue-id"
+	AnnotationCredential = "relay.postwarden.dev/credential"
 
 	labelManagedBy = "app.kubernetes.io/managed-by"
 	managerName    = "postwarden-operator"

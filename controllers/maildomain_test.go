@@ -102,7 +102,10 @@ func TestDomainConflictAcrossNamespaces(t *testing.T) {
 		delete(cm.Data, domain)
 		return k8s.Update(context.Background(), &cm)
 	})
-	update(t, second, func(md *relayv1alpha1.MailDomain) { md.Annotations = map[string]string{"touch": "1"} })
+	// The release applies at the next render; a spec change of any object causes one.
+	update(t, second, func(md *relayv1alpha1.MailDomain) {
+		md.Spec.Users = append(md.Spec.Users, relayv1alpha1.MailUser{Address: "more@" + domain})
+	})
 	snapshotWhere(t, "the waiting claim takes over", func(s *snapshot.Snapshot) error {
 		if d := findDomain(s, domain); d == nil || d.Source.Namespace != intruder {
 			return fmt.Errorf("domain entry %+v", d)

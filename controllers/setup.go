@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	certmanagerv1 "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
@@ -73,7 +74,7 @@ func SetupWithManager(mgr ctrl.Manager, opts OperatorOptions) error {
 		return source.Channel(st.events[kind], &handler.EnqueueRequestForObject{})
 	}
 
-	creds := &smtpCredentialReconciler{client: c, scheme: mgr.GetScheme(), recorder: rec, state: st, opts: opts}
+	creds := &smtpCredentialReconciler{client: c, apiReader: mgr.GetAPIReader(), scheme: mgr.GetScheme(), recorder: rec, state: st, opts: opts}
 	if err := ctrl.NewControllerManagedBy(mgr).
 		For(&relayv1alpha1.SMTPCredential{}, generation).
 		WatchesMetadata(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(credentialsOfSecret(c))).
@@ -166,6 +167,9 @@ func (r *configReconciler) secretEvents() handler.EventHandler {
 			return true
 		}
 		if o.GetNamespace() == r.opts.Namespace {
+			if _, ok := o.GetLabels()[LabelLogin]; ok {
+				return true
+			}
 			if o.GetName() == r.opts.certificateSecretName() || o.GetName() == ReportSecretName && r.opts.ReportRelay != "" {
 				return true
 			}
@@ -202,6 +206,12 @@ func (r *configReconciler) secretEvents() handler.EventHandler {
 // (a foreign Secret in the way of a credential).
 func credentialsOfSecret(c client.Client) handler.MapFunc {
 	return func(ctx context.Context, o client.Object) []reconcile.Request {
+		if _, ok := o.GetLabels()[LabelLogin]; ok {
+			if ns, name, ok := strings.Cut(o.GetAnnotations()[AnnotationCredential], "/"); ok {
+				return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: ns, Name: name}}}
+			}
+			return nil
+		}
 		if ref := metav1.GetControllerOf(o); ref != nil && ref.Kind == "SMTPCredential" && ref.APIVersion == relayv1alpha1.GroupVersion.String() {
 			return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: o.GetNamespace(), Name: ref.Name}}}
 		}

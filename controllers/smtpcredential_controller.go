@@ -21,6 +21,7 @@ import (
 
 	relayv1alpha1 "github.com/postwarden/postwarden/api/v1alpha1"
 	"github.com/postwarden/postwarden/controllers/compiler"
+	"github.com/postwarden/postwarden/relay/snapshot"
 )
 
 // smtpCredentialReconciler issues each SMTPCredential's Secret once, replaces it on
@@ -28,21 +29,23 @@ import (
 //
 // The Secret is immutable and never updated. Rotation (a new spec.rotationToken)
 // deletes it, with a UID precondition, and creates a new one with a new password: a
-// replacement, never an overwrite. The password exists only in that Secret; the
-// Secret's annotations hold its HMAC hash, which the config render reads back, so the
-// hash is the same on every render and after restarts.
+// replacement, never an overwrite. The password exists only in that Secret; its HMAC
+// hash and the username are in the credential's login record in the operator's
+// namespace (smtpcredential_login.go), which the config render reads.
 type smtpCredentialReconciler struct {
-	client   client.Client
-	scheme   *runtime.Scheme
-	recorder recorder.EventRecorder
-	state    *state
-	opts     OperatorOptions
+	client    client.Client
+	apiReader client.Reader // uncached: whether a Secret exists right now
+	scheme    *runtime.Scheme
+	recorder  recorder.EventRecorder
+	state     *state
+	opts      OperatorOptions
 }
 
 // credentialScope is what one reconcile works with.
 type credentialScope struct {
 	cred   *relayv1alpha1.SMTPCredential
 	secret *metav1.PartialObjectMetadata // nil when it does not exist
+	record *metav1.PartialObjectMetadata // the login record; nil when it does not exist
 	// problem is a condition the issuing phase sets when it cannot issue.
 	problem *metav1.Condition
 }
@@ -50,15 +53,27 @@ type credentialScope struct {
 func (r *smtpCredentialReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	var cred relayv1alpha1.SMTPCredential
 	if err := r.client.Get(ctx, req.NamespacedName, &cred); err != nil {
-		return ctrl.Result{}, client.IgnoreNotFound(err)
+		if apierrors.IsNotFound(err) {
+			return ctrl.Result{}, r.deleteStaleRecords(ctx, req.NamespacedName, "")
+		}
+		return ctrl.Result{}, err
 	}
 	if !cred.DeletionTimestamp.IsZero() {
 		// The Secret goes with it (owner reference); the next render drops the credential.
-		return ctrl.Result{}, nil
+		return ctrl.Result{}, r.deleteStaleRecords(ctx, req.NamespacedName, "")
 	}
 	before := cred.DeepCopy()
 	scope := &credentialScope{cred: &cred}
 	if err := r.loadSecret(ctx, scope); err != nil {
+		return ctrl.Result{}, err
+	}
+	if err := r.loadRecord(ctx, scope); err != nil {
+		return ctrl.Result{}, err
+	}
+	if err := r.migrateRecord(ctx, scope); err != nil {
+		return ctrl.Result{}, err
+	}
+	if err := r.deleteStaleRecords(ctx, req.NamespacedName, loginRecordName(&cred)); err != nil {
 		return ctrl.Result{}, err
 	}
 	result, issueErr := r.issue(ctx, scope)
@@ -84,17 +99,19 @@ func (r *smtpCredentialReconciler) loadSecret(ctx context.Context, scope *creden
 	return nil
 }
 
-// issue creates the Secret when it is missing and replaces it when the rotation token
-// changed. It never modifies an existing Secret.
+// issue creates the Secret when it is missing, and replaces it when the rotation token
+// changed or when it is not the Secret its login record was issued with (edited or
+// replaced by hand, or its record lost). It never modifies an existing Secret.
 func (r *smtpCredentialReconciler) issue(ctx context.Context, scope *credentialScope) (ctrl.Result, error) {
 	cred, secret := scope.cred, scope.secret
 	name := credentialSecretName(cred)
+	matches := secret != nil && scope.record != nil && loginMatches(scope.record, secret)
 	switch {
 	case secret != nil && !isControlledBy(secret, cred):
 		scope.problem = &metav1.Condition{Reason: relayv1alpha1.ReasonInvalidSpec,
 			Message: fmt.Sprintf("Secret %s already exists and does not belong to this SMTPCredential; delete it or set another spec.secretName", name)}
 		return ctrl.Result{}, reconcile.TerminalError(errors.New(scope.problem.Message))
-	case secret != nil && secret.Annotations[AnnotationRotationToken] == cred.Spec.RotationToken:
+	case matches && secret.Annotations[AnnotationRotationToken] == cred.Spec.RotationToken:
 		return ctrl.Result{}, nil
 	case secret != nil:
 		uid := secret.UID
@@ -109,6 +126,11 @@ func (r *smtpCredentialReconciler) issue(ctx context.Context, scope *credentialS
 		}
 		if err := r.create(ctx, scope); err != nil {
 			return ctrl.Result{}, err
+		}
+		if !matches {
+			r.recorder.Eventf(cred, nil, corev1.EventTypeWarning, "SecretRecreated", "IssueSecret",
+				"Secret %s is not the one issued with this credential's login (edited or replaced): issued a new password; clients using the old one must be updated", name)
+			return ctrl.Result{}, nil
 		}
 		r.recorder.Eventf(cred, nil, corev1.EventTypeNormal, "PasswordRotated", "Rotate",
 			"rotationToken changed to %q: Secret %s replaced with a new password", cred.Spec.RotationToken, name)
@@ -132,18 +154,31 @@ func (r *smtpCredentialReconciler) issue(ctx context.Context, scope *credentialS
 	return ctrl.Result{}, nil
 }
 
-// create writes a new Secret with a new password. The username stays the one the
-// credential already has, so rotation changes only the password.
+// create writes a new Secret with a new password, after the login record that holds
+// its hash. The username stays the one the credential already has, so rotation changes
+// only the password.
 func (r *smtpCredentialReconciler) create(ctx context.Context, scope *credentialScope) error {
 	cred := scope.cred
 	username, err := r.username(ctx, scope)
 	if err != nil || username == "" {
 		return err
 	}
-	secret, err := credentialSecret(cred, username, newPassword(), r.opts.SubmissionHost, r.opts.SubmissionPort)
+	// The record is rewritten before the Secret is created: make sure no Secret exists
+	// that the cache has not seen yet, or its password would lose its record.
+	if err := r.apiReader.Get(ctx, types.NamespacedName{Namespace: cred.Namespace, Name: credentialSecretName(cred)}, secretMeta()); err == nil {
+		return nil // the watch brings it back here
+	} else if !apierrors.IsNotFound(err) {
+		return fmt.Errorf("reading Secret %s: %w", credentialSecretName(cred), err)
+	}
+	password, issueID := newPassword(), newIssueID()
+	hash, err := snapshot.HashPassword(password)
 	if err != nil {
 		return fmt.Errorf("hashing the new password: %w", err)
 	}
+	if err := r.putRecord(ctx, scope, username, hash, issueID); err != nil {
+		return err
+	}
+	secret := credentialSecret(cred, username, password, issueID, r.opts.SubmissionHost, r.opts.SubmissionPort)
 	if err := controllerutil.SetControllerReference(cred, secret, r.scheme); err != nil {
 		return err
 	}
@@ -164,11 +199,11 @@ func (r *smtpCredentialReconciler) create(ctx context.Context, scope *credential
 // scope.problem) while the MailDomain does not exist.
 func (r *smtpCredentialReconciler) username(ctx context.Context, scope *credentialScope) (string, error) {
 	cred := scope.cred
+	if rec := scope.record; rec != nil && rec.Annotations[AnnotationUsername] != "" {
+		return rec.Annotations[AnnotationUsername], nil
+	}
 	if cred.Status.Username != "" {
 		return cred.Status.Username, nil
-	}
-	if scope.secret != nil && scope.secret.Annotations[AnnotationUsername] != "" {
-		return scope.secret.Annotations[AnnotationUsername], nil
 	}
 	var md relayv1alpha1.MailDomain
 	if err := r.client.Get(ctx, types.NamespacedName{Namespace: cred.Namespace, Name: cred.Spec.MailDomainRef.Name}, &md); err != nil {
@@ -201,7 +236,9 @@ func (r *smtpCredentialReconciler) updateStatus(ctx context.Context, scope *cred
 	s := &cred.Status
 	if sec := scope.secret; sec != nil && isControlledBy(sec, cred) {
 		s.SecretName = sec.Name
-		s.Username = sec.Annotations[AnnotationUsername]
+		if rec := scope.record; rec != nil && loginMatches(rec, sec) {
+			s.Username = rec.Annotations[AnnotationUsername]
+		}
 		s.RotationToken = sec.Annotations[AnnotationRotationToken]
 		if !sec.CreationTimestamp.IsZero() {
 			issued := sec.CreationTimestamp

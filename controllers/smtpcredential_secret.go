@@ -10,7 +10,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	relayv1alpha1 "github.com/postwarden/postwarden/api/v1alpha1"
-	"github.com/postwarden/postwarden/relay/snapshot"
 )
 
 // credentialSecretName is the Secret an SMTPCredential's password lives in.
@@ -61,13 +60,9 @@ func newUsername(label, domain string) (string, error) {
 	return slug + "-" + string(suffix) + "@" + domain, nil
 }
 
-// credentialSecret builds the immutable Secret for a newly issued password. The
-// password is in its data only; the annotations hold the hash the relay config uses.
-func credentialSecret(cred *relayv1alpha1.SMTPCredential, username, password, host string, port int) (*corev1.Secret, error) {
-	hash, err := snapshot.HashPassword(password)
-	if err != nil {
-		return nil, err
-	}
+// credentialSecret builds the immutable Secret for a newly issued password: the
+// password in its data, and the issue ID of the login record that holds its hash.
+func credentialSecret(cred *relayv1alpha1.SMTPCredential, username, password, issueID, host string, port int) *corev1.Secret {
 	immutable := true
 	return &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{
@@ -76,7 +71,7 @@ func credentialSecret(cred *relayv1alpha1.SMTPCredential, username, password, ho
 			Labels:    map[string]string{LabelCredential: cred.Name, labelManagedBy: managerName},
 			Annotations: map[string]string{
 				AnnotationUsername:      username,
-				AnnotationPasswordHash:  hash,
+				AnnotationIssueID:       issueID,
 				AnnotationRotationToken: cred.Spec.RotationToken,
 			},
 		},
@@ -88,5 +83,5 @@ func credentialSecret(cred *relayv1alpha1.SMTPCredential, username, password, ho
 			"host":     []byte(host),
 			"port":     []byte(strconv.Itoa(port)),
 		},
-	}, nil
+	}
 }

@@ -3,6 +3,8 @@ package controllers_test
 import (
 	"context"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 	"testing"
 
@@ -28,7 +30,7 @@ func issuedCredential(t *testing.T, prefix string) (*relayv1alpha1.SMTPCredentia
 	create(t, cred)
 	secret := secretOf(t, cred)
 	snapshotWhere(t, "the credential is in the config", func(s *snapshot.Snapshot) error {
-		if c := findCredential(s, ns, "billing"); c == nil || c.PasswordHash != secret.Annotations[controllers.AnnotationPasswordHash] {
+		if c := findCredential(s, ns, "billing"); !hashVerifies(c, secret) {
 			return fmt.Errorf("credential %s/billing is not in the config with the Secret's hash", ns)
 		}
 		return nil
@@ -55,9 +57,19 @@ func TestCredentialSecretIsIssuedWithUsableContent(t *testing.T) {
 	if ref := metav1.GetControllerOf(secret); ref == nil || ref.Kind != "SMTPCredential" || ref.Name != cred.Name {
 		t.Errorf("Secret controller reference %+v, want the SMTPCredential", ref)
 	}
-	hash, err := snapshot.ParsePasswordHash(secret.Annotations[controllers.AnnotationPasswordHash])
+	if _, ok := secret.Annotations[controllers.AnnotationPasswordHash]; ok {
+		t.Errorf("the tenant's Secret carries the password hash; only the login record may")
+	}
+	var record corev1.Secret
+	if err := k8s.Get(context.Background(), client.ObjectKey{Namespace: operatorNS, Name: "postwarden-login-" + string(cred.UID)}, &record); err != nil {
+		t.Fatalf("the login record: %v", err)
+	}
+	hash, err := snapshot.ParsePasswordHash(record.Annotations[controllers.AnnotationPasswordHash])
 	if err != nil || !hash.Verify(password) {
-		t.Errorf("the hash annotation does not verify the Secret's password (err %v)", err)
+		t.Errorf("the login record's hash does not verify the Secret's password (err %v)", err)
+	}
+	if len(record.Data) != 0 {
+		t.Errorf("the login record holds data: %v", slices.Collect(maps.Keys(record.Data)))
 	}
 	eventually(t, "status shows the username and Secret", func() error {
 		if err := get(t, cred); err != nil {
@@ -108,7 +120,7 @@ func TestCredentialSecretIsWrittenOnce(t *testing.T) {
 	unchanged("after an operator restart")
 	snapshotWhere(t, "the restarted operator compiles the same hash", func(s *snapshot.Snapshot) error {
 		c := findCredential(s, cred.Namespace, cred.Name)
-		if c == nil || c.PasswordHash != secret.Annotations[controllers.AnnotationPasswordHash] || len(c.AllowedSenders) != 1 || c.AllowedSenders[0] != "other@"+cred.Namespace+".example" {
+		if !hashVerifies(c, secret) || len(c.AllowedSenders) != 1 || c.AllowedSenders[0] != "other@"+cred.Namespace+".example" {
 			return fmt.Errorf("credential entry %+v", c)
 		}
 		return nil
@@ -155,7 +167,7 @@ func TestDeletedSecretIsRegeneratedWithAnEvent(t *testing.T) {
 	}
 	eventFor(t, cred, "SecretRecreated")
 	snapshotWhere(t, "the config carries the new password's hash", func(s *snapshot.Snapshot) error {
-		if c := findCredential(s, cred.Namespace, cred.Name); c == nil || c.PasswordHash != fresh.Annotations[controllers.AnnotationPasswordHash] {
+		if c := findCredential(s, cred.Namespace, cred.Name); !hashVerifies(c, &fresh) {
 			return fmt.Errorf("credential entry %+v", c)
 		}
 		return nil
@@ -248,6 +260,108 @@ func TestForeignSecretIsNotOverwritten(t *testing.T) {
 		}
 		if metav1.GetControllerOf(&s) == nil {
 			return fmt.Errorf("not ours yet")
+		}
+		return nil
+	})
+}
+
+// hashVerifies reports whether the config's hash for c verifies the Secret's password.
+func hashVerifies(c *snapshot.Credential, secret *corev1.Secret) bool {
+	if c == nil {
+		return false
+	}
+	h, err := snapshot.ParsePasswordHash(c.PasswordHash)
+	return err == nil && h.Verify(string(secret.Data["password"]))
+}
+
+// A tenant may edit the annotations of its credential Secret (immutable covers only the
+// data): neither another login's username nor a password hash of its choosing may reach
+// the relay that way, since the login lives in a record in the operator's namespace.
+func TestTenantCannotRewriteItsLogin(t *testing.T) {
+	ns := newNamespace(t, "forge")
+	domain := ns + ".example"
+	create(t, mailDomain(ns, "main", domain, "app@"+domain))
+	victim := smtpCredential(ns, "victim", "main", "victim")
+	create(t, victim)
+	victimSecret := secretOf(t, victim)
+	forger := smtpCredential(ns, "forger", "main", "forger")
+	create(t, forger)
+	secret := secretOf(t, forger)
+
+	weak, err := snapshot.HashPassword("password")
+	if err != nil {
+		t.Fatal(err)
+	}
+	secret.Annotations[controllers.AnnotationUsername] = string(victimSecret.Data["username"])
+	secret.Annotations[controllers.AnnotationPasswordHash] = weak
+	if err := k8s.Update(context.Background(), secret); err != nil {
+		t.Fatalf("editing the Secret's annotations: %v", err)
+	}
+	// Renders run one at a time: once a credential created after the edit is in the
+	// config, the edit has been rendered too.
+	marker := smtpCredential(ns, "marker", "main", "marker")
+	create(t, marker)
+	snapshotWhere(t, "a render after the edit keeps both logins as issued", func(s *snapshot.Snapshot) error {
+		if findCredential(s, ns, "marker") == nil {
+			return fmt.Errorf("no render after the edit yet")
+		}
+		for _, c := range []struct {
+			cred   *relayv1alpha1.SMTPCredential
+			secret *corev1.Secret
+		}{{victim, victimSecret}, {forger, secret}} {
+			entry := findCredential(s, ns, c.cred.Name)
+			if entry == nil || entry.Username != string(c.secret.Data["username"]) || !hashVerifies(entry, c.secret) {
+				return fmt.Errorf("credential %s: %+v", c.cred.Name, entry)
+			}
+			if h, err := snapshot.ParsePasswordHash(entry.PasswordHash); err == nil && h.Verify("password") {
+				return fmt.Errorf("credential %s accepts the tenant's own password", c.cred.Name)
+			}
+		}
+		return nil
+	})
+}
+
+// A credential issued before login records existed (its hash in its Secret's
+// annotations, no record) keeps its password across the upgrade: the record is made
+// once from those annotations.
+func TestLoginRecordIsMadeFromALegacySecret(t *testing.T) {
+	ns := newNamespace(t, "legacy")
+	domain := ns + ".example"
+	create(t, mailDomain(ns, "main", domain, "app@"+domain))
+	cred := smtpCredential(ns, "old", "main", "old")
+	create(t, cred)
+	secret := secretOf(t, cred)
+	hash, err := snapshot.HashPassword(string(secret.Data["password"]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	secret.Annotations[controllers.AnnotationPasswordHash] = hash
+	if err := k8s.Update(context.Background(), secret); err != nil {
+		t.Fatal(err)
+	}
+	record := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: operatorNS, Name: "postwarden-login-" + string(cred.UID)}}
+	if err := k8s.Delete(context.Background(), record); err != nil {
+		t.Fatalf("deleting the login record: %v", err)
+	}
+	eventually(t, "the record is made from the legacy Secret", func() error {
+		if err := k8s.Get(context.Background(), client.ObjectKeyFromObject(record), record); err != nil {
+			return err
+		}
+		if record.Annotations[controllers.AnnotationPasswordHash] != hash {
+			return fmt.Errorf("record annotations %v", record.Annotations)
+		}
+		return nil
+	})
+	var current corev1.Secret
+	if err := k8s.Get(context.Background(), client.ObjectKeyFromObject(secret), &current); err != nil {
+		t.Fatal(err)
+	}
+	if current.UID != secret.UID {
+		t.Fatalf("the Secret was replaced; the legacy password should have been kept")
+	}
+	snapshotWhere(t, "the legacy password still logs in", func(s *snapshot.Snapshot) error {
+		if c := findCredential(s, ns, "old"); !hashVerifies(c, secret) {
+			return fmt.Errorf("credential entry %+v", c)
 		}
 		return nil
 	})

@@ -44,10 +44,13 @@ func (k ObjectKey) String() string { return string(k.Kind) + " " + k.Namespace +
 // Credential is an SMTPCredential with what its issued Secret says.
 type Credential struct {
 	Object *relayv1alpha1.SMTPCredential
-	// Username and PasswordHash come from the Secret the operator issued; both are empty
-	// while no Secret exists.
+	// Username and PasswordHash come from the credential's login record, written by the
+	// operator where tenants cannot edit it; both are empty while no Secret was issued.
 	Username     string
 	PasswordHash string
+	// SecretMismatch: the credential Secret is not the one the record was issued with
+	// (replaced or edited by hand).
+	SecretMismatch bool
 }
 
 // SecretKeyRef names one key of one Secret.

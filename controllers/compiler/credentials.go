@@ -22,6 +22,10 @@ func (c *compilation) compileCredentials() {
 	for _, cr := range sorted {
 		obj := cr.Object
 		v := c.verdict(KindSMTPCredential, obj)
+		if cr.SecretMismatch {
+			reject(v, relayv1alpha1.ReasonInvalidSpec, "the credential Secret is not the one the operator issued with this login; delete it to issue a new password")
+			continue
+		}
 		if cr.PasswordHash == "" || cr.Username == "" {
 			reject(v, relayv1alpha1.ReasonSecretPending, "waiting for the credential Secret to be issued")
 			continue
