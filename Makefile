@@ -62,6 +62,19 @@ test-cluster: envtest test-deps ## The chart and image in a real single-node clu
 	hack/cluster-assets.sh >/dev/null
 	$(GO) test -tags cluster -count=1 -v -timeout 40m ./test/cluster
 
+# Fuzz targets, as package:Target; their seed corpora run in `make test`.
+FUZZ_TARGETS := relay/internal/smtpd:FuzzSession relay/internal/smtpd:FuzzFieldNames \
+	relay/internal/directory:FuzzParseMailbox relay/internal/proxyproto:FuzzReadHeader \
+	relay/snapshot:FuzzUnmarshal relay/internal/dsn:FuzzHeaderSection
+FUZZTIME ?= 30s
+
+.PHONY: fuzz
+fuzz: ## Run each fuzz target for FUZZTIME (default 30s); findings land in testdata/fuzz.
+	for t in $(FUZZ_TARGETS); do \
+		echo "fuzz: $$t for $(FUZZTIME)"; \
+		$(GO) test -run '^$$' -fuzz "^$${t#*:}$$" -fuzztime $(FUZZTIME) ./$${t%%:*} || exit 1; \
+	done
+
 .PHONY: bench
 bench: envtest ## Benchmarks: the relay beside a private Postfix (installed from Debian when root), then package benchmarks.
 	$(GO) test -run '^$$' -bench . -benchtime 500x -count 3 -timeout 20m ./test/bench

@@ -111,6 +111,8 @@ func FuzzSession(f *testing.F) {
 		l.CommandTimeout = 2 * time.Second
 		l.DataTimeout = 2 * time.Second
 		l.MaxMessageBytes = 1 << 20
+		// Every input is a new connection from loopback: lift the per-address rate.
+		l.MaxConnectionRatePerIP = 1 << 30
 	}))
 	f.Fuzz(func(t *testing.T, input []byte) {
 		conn, err := net.Dial("tcp", e.addr)
