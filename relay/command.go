@@ -100,6 +100,8 @@ func parseFlags(args []string) (Config, *slog.Logger, error) {
 	fs.IntVar(&limits.MaxConnectionRatePerIP, "max-connection-rate-per-ip", defaults.MaxConnectionRatePerIP, "new connections a minute per client IPv4 address or IPv6 /64")
 	fs.DurationVar(&limits.CommandTimeout, "command-timeout", defaults.CommandTimeout, "how long to wait for each SMTP command")
 	fs.DurationVar(&limits.DataTimeout, "data-timeout", defaults.DataTimeout, "how long a message's DATA may take")
+	fs.IntVar(&limits.JunkCommandLimit, "junk-command-limit", defaults.JunkCommandLimit, "commands a connection may send outside a mail transaction since its last accepted message")
+	fs.DurationVar(&limits.MaxSessionLifetime, "max-session-lifetime", defaults.MaxSessionLifetime, "age at which a connection is ended between commands")
 
 	fs.StringVar(&cfg.HTTPAddr, "http-listen", ":9090", "address of /metrics, /healthz and /readyz; empty disables it")
 	fs.DurationVar(&cfg.DrainDelay, "drain-delay", 0, "at shutdown, keep serving this long after /readyz fails, so load balancers stop sending first")

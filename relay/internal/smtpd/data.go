@@ -64,6 +64,7 @@ func (ss *session) Data(r io.Reader) error {
 		ss.track(txn, counted.n, "", "rejected", reason)
 		return reply
 	}
+	ss.c.idle.Store(0) // an accepted message ends a run of junk commands
 	ss.srv.metrics.MessagesAccepted.WithLabelValues(txn.direction).Inc()
 	ss.track(txn, counted.n, id, "accepted", "")
 	if o := ss.srv.opts.Observer; o != nil && txn.direction == directionOutbound && ss.cred == nil && txn.senderKey != "" {

@@ -22,6 +22,9 @@ type conn struct {
 	release func()
 	srv     *Server
 
+	started     time.Time    // when it was admitted, for MaxSessionLifetime
+	idle        atomic.Int32 // commands outside a transaction since the last accepted message
+	ended       atomic.Bool  // a session limit ended it; logged once
 	errors      atomic.Int32 // rejected commands on this connection
 	txns        atomic.Int32 // transactions begun, for ids
 	busy        atomic.Bool  // inside a mail transaction
@@ -38,13 +41,35 @@ func (c *conn) Write(b []byte) (int, error) {
 	return n, err
 }
 
-// SetReadDeadline lets a draining server end an idle connection: go-smtp sets a deadline
-// before reading every command, and an expired one makes it answer 421 and close.
+// SetReadDeadline is where the server ends a connection between commands: go-smtp sets a
+// deadline before reading every command line (Data sets its own on the raw connection),
+// and an expired one makes it answer 421 4.4.2 and close. A draining server ends idle
+// connections so; so do the session limits, whose reason goes to the log and metrics
+// (go-smtp's reply text is its own).
 func (c *conn) SetReadDeadline(t time.Time) error {
 	if c.draining.Load() && !c.busy.Load() {
 		t = time.Now()
+	} else if reason := c.sessionLimit(); reason != "" {
+		if !c.ended.Swap(true) {
+			c.srv.metrics.MessagesRejected.WithLabelValues(reason).Inc()
+			c.srv.logger.Info("closing connection", "session", c.id, "client_ip", c.ip.String(), "reason", reason)
+		}
+		t = time.Now()
 	}
 	return c.Conn.SetReadDeadline(t)
+}
+
+// sessionLimit counts the command about to be read and names the limit it breaks, if
+// any: the session's lifetime, or JunkCommandLimit commands outside a transaction.
+func (c *conn) sessionLimit() string {
+	lim := c.srv.limits
+	if c.srv.opts.Now().Sub(c.started) > lim.MaxSessionLifetime {
+		return "session_lifetime"
+	}
+	if !c.busy.Load() && int(c.idle.Add(1)) > lim.JunkCommandLimit {
+		return "junk_commands"
+	}
+	return ""
 }
 
 func (c *conn) Close() error {
@@ -126,7 +151,7 @@ func (s *Server) admit(raw net.Conn) (*conn, bool) {
 	}
 	s.metrics.Connections.WithLabelValues(mode, "accepted").Inc()
 	s.metrics.ActiveConnections.WithLabelValues(mode).Inc()
-	c := &conn{Conn: raw, id: newConnID(), ip: ip, srv: s}
+	c := &conn{Conn: raw, id: newConnID(), ip: ip, srv: s, started: s.opts.Now()}
 	c.release = func() {
 		release()
 		s.metrics.ActiveConnections.WithLabelValues(mode).Dec()

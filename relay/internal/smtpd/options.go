@@ -106,6 +106,13 @@ type Limits struct {
 	// HardErrorLimit is the number of rejected commands after which the connection is
 	// closed with 421 4.7.0.
 	HardErrorLimit int
+	// JunkCommandLimit is how many commands a connection may send outside a mail
+	// transaction (NOOP, RSET, VRFY, HELP, EHLO... ) since its last accepted message; the
+	// next one ends it with 421.
+	JunkCommandLimit int
+	// MaxSessionLifetime ends a connection with 421 between commands once it is this old,
+	// so no session outlives every other bound by sending commands forever.
+	MaxSessionLifetime time.Duration
 }
 
 // DefaultLimits returns the defaults, mostly Postfix's (postconf(5)):
@@ -122,7 +129,11 @@ type Limits struct {
 //     smtpd_client_connection_rate_limit is off by default): far above what a server
 //     that reuses sessions needs, it stops a client cycling connections to get round
 //     the per-connection error and AUTH limits;
-//   - SoftErrorLimit 10, ErrorDelay 1 s, HardErrorLimit 20 (smtpd_soft/hard_error_limit).
+//   - SoftErrorLimit 10, ErrorDelay 1 s, HardErrorLimit 20 (smtpd_soft/hard_error_limit);
+//   - JunkCommandLimit 100 (smtpd_junk_command_limit);
+//   - MaxSessionLifetime 1 h: Postfix has no such bound, but its smtpd processes are
+//     recycled (max_use); an hour is far more than a client that sends in bursts needs,
+//     and it reconnects after the 421 as after any other.
 func DefaultLimits() Limits {
 	return Limits{
 		MaxMessageBytes:        25 << 20,
@@ -138,6 +149,8 @@ func DefaultLimits() Limits {
 		SoftErrorLimit:         10,
 		ErrorDelay:             time.Second,
 		HardErrorLimit:         20,
+		JunkCommandLimit:       100,
+		MaxSessionLifetime:     time.Hour,
 	}
 }
 
@@ -164,6 +177,8 @@ func (l Limits) withDefaults() Limits {
 	set(&l.MaxConnectionRatePerIP, d.MaxConnectionRatePerIP)
 	set(&l.SoftErrorLimit, d.SoftErrorLimit)
 	set(&l.HardErrorLimit, d.HardErrorLimit)
+	set(&l.JunkCommandLimit, d.JunkCommandLimit)
+	setD(&l.MaxSessionLifetime, d.MaxSessionLifetime)
 	setD(&l.CommandTimeout, d.CommandTimeout)
 	setD(&l.DataTimeout, d.DataTimeout)
 	setD(&l.WriteTimeout, d.WriteTimeout)
