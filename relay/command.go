@@ -97,6 +97,7 @@ func parseFlags(args []string) (Config, *slog.Logger, error) {
 	fs.IntVar(&limits.MaxRecipients, "max-recipients", defaults.MaxRecipients, "recipients per message")
 	fs.IntVar(&limits.MaxConnections, "max-connections", defaults.MaxConnections, "concurrent connections per listener")
 	fs.IntVar(&limits.MaxConnectionsPerIP, "max-connections-per-ip", defaults.MaxConnectionsPerIP, "concurrent connections per client IPv4 address or IPv6 /64")
+	fs.IntVar(&limits.MaxConnectionsPerNetwork, "max-connections-per-network", defaults.MaxConnectionsPerNetwork, "concurrent connections per client IPv4 /24 or IPv6 /48")
 	fs.IntVar(&limits.MaxConnectionRatePerIP, "max-connection-rate-per-ip", defaults.MaxConnectionRatePerIP, "new connections a minute per client IPv4 address or IPv6 /64")
 	fs.DurationVar(&limits.CommandTimeout, "command-timeout", defaults.CommandTimeout, "how long to wait for each SMTP command")
 	fs.DurationVar(&limits.DataTimeout, "data-timeout", defaults.DataTimeout, "how long a message's DATA may take")

@@ -44,9 +44,12 @@ func (ss *session) Data(r io.Reader) error {
 		ss.track(txn, 0, "", "rejected", "credential_revoked")
 		return ss.srv.fail(ss, err)
 	}
-	// DATA as a whole gets DataTimeout, rather than go-smtp's command timeout measured
-	// from the DATA command.
-	_ = ss.c.Conn.SetReadDeadline(time.Now().Add(ss.srv.limits.DataTimeout))
+	// DATA, or BDAT with all its chunks, as a whole gets DataTimeout, rather than
+	// go-smtp's command timeout measured from each command.
+	deadline := time.Now().Add(ss.srv.limits.DataTimeout)
+	ss.c.dataDeadline.Store(deadline.UnixNano())
+	defer ss.c.dataDeadline.Store(0)
+	_ = ss.c.Conn.SetReadDeadline(deadline)
 
 	counted := &countingReader{r: r}
 	br := bufio.NewReaderSize(&lineEndingGuard{r: counted}, 4096)

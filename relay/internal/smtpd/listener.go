@@ -25,6 +25,10 @@ type conn struct {
 	started     time.Time    // when it was admitted, for MaxSessionLifetime
 	idle        atomic.Int32 // commands outside a transaction since the last accepted message
 	ended       atomic.Bool  // a session limit ended it; logged once
+	// dataDeadline (Unix nanoseconds; 0 outside DATA) caps every read deadline while a
+	// message is read: with BDAT, go-smtp reads a command line before each chunk and
+	// would otherwise move the deadline a command timeout further every time.
+	dataDeadline atomic.Int64
 	errors      atomic.Int32 // rejected commands on this connection
 	txns        atomic.Int32 // transactions begun, for ids
 	busy        atomic.Bool  // inside a mail transaction
@@ -55,6 +59,9 @@ func (c *conn) SetReadDeadline(t time.Time) error {
 			c.srv.logger.Info("closing connection", "session", c.id, "client_ip", c.ip.String(), "reason", reason)
 		}
 		t = time.Now()
+	}
+	if dl := c.dataDeadline.Load(); dl != 0 && (t.IsZero() || t.UnixNano() > dl) {
+		t = time.Unix(0, dl)
 	}
 	return c.Conn.SetReadDeadline(t)
 }

@@ -96,6 +96,9 @@ type Limits struct {
 	// MaxConnectionsPerIP is the limit of concurrent connections from one IPv4 address or
 	// IPv6 /64.
 	MaxConnectionsPerIP int
+	// MaxConnectionsPerNetwork is the limit of concurrent connections from one IPv4 /24
+	// or IPv6 /48.
+	MaxConnectionsPerNetwork int
 	// MaxConnectionRatePerIP is the limit of new connections a minute from one IPv4
 	// address or IPv6 /64.
 	MaxConnectionRatePerIP int
@@ -125,6 +128,8 @@ type Limits struct {
 //     WriteTimeout 1 min;
 //   - MaxConnections 1000; MaxConnectionsPerIP 30 (mox): lower than Postfix's 50, since a
 //     legitimate server rarely needs more and a submission client far fewer;
+//   - MaxConnectionsPerNetwork 100 (an IPv4 /24 or IPv6 /48): a tenth of MaxConnections,
+//     so that a few dozen addresses of one network cannot hold every slot;
 //   - MaxConnectionRatePerIP 300 a minute (mox's per-IP connection rate; Postfix's
 //     smtpd_client_connection_rate_limit is off by default): far above what a server
 //     that reuses sessions needs, it stops a client cycling connections to get round
@@ -136,21 +141,22 @@ type Limits struct {
 //     and it reconnects after the 421 as after any other.
 func DefaultLimits() Limits {
 	return Limits{
-		MaxMessageBytes:        25 << 20,
-		MaxRecipients:          1000,
-		MaxLineLength:          2048,
-		MaxHeaderBytes:         102400,
-		CommandTimeout:         5 * time.Minute,
-		DataTimeout:            10 * time.Minute,
-		WriteTimeout:           time.Minute,
-		MaxConnections:         1000,
-		MaxConnectionsPerIP:    30,
-		MaxConnectionRatePerIP: 300,
-		SoftErrorLimit:         10,
-		ErrorDelay:             time.Second,
-		HardErrorLimit:         20,
-		JunkCommandLimit:       100,
-		MaxSessionLifetime:     time.Hour,
+		MaxMessageBytes:          25 << 20,
+		MaxRecipients:            1000,
+		MaxLineLength:            2048,
+		MaxHeaderBytes:           102400,
+		CommandTimeout:           5 * time.Minute,
+		DataTimeout:              10 * time.Minute,
+		WriteTimeout:             time.Minute,
+		MaxConnections:           1000,
+		MaxConnectionsPerIP:      30,
+		MaxConnectionRatePerIP:   300,
+		MaxConnectionsPerNetwork: 100,
+		SoftErrorLimit:           10,
+		ErrorDelay:               time.Second,
+		HardErrorLimit:           20,
+		JunkCommandLimit:         100,
+		MaxSessionLifetime:       time.Hour,
 	}
 }
 
@@ -175,6 +181,7 @@ func (l Limits) withDefaults() Limits {
 	set(&l.MaxConnections, d.MaxConnections)
 	set(&l.MaxConnectionsPerIP, d.MaxConnectionsPerIP)
 	set(&l.MaxConnectionRatePerIP, d.MaxConnectionRatePerIP)
+	set(&l.MaxConnectionsPerNetwork, d.MaxConnectionsPerNetwork)
 	set(&l.SoftErrorLimit, d.SoftErrorLimit)
 	set(&l.HardErrorLimit, d.HardErrorLimit)
 	set(&l.JunkCommandLimit, d.JunkCommandLimit)

@@ -71,7 +71,12 @@ func New(opts Options) *Server {
 	if s.opts.Sleep == nil {
 		s.opts.Sleep = sleepCtx
 	}
-	s.conns = throttle.NewConnLimiter(s.limits.MaxConnections, s.limits.MaxConnectionsPerIP, s.limits.MaxConnectionRatePerIP, opts.Now)
+	s.conns = throttle.NewConnLimiter(throttle.ConnLimits{
+		Total:          s.limits.MaxConnections,
+		PerIP:          s.limits.MaxConnectionsPerIP,
+		PerNetwork:     s.limits.MaxConnectionsPerNetwork,
+		PerIPPerMinute: s.limits.MaxConnectionRatePerIP,
+	}, opts.Now)
 
 	srv := smtp.NewServer(backend{s})
 	srv.Domain = opts.Hostname

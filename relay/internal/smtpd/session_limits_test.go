@@ -54,3 +54,27 @@ func TestSessionLifetimeEndsTheConnection(t *testing.T) {
 		t.Fatalf("after the session's lifetime: %q, want one 421 and the end of the connection", rest)
 	}
 }
+
+// BDAT chunks, each read after its own command line, cannot stretch a message past
+// DataTimeout: the bound covers the whole transfer, as it does for DATA.
+func TestDataTimeoutBoundsAllBDATChunks(t *testing.T) {
+	e := newEnv(t, Inbound, withLimits(func(l *Limits) {
+		l.DataTimeout = 200 * time.Millisecond
+		l.CommandTimeout = time.Minute // far beyond the client's wait below
+	}))
+	c := e.dial()
+	c.ehlo()
+	c.expect("MAIL FROM:<x@foreign.example>", "250 ")
+	c.expect("RCPT TO:<alice@example.com>", "250 ")
+	c.send("BDAT 5\r\nabc") // the chunk is "abc\r\n": send ends the line
+	c.expect("", "250 ")
+	// The client now idles between chunks: the message's DataTimeout ends it, not the
+	// command timeout of the next BDAT line.
+	rest := c.readEOF()
+	if len(rest) == 0 || !strings.HasPrefix(rest[len(rest)-1], "421 ") {
+		t.Fatalf("a BDAT transfer stalled between chunks got %q, want 421 and the end of the connection", rest)
+	}
+	if n := e.spool.Len(); n != 0 {
+		t.Fatalf("spool holds %d messages after a timeout", n)
+	}
+}

@@ -6,16 +6,30 @@ import (
 	"time"
 )
 
-// ConnLimiter bounds concurrent connections overall and per client IP, and the rate of
-// new connections per client IP (IPv6 clients are counted per /64, since one host
-// usually owns a whole /64). Zero means unlimited.
+// ConnLimits are the bounds of a ConnLimiter; zero means unlimited.
+type ConnLimits struct {
+	// Total concurrent connections.
+	Total int
+	// PerIP concurrent connections from one client: an IPv4 address or an IPv6 /64,
+	// since one host usually owns a whole /64.
+	PerIP int
+	// PerNetwork concurrent connections from one network: an IPv4 /24 or an IPv6 /48, so
+	// that a few dozen addresses of one network cannot take every slot.
+	PerNetwork int
+	// PerIPPerMinute new connections from one client.
+	PerIPPerMinute int
+}
+
+// ConnLimiter bounds concurrent connections overall, per client and per client network,
+// and the rate of new connections per client.
 type ConnLimiter struct {
-	total, perIP, perMinute int
-	now                     func() time.Time
+	limits ConnLimits
+	now    func() time.Time
 
 	mu    sync.Mutex
 	count int
 	byIP  map[netip.Prefix]int
+	byNet map[netip.Prefix]int
 	// rate holds a token bucket per client that connected within the last minute;
 	// swept once a minute, so its size follows the clients of the last minute.
 	rate  map[netip.Prefix]*bucket
@@ -28,43 +42,53 @@ type bucket struct {
 	at     time.Time
 }
 
-// NewConnLimiter returns a limiter for total and per-IP concurrent connections and for
-// new connections per IP and minute; now is the clock (nil: time.Now).
-func NewConnLimiter(total, perIP, perIPPerMinute int, now func() time.Time) *ConnLimiter {
+// NewConnLimiter returns a limiter with limits; now is the clock (nil: time.Now).
+func NewConnLimiter(limits ConnLimits, now func() time.Time) *ConnLimiter {
 	if now == nil {
 		now = time.Now
 	}
-	return &ConnLimiter{total: total, perIP: perIP, perMinute: perIPPerMinute, now: now,
-		byIP: map[netip.Prefix]int{}, rate: map[netip.Prefix]*bucket{}}
+	return &ConnLimiter{limits: limits, now: now,
+		byIP: map[netip.Prefix]int{}, byNet: map[netip.Prefix]int{}, rate: map[netip.Prefix]*bucket{}}
 }
 
-func connKey(ip netip.Addr) netip.Prefix {
+// connKey is a client: an IPv4 address or an IPv6 /64.
+func connKey(ip netip.Addr) netip.Prefix { return prefixOf(ip, 32, 64) }
+
+// netKey is a client's network: an IPv4 /24 or an IPv6 /48.
+func netKey(ip netip.Addr) netip.Prefix { return prefixOf(ip, 24, 48) }
+
+func prefixOf(ip netip.Addr, v4, v6 int) netip.Prefix {
 	ip = ip.Unmap()
+	bits := v6
 	if ip.Is4() {
-		return netip.PrefixFrom(ip, 32)
+		bits = v4
 	}
-	p, _ := ip.Prefix(64)
+	p, _ := ip.Prefix(bits)
 	return p
 }
 
 // Acquire takes a slot for ip. It returns ok=false and the scope that refused
-// ("total", "per_ip" or "rate") when a limit is reached; otherwise call release exactly
-// once when the connection ends.
+// ("total", "per_ip", "per_network" or "rate") when a limit is reached; otherwise call
+// release exactly once when the connection ends.
 func (l *ConnLimiter) Acquire(ip netip.Addr) (release func(), ok bool, scope string) {
-	k := connKey(ip)
+	k, n := connKey(ip), netKey(ip)
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.total > 0 && l.count >= l.total {
+	if l.limits.Total > 0 && l.count >= l.limits.Total {
 		return nil, false, "total"
 	}
-	if l.perIP > 0 && l.byIP[k] >= l.perIP {
+	if l.limits.PerIP > 0 && l.byIP[k] >= l.limits.PerIP {
 		return nil, false, "per_ip"
 	}
-	if l.perMinute > 0 && !l.takeToken(k) {
+	if l.limits.PerNetwork > 0 && l.byNet[n] >= l.limits.PerNetwork {
+		return nil, false, "per_network"
+	}
+	if l.limits.PerIPPerMinute > 0 && !l.takeToken(k) {
 		return nil, false, "rate"
 	}
 	l.count++
 	l.byIP[k]++
+	l.byNet[n]++
 	var once sync.Once
 	return func() {
 		once.Do(func() {
@@ -73,6 +97,9 @@ func (l *ConnLimiter) Acquire(ip netip.Addr) (release func(), ok bool, scope str
 			l.count--
 			if l.byIP[k]--; l.byIP[k] <= 0 {
 				delete(l.byIP, k)
+			}
+			if l.byNet[n]--; l.byNet[n] <= 0 {
+				delete(l.byNet, n)
 			}
 		})
 	}, true, ""
@@ -90,7 +117,7 @@ func (l *ConnLimiter) takeToken(k netip.Prefix) bool {
 		}
 		l.swept = now
 	}
-	limit := float64(l.perMinute)
+	limit := float64(l.limits.PerIPPerMinute)
 	b := l.rate[k]
 	if b == nil {
 		b = &bucket{tokens: limit, at: now}

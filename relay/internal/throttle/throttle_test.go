@@ -138,7 +138,7 @@ func TestAuthLimiterDelay(t *testing.T) {
 }
 
 func TestConnLimiter(t *testing.T) {
-	l := NewConnLimiter(3, 2, 0, nil)
+	l := NewConnLimiter(ConnLimits{Total: 3, PerIP: 2}, nil)
 	a, b := netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("192.0.2.2")
 	r1, ok, _ := l.Acquire(a)
 	if !ok {
@@ -162,7 +162,7 @@ func TestConnLimiter(t *testing.T) {
 		t.Fatalf("after release: total %d, for a %d; want 2 and 1", total, forA)
 	}
 	v6a, v6b := netip.MustParseAddr("2001:db8::1"), netip.MustParseAddr("2001:db8::2")
-	l2 := NewConnLimiter(0, 1, 0, nil)
+	l2 := NewConnLimiter(ConnLimits{PerIP: 1}, nil)
 	if _, ok, _ := l2.Acquire(v6a); !ok {
 		t.Fatal("first IPv6 connection refused")
 	}
@@ -173,7 +173,7 @@ func TestConnLimiter(t *testing.T) {
 
 func TestConnLimiterRate(t *testing.T) {
 	now := time.Unix(1_700_000_000, 0)
-	l := NewConnLimiter(0, 0, 3, func() time.Time { return now })
+	l := NewConnLimiter(ConnLimits{PerIPPerMinute: 3}, func() time.Time { return now })
 	a, b := netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("2001:db8::1")
 	for i := range 3 {
 		release, ok, _ := l.Acquire(a)
@@ -205,5 +205,44 @@ func TestConnLimiterRate(t *testing.T) {
 	l.mu.Unlock()
 	if n != 1 {
 		t.Errorf("%d buckets after a quiet minute, want only the new client's", n)
+	}
+}
+
+// Many addresses of one network (an IPv4 /24, an IPv6 /48) share one budget, so a few
+// dozen of them cannot take every slot; other networks are not affected.
+func TestConnLimiterPerNetwork(t *testing.T) {
+	l := NewConnLimiter(ConnLimits{Total: 100, PerIP: 2, PerNetwork: 5}, nil)
+	cases := []struct {
+		network string
+		first   netip.Addr
+	}{
+		{"an IPv4 /24", netip.MustParseAddr("203.0.113.1")},
+		{"an IPv6 /48", netip.MustParseAddr("2001:db8:1:1::1")},
+	}
+	for _, tc := range cases {
+		t.Run(tc.network, func(t *testing.T) {
+			ip := tc.first
+			for i := range 5 {
+				if _, ok, scope := l.Acquire(ip); !ok {
+					t.Fatalf("connection %d refused (%s)", i+1, scope)
+				}
+				if i%2 == 1 { // two per address, then the next address of the network
+					if ip.Is4() {
+						ip = ip.Next()
+					} else {
+						p, _ := ip.Prefix(64)
+						next := p.Addr().As16()
+						next[7]++ // the next /64 in the same /48
+						ip = netip.AddrFrom16(next)
+					}
+				}
+			}
+			if _, ok, scope := l.Acquire(ip); ok || scope != "per_network" {
+				t.Fatalf("the 6th connection of one network: ok=%v scope=%q, want per_network", ok, scope)
+			}
+		})
+	}
+	if _, ok, scope := l.Acquire(netip.MustParseAddr("198.51.100.1")); !ok {
+		t.Fatalf("another network was refused (%s)", scope)
 	}
 }
