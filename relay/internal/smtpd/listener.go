@@ -22,19 +22,19 @@ type conn struct {
 	release func()
 	srv     *Server
 
-	started     time.Time    // when it was admitted, for MaxSessionLifetime
-	idle        atomic.Int32 // commands outside a transaction since the last accepted message
-	ended       atomic.Bool  // a session limit ended it; logged once
+	started time.Time    // when it was admitted, for MaxSessionLifetime
+	idle    atomic.Int32 // commands outside a transaction since the last accepted message
+	ended   atomic.Bool  // a session limit ended it; logged once
 	// dataDeadline (Unix nanoseconds; 0 outside DATA) caps every read deadline while a
 	// message is read: with BDAT, go-smtp reads a command line before each chunk and
 	// would otherwise move the deadline a command timeout further every time.
 	dataDeadline atomic.Int64
-	errors      atomic.Int32 // rejected commands on this connection
-	txns        atomic.Int32 // transactions begun, for ids
-	busy        atomic.Bool  // inside a mail transaction
-	draining    atomic.Bool  // shutting down: end as soon as idle
-	closeOnSend atomic.Bool  // close right after the next write
-	closeOnce   sync.Once
+	errors       atomic.Int32 // rejected commands on this connection
+	txns         atomic.Int32 // transactions begun, for ids
+	busy         atomic.Bool  // inside a mail transaction
+	draining     atomic.Bool  // shutting down: end as soon as idle
+	closeOnSend  atomic.Bool  // close right after the next write
+	closeOnce    sync.Once
 }
 
 func (c *conn) Write(b []byte) (int, error) {

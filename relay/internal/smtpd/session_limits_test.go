@@ -47,11 +47,14 @@ func TestSessionLifetimeEndsTheConnection(t *testing.T) {
 	advance(30 * time.Minute)
 	c.expect("NOOP", "250 ")
 	advance(31 * time.Minute)
-	// The limit is checked as the server turns to read the next command: the command in
-	// flight is answered, then the connection ends with 421 without waiting for another.
-	c.expect("NOOP", "250 ")
-	if rest := c.readEOF(); len(rest) != 1 || !strings.HasPrefix(rest[0], "421 ") {
-		t.Fatalf("after the session's lifetime: %q, want one 421 and the end of the connection", rest)
+	// The limit is checked as the server turns to read the next command: depending on
+	// whether it did so before or after the clock moved, the NOOP is answered first or
+	// not at all, and then the connection ends with 421 without waiting for another.
+	c.send("NOOP")
+	rest := c.readEOF()
+	if len(rest) == 0 || len(rest) > 2 || !strings.HasPrefix(rest[len(rest)-1], "421 ") ||
+		len(rest) == 2 && !strings.HasPrefix(rest[0], "250 ") {
+		t.Fatalf("after the session's lifetime: %q, want at most the NOOP's 250, then 421 and the end of the connection", rest)
 	}
 }
 
