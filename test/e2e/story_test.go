@@ -151,7 +151,7 @@ func story(t testing.TB, run int, report func(string, time.Duration)) {
 	}
 	// The MX has the mail a moment before the relay's transaction ends and is counted.
 	err = dev.Poll(ctx, enforceWithin, func() error {
-		if metric(t, "tls_transactions_total", `domain="good.test"`, `verified="true"`) < 1 {
+		if metric(t, "tls_transactions_total", `policy="`+ns+`/good-verified"`, `verified="true"`) < 1 {
 			return fmt.Errorf("the relay counted no verified TLS transaction to good.test")
 		}
 		return nil

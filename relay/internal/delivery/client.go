@@ -210,7 +210,7 @@ func (cl *Client) keyFor(t Target, ip netip.Addr, r Route) poolKey {
 		port = cl.opts.Port
 	}
 	return poolKey{
-		addr: net.JoinHostPort(ip.String(), strconv.Itoa(port)), host: t.Host, domain: r.Domain,
+		addr: net.JoinHostPort(ip.String(), strconv.Itoa(port)), host: t.Host, domain: r.Domain, policy: r.Policy.Source,
 		mode: r.Policy.Mode, minVersion: r.Policy.MinVersion, roots: r.Policy.Roots,
 	}
 }

@@ -11,11 +11,14 @@ type Metrics struct {
 	// Recipients counts recipient outcomes by direction ("outbound", "inbound") and
 	// result: delivered, deferred (will retry), bounced (5xx or null MX) or expired.
 	Recipients *prometheus.CounterVec
-	// TLS counts delivery transactions by destination domain, TLS version ("none" for
-	// plaintext), cipher suite and whether the peer certificate verified.
+	// TLS counts delivery transactions by the TLS policy that applied (a
+	// TLSDeliveryPolicy's namespace/name, or "default"), TLS version ("none" for
+	// plaintext), cipher suite and whether the peer certificate verified. The policy,
+	// not the recipient domain, labels them: policies are objects an admin made, so the
+	// label set stays bounded however many domains mail goes to.
 	TLS *prometheus.CounterVec
 	// TLSFallbacks counts opportunistic sessions that fell back to plaintext after a
-	// failed handshake, by destination domain.
+	// failed handshake, by TLS policy.
 	TLSFallbacks *prometheus.CounterVec
 	// Connections counts SMTP sessions by result: opened, reused, failed.
 	Connections *prometheus.CounterVec
@@ -32,6 +35,14 @@ type Metrics struct {
 
 const namespace, subsystem = "postwarden_relay", "delivery"
 
+// policyLabel is a TLS policy's metric label: its source, or "default".
+func policyLabel(source string) string {
+	if source == "" {
+		return "default"
+	}
+	return source
+}
+
 // NewMetrics creates the collectors and registers them with reg; a nil reg leaves them
 // unregistered (tests, benchmarks).
 func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
@@ -42,10 +53,10 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		Recipients: prometheus.NewCounterVec(opts("recipients_total",
 			"Recipient delivery outcomes by direction and result."), []string{"direction", "result"}),
 		TLS: prometheus.NewCounterVec(opts("tls_transactions_total",
-			"Delivery transactions by destination domain, TLS version, cipher and certificate verification."),
-			[]string{"domain", "tls_version", "cipher", "verified"}),
+			"Delivery transactions by TLS policy, TLS version, cipher and certificate verification."),
+			[]string{"policy", "tls_version", "cipher", "verified"}),
 		TLSFallbacks: prometheus.NewCounterVec(opts("tls_plaintext_fallbacks_total",
-			"Opportunistic sessions that fell back to plaintext after a failed TLS handshake."), []string{"domain"}),
+			"Opportunistic sessions that fell back to plaintext after a failed TLS handshake."), []string{"policy"}),
 		Connections: prometheus.NewCounterVec(opts("connections_total",
 			"Outgoing SMTP sessions by result (opened, reused, failed)."), []string{"result"}),
 		TransactionSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{

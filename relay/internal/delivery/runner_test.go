@@ -212,8 +212,8 @@ func TestRunnerAppliesTLSPolicies(t *testing.T) {
 	if got[0].TLS == nil || !slices.Equal(got[0].To, []string{"u@m.example"}) {
 		t.Fatalf("inbound delivery: %+v", got[0])
 	}
-	if v := testutil.ToFloat64(h.metrics.TLS.WithLabelValues("m.example", "TLS1.3", "TLS_AES_128_GCM_SHA256", "true")); v != 1 {
-		t.Fatalf("verified TLS transactions to m.example = %v, want 1", v)
+	if v := testutil.ToFloat64(h.metrics.TLS.WithLabelValues("ns/m-inbound", "TLS1.3", "TLS_AES_128_GCM_SHA256", "true")); v != 1 {
+		t.Fatalf("verified TLS transactions under ns/m-inbound = %v, want 1", v)
 	}
 	if v := testutil.ToFloat64(h.metrics.Recipients.WithLabelValues(DirectionInbound, "delivered")); v != 1 {
 		t.Fatalf("inbound delivered = %v", v)

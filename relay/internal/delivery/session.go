@@ -32,6 +32,7 @@ type session struct {
 // recipient domain (names a certificate was checked against) and same TLS policy.
 type poolKey struct {
 	addr, host, domain string
+	policy             string // the TLSDeliveryPolicy that applies, "" for the default
 	mode               tlspolicy.Mode
 	minVersion         uint16
 	roots              *x509.CertPool
@@ -72,7 +73,7 @@ func (cl *Client) open(ctx context.Context, key poolKey, policy tlspolicy.Policy
 			return nil, err
 		}
 		s.tls.PlaintextFallback = true
-		cl.metrics.TLSFallbacks.WithLabelValues(key.domain).Inc()
+		cl.metrics.TLSFallbacks.WithLabelValues(policyLabel(key.policy)).Inc()
 	case policy.Mode != tlspolicy.Opportunistic:
 		_ = conn.Close()
 		return nil, &hostError{status: "4.7.10", reason: fmt.Sprintf("TLS required but %s does not offer STARTTLS", key.host)}

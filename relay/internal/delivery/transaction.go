@@ -149,7 +149,7 @@ func (cl *Client) recordTLS(s *session, res *Result) {
 	if s.tls.Verified {
 		verified = "true"
 	}
-	cl.metrics.TLS.WithLabelValues(s.key.domain, s.tls.VersionName(), s.tls.CipherName(), verified).Inc()
+	cl.metrics.TLS.WithLabelValues(policyLabel(s.key.policy), s.tls.VersionName(), s.tls.CipherName(), verified).Inc()
 }
 
 func isASCII(s string) bool {
