@@ -29,8 +29,20 @@ func PolicyFor(s *snapshot.Snapshot, name string) (Policy, bool) {
 // Apply fills Domain.Discovered of every domain that names a policy, from that
 // policy's state (states is keyed by policy name). Whatever the state holds, the result
 // stays valid: an address the spec lists, an address outside the domain, a malformed
-// address or an alias without a valid target is left out.
+// address, or an alias without a valid target or whose target is outside the policy's
+// own domains (a hand-edited state must not alias into another tenant's domain) is left
+// out.
 func Apply(s *snapshot.Snapshot, states map[string]State) {
+	covered := map[string]map[string]bool{} // policy -> the domains that name it
+	for _, d := range s.Domains {
+		if d.DiscoveryPolicy == "" {
+			continue
+		}
+		if covered[d.DiscoveryPolicy] == nil {
+			covered[d.DiscoveryPolicy] = map[string]bool{}
+		}
+		covered[d.DiscoveryPolicy][d.Name] = true
+	}
 	for i := range s.Domains {
 		d := &s.Domains[i]
 		d.Discovered = nil
@@ -58,7 +70,7 @@ func Apply(s *snapshot.Snapshot, states map[string]State) {
 			switch a.State {
 			case snapshot.DiscoveredPending, snapshot.DiscoveredUser, snapshot.DiscoveredInvalid:
 			case snapshot.DiscoveredAlias:
-				if !snapshot.IsAddress(a.Target) || a.Target == a.Address {
+				if !snapshot.IsAddress(a.Target) || a.Target == a.Address || !covered[d.DiscoveryPolicy][snapshot.Domainpart(a.Target)] {
 					continue
 				}
 			default:

@@ -33,10 +33,15 @@ func TestApplyCompilesAValidSnapshot(t *testing.T) {
 		Address{Address: "jane@example.com", State: snapshot.DiscoveredInvalid},
 		Address{Address: "x@example.com", State: snapshot.DiscoveredAlias, Target: "x@example.com"},
 		Address{Address: "y@example.com", State: "Weird"},
+		// An alias into a domain the policy does not cover (another tenant's).
+		Address{Address: "ceo@example.com", State: snapshot.DiscoveredAlias, Target: "ceo@example.org"},
+		// An alias across the policy's own domains is what auto-added aliases are.
+		Address{Address: "ann@example.com", State: snapshot.DiscoveredAlias, Target: "ann@example.net"},
 	)
 	Apply(s, map[string]State{"mail/discovery": st})
 	want := map[string][]snapshot.DiscoveredAddress{
-		"example.com": {{Address: "bob@example.com", State: snapshot.DiscoveredPending}},
+		"example.com": {{Address: "bob@example.com", State: snapshot.DiscoveredPending},
+			{Address: "ann@example.com", State: snapshot.DiscoveredAlias, Target: "ann@example.net"}},
 		"example.net": {{Address: "ann@example.net", State: snapshot.DiscoveredPending}},
 		"example.org": nil,
 	}
