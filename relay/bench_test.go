@@ -12,8 +12,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/postwarden/postwarden/relay/internal/smtptest"
 	"github.com/postwarden/postwarden/relay/snapshot"
+	"github.com/postwarden/postwarden/test/testkit"
 )
 
 // reloadSnapshot returns the i-th of a series of distinct snapshots, each with a few
@@ -106,7 +106,7 @@ func BenchmarkReloadFromFile(b *testing.B) {
 // BenchmarkInboundRcpt measures a port 25 RCPT round trip over loopback for a listed
 // user and for an unlisted address answered from the discovery cache.
 func BenchmarkInboundRcpt(b *testing.B) {
-	dest := smtptest.Start(b)
+	dest := testkit.Start(b)
 	dir := b.TempDir()
 	path := filepath.Join(dir, "relay.json")
 	s := discoverySnapshot(b, dest)

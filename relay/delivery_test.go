@@ -12,16 +12,16 @@ import (
 
 	"github.com/emersion/go-smtp"
 
-	"github.com/postwarden/postwarden/relay/internal/smtptest"
 	"github.com/postwarden/postwarden/relay/internal/spool"
 	"github.com/postwarden/postwarden/relay/internal/tlscert/tlscerttest"
 	"github.com/postwarden/postwarden/relay/snapshot"
+	"github.com/postwarden/postwarden/test/testkit"
 )
 
 // deliverVia returns a Config edit that delivers through sink as the smarthost, with a
 // loopback DNS server so that nothing is ever looked up elsewhere.
-func deliverVia(t *testing.T, sink *smtptest.Server) func(*Config) {
-	dns := smtptest.StartDNS(t)
+func deliverVia(t *testing.T, sink *testkit.Server) func(*Config) {
+	dns := testkit.StartDNS(t)
 	return func(c *Config) {
 		c.Delivery = &DeliveryConfig{Smarthost: sink.Addr, DNSServers: []string{dns.Addr}}
 	}
@@ -29,7 +29,7 @@ func deliverVia(t *testing.T, sink *smtptest.Server) func(*Config) {
 
 // writeProcessConfig writes s and a certificate for relayName, issued by ca, into a new
 // folder, for a relay process; it returns the config file and a spool folder.
-func writeProcessConfig(t *testing.T, ca *smtptest.CA, s *snapshot.Snapshot) (config, spoolDir string) {
+func writeProcessConfig(t *testing.T, ca *testkit.CA, s *snapshot.Snapshot) (config, spoolDir string) {
 	t.Helper()
 	dir := t.TempDir()
 	tlscerttest.WriteFiles(t, dir, "relay", tlscerttest.Issue(t, ca, relayName))
@@ -69,7 +69,7 @@ func sendPlain(addr, from, to, body string) error {
 
 func TestSubmittedMailIsDeliveredAndLeavesTheSpool(t *testing.T) {
 	a, _ := creds(t)
-	sink := smtptest.Start(t)
+	sink := testkit.Start(t)
 	f := startFileRelay(t, newSnapshot(t, certEntry, a), deliverVia(t, sink))
 	waitFor(t, "readiness", f.Ready)
 
@@ -92,7 +92,7 @@ func TestSubmittedMailIsDeliveredAndLeavesTheSpool(t *testing.T) {
 }
 
 // withInboundDelivery makes server the own server of s's first domain.
-func withInboundDelivery(t *testing.T, s *snapshot.Snapshot, server *smtptest.Server) *snapshot.Snapshot {
+func withInboundDelivery(t *testing.T, s *snapshot.Snapshot, server *testkit.Server) *snapshot.Snapshot {
 	t.Helper()
 	host, port := splitHostPort(t, server.Addr)
 	s.Domains[0].InboundDelivery = &snapshot.Endpoint{Host: host, Port: port}
@@ -104,7 +104,7 @@ func withInboundDelivery(t *testing.T, s *snapshot.Snapshot, server *smtptest.Se
 
 func TestInboundMailGoesToTheDomainsOwnServer(t *testing.T) {
 	a, _ := creds(t)
-	customer, smarthost := smtptest.Start(t), smtptest.Start(t)
+	customer, smarthost := testkit.Start(t), testkit.Start(t)
 	s := withInboundDelivery(t, newSnapshot(t, certEntry, a), customer)
 	f := startFileRelay(t, s, deliverVia(t, smarthost))
 	waitFor(t, "readiness", f.Ready)
@@ -129,11 +129,11 @@ func TestDeliveryInterruptedBySIGKILLResumesAfterRestart(t *testing.T) {
 	}
 	bin := buildBinary(t)
 	a, _ := creds(t)
-	sink := smtptest.Start(t)
-	dns := smtptest.StartDNS(t)
+	sink := testkit.Start(t)
+	dns := testkit.StartDNS(t)
 	release := sink.HoldData()
 
-	ca := smtptest.NewCA(t)
+	ca := testkit.NewCA(t)
 	config, spoolDir := writeProcessConfig(t, ca, newSnapshot(t, certEntry, a))
 	args := []string{"--config", config, "--spool-dir", spoolDir, "--hostname", relayName,
 		"--delivery=true", "--smarthost", sink.Addr, "--dns-servers", dns.Addr, "--retry-first", "1s"}
@@ -178,7 +178,7 @@ func TestDeliveryInterruptedBySIGKILLResumesAfterRestart(t *testing.T) {
 // own server nor the TLS policies.
 func TestQueuedMailWaitsForTheFirstConfig(t *testing.T) {
 	a, _ := creds(t)
-	customer, smarthost := smtptest.Start(t), smtptest.Start(t)
+	customer, smarthost := testkit.Start(t), testkit.Start(t)
 	s := withInboundDelivery(t, newSnapshot(t, certEntry, a), customer)
 	f := startFileRelay(t, s) // no delivery: the mail stays in the spool
 	waitFor(t, "readiness", f.Ready)

@@ -21,15 +21,15 @@ import (
 
 	"github.com/postwarden/postwarden/relay/discoverystate"
 	"github.com/postwarden/postwarden/relay/internal/discovery"
-	"github.com/postwarden/postwarden/relay/internal/smtptest"
 	"github.com/postwarden/postwarden/relay/snapshot"
+	"github.com/postwarden/postwarden/test/testkit"
 )
 
 const discoveryPolicy = "mail/discovery"
 
 // discoverySnapshot has covered.example under a discovery policy and plain.example
 // without one, both delivered to dest; 127.0.0.1 is covered.example's sending server.
-func discoverySnapshot(t testing.TB, dest *smtptest.Server) *snapshot.Snapshot {
+func discoverySnapshot(t testing.TB, dest *testkit.Server) *snapshot.Snapshot {
 	t.Helper()
 	ep := &snapshot.Endpoint{Host: "127.0.0.1", Port: dest.Port}
 	s := &snapshot.Snapshot{APIVersion: snapshot.APIVersion, Certificates: certEntry,
@@ -151,9 +151,9 @@ func silentServer(t *testing.T) int {
 }
 
 func TestDiscoveryOnPort25(t *testing.T) {
-	dest := smtptest.Start(t)
-	dest.RejectRcpt("nobody@covered.example", smtptest.Reply(550, "5.1.1", "no such user"))
-	dest.RejectRcpt("busy@covered.example", smtptest.Reply(451, "4.3.0", "try later"))
+	dest := testkit.Start(t)
+	dest.RejectRcpt("nobody@covered.example", testkit.Reply(550, "5.1.1", "no such user"))
+	dest.RejectRcpt("busy@covered.example", testkit.Reply(451, "4.3.0", "try later"))
 	s := discoverySnapshot(t, dest)
 	// slow.example's server accepts connections and never greets.
 	s.Domains = append(s.Domains, snapshot.Domain{Name: "slow.example", Source: snapshot.ObjectRef{Namespace: "mail", Name: "slow"},
@@ -213,12 +213,12 @@ func TestDiscoveryOnPort25(t *testing.T) {
 // deliverTo delivers inbound mail to the snapshot's own servers, with a loopback DNS
 // server so that nothing is looked up elsewhere.
 func deliverTo(t *testing.T) func(*Config) {
-	dns := smtptest.StartDNS(t)
+	dns := testkit.StartDNS(t)
 	return func(c *Config) { c.Delivery = &DeliveryConfig{DNSServers: []string{dns.Addr}} }
 }
 
 func TestDiscoveryRecordsCleanDeliveries(t *testing.T) {
-	dest := smtptest.Start(t)
+	dest := testkit.Start(t)
 	f := startFileRelay(t, discoverySnapshot(t, dest), deliverTo(t))
 	waitFor(t, "readiness", f.Ready)
 
@@ -229,7 +229,7 @@ func TestDiscoveryRecordsCleanDeliveries(t *testing.T) {
 		}
 	}
 	// The server knew bounced@ at the callout, and refuses it at delivery.
-	dest.RejectRcpt("bounced@covered.example", smtptest.Reply(550, "5.1.1", "gone meanwhile"))
+	dest.RejectRcpt("bounced@covered.example", testkit.Reply(550, "5.1.1", "gone meanwhile"))
 	w, err := cl.Data()
 	if err != nil {
 		t.Fatal(err)
@@ -255,7 +255,7 @@ func TestDiscoveryRecordsCleanDeliveries(t *testing.T) {
 }
 
 func TestDiscoveryRecordsSendingServersUnknownSenders(t *testing.T) {
-	dest := smtptest.Start(t)
+	dest := testkit.Start(t)
 	f := startFileRelay(t, discoverySnapshot(t, dest))
 	waitFor(t, "readiness", f.Ready)
 	for _, from := range []string{"new.sender@covered.example", "alice@covered.example", "pending@covered.example"} {
@@ -271,7 +271,7 @@ func TestDiscoveryRecordsSendingServersUnknownSenders(t *testing.T) {
 }
 
 func TestDiscoveryJournalSurvivesARestart(t *testing.T) {
-	dest := smtptest.Start(t)
+	dest := testkit.Start(t)
 	s := discoverySnapshot(t, dest)
 	first := startFileRelay(t, s)
 	waitFor(t, "readiness", first.Ready)
@@ -313,8 +313,8 @@ func TestDiscoveryWithSwaks(t *testing.T) {
 		}
 		t.Skip("swaks is not installed: run make test-deps")
 	}
-	dest := smtptest.Start(t)
-	dest.RejectRcpt("nobody@covered.example", smtptest.Reply(550, "5.1.1", "no such user"))
+	dest := testkit.Start(t)
+	dest.RejectRcpt("nobody@covered.example", testkit.Reply(550, "5.1.1", "no such user"))
 	f := startFileRelay(t, discoverySnapshot(t, dest))
 	waitFor(t, "readiness", f.Ready)
 	run := func(rcpt string) (string, error) {
@@ -331,8 +331,8 @@ func TestDiscoveryWithSwaks(t *testing.T) {
 }
 
 func TestDiscoveryCalloutsFollowTheInboundTLSPolicy(t *testing.T) {
-	plain := smtptest.Start(t)
-	withTLS := smtptest.Start(t, smtptest.WithCertificate(smtptest.SelfSigned(t, "mx.covered.example")))
+	plain := testkit.Start(t)
+	withTLS := testkit.Start(t, testkit.WithCertificate(testkit.SelfSigned(t, "mx.covered.example")))
 	s := discoverySnapshot(t, plain)
 	s.Domains = append(s.Domains, snapshot.Domain{Name: "tls.example", Source: snapshot.ObjectRef{Namespace: "mail", Name: "tls"},
 		InboundDelivery: &snapshot.Endpoint{Host: "127.0.0.1", Port: withTLS.Port}, DiscoveryPolicy: discoveryPolicy})
@@ -361,7 +361,7 @@ func TestDiscoveryCalloutsFollowTheInboundTLSPolicy(t *testing.T) {
 }
 
 func TestDiscoveryCalloutsDeferWhenTheTLSPoliciesDoNotCompile(t *testing.T) {
-	dest := smtptest.Start(t, smtptest.WithCertificate(smtptest.SelfSigned(t, "mx.covered.example")))
+	dest := testkit.Start(t, testkit.WithCertificate(testkit.SelfSigned(t, "mx.covered.example")))
 	s := discoverySnapshot(t, dest)
 	// A CA bundle without a certificate passes validation but does not compile.
 	s.TLSPolicies = []snapshot.TLSPolicy{{Source: snapshot.ObjectRef{Namespace: "mail", Name: "broken"},

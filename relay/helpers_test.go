@@ -21,10 +21,10 @@ import (
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
 
-	"github.com/postwarden/postwarden/relay/internal/smtptest"
 	"github.com/postwarden/postwarden/relay/internal/tlscert/tlscerttest"
 	"github.com/postwarden/postwarden/relay/snapshot"
 	"github.com/postwarden/postwarden/test/testenv"
+	"github.com/postwarden/postwarden/test/testkit"
 )
 
 const relayName = "relay.example.org"
@@ -92,7 +92,7 @@ func writeFile(t testing.TB, path string, data []byte) {
 type fileRelay struct {
 	*Relay
 	dir, config string
-	ca          *smtptest.CA
+	ca          *testkit.CA
 	logs        *syncBuffer
 	stop        func() error
 }
@@ -104,7 +104,7 @@ var certEntry = []snapshot.Certificate{{CertFile: "relay.crt", KeyFile: "relay.k
 // on them until the test ends.
 func startFileRelay(t *testing.T, s *snapshot.Snapshot, edit ...func(*Config)) *fileRelay {
 	t.Helper()
-	f := &fileRelay{dir: t.TempDir(), ca: smtptest.NewCA(t), logs: &syncBuffer{}}
+	f := &fileRelay{dir: t.TempDir(), ca: testkit.NewCA(t), logs: &syncBuffer{}}
 	f.config = filepath.Join(f.dir, "relay.json")
 	tlscerttest.WriteFiles(t, f.dir, "relay", tlscerttest.Issue(t, f.ca, relayName))
 	writeConfig(t, f.config, s)

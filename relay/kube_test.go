@@ -14,11 +14,11 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/postwarden/postwarden/relay/discoverystate"
-	"github.com/postwarden/postwarden/relay/internal/smtptest"
 	"github.com/postwarden/postwarden/relay/internal/tlscert"
 	"github.com/postwarden/postwarden/relay/internal/tlscert/tlscerttest"
 	"github.com/postwarden/postwarden/relay/snapshot"
 	"github.com/postwarden/postwarden/test/testenv"
+	"github.com/postwarden/postwarden/test/testkit"
 )
 
 // The API server is started by the first test that needs it; the relay needs only core
@@ -78,7 +78,7 @@ func TestKubernetesConfigAndStatusLease(t *testing.T) {
 	}
 	ns := nsObj.Name
 	a, b := creds(t)
-	ca := smtptest.NewCA(t)
+	ca := testkit.NewCA(t)
 	certs := []snapshot.Certificate{{SecretName: "relay-tls"}}
 	v1 := newSnapshot(t, certs, a)
 	writeShards(t, kube, ns, "relay", v1)
@@ -148,7 +148,7 @@ func TestDiscoveryObservationsArePublishedPerReplica(t *testing.T) {
 		t.Fatal(err)
 	}
 	ns := nsObj.Name
-	dest := smtptest.Start(t)
+	dest := testkit.Start(t)
 	s := discoverySnapshot(t, dest)
 	s.Certificates = []snapshot.Certificate{{SecretName: "relay-tls"}}
 	writeShards(t, kube, ns, "relay", s)

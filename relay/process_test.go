@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/postwarden/postwarden/relay/internal/smtptest"
 	"github.com/postwarden/postwarden/relay/internal/spool"
+	"github.com/postwarden/postwarden/test/testkit"
 )
 
 // buildBinary builds the postwarden command into a temporary folder.
@@ -116,7 +116,7 @@ func TestAcceptedMessageSurvivesSIGKILL(t *testing.T) {
 		t.Skip("builds the binary")
 	}
 	bin := buildBinary(t)
-	ca := smtptest.NewCA(t)
+	ca := testkit.NewCA(t)
 	a, _ := creds(t)
 	config, spoolDir := writeProcessConfig(t, ca, newSnapshot(t, certEntry, a))
 	args := []string{"--config", config, "--spool-dir", spoolDir, "--hostname", relayName}

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/postwarden/postwarden/relay/internal/smtptest"
+	"github.com/postwarden/postwarden/test/testkit"
 )
 
 // queueMetrics scrapes /metrics and returns the postwarden_relay_queue_* samples, keyed
@@ -80,7 +80,7 @@ func TestQueueMetricsShowMailWaitingInTheSpool(t *testing.T) {
 
 func TestQueueMetricsFollowADeliveryAttempt(t *testing.T) {
 	a, _ := creds(t)
-	sink := smtptest.Start(t)
+	sink := testkit.Start(t)
 	release := sink.HoldData()
 	defer release()
 	f := startFileRelay(t, newSnapshot(t, certEntry, a), deliverVia(t, sink))
@@ -96,7 +96,7 @@ func TestQueueMetricsFollowADeliveryAttempt(t *testing.T) {
 		t.Errorf("during the attempt: queue metrics = %v, want 1 active, 0 deferred, 1 recipient", got)
 	}
 
-	sink.Inject(smtptest.StageData, smtptest.Reply(451, "4.3.0", "try again later"), 1)
+	sink.Inject(testkit.StageData, testkit.Reply(451, "4.3.0", "try again later"), 1)
 	release()
 	waitFor(t, "the message to be deferred", func() bool { return queueMetrics(t, f.Relay)[queueDeferred] == 1 })
 	got = queueMetrics(t, f.Relay)

@@ -7,9 +7,9 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/postwarden/postwarden/relay/internal/smtptest"
 	"github.com/postwarden/postwarden/relay/internal/tlscert/tlscerttest"
 	"github.com/postwarden/postwarden/relay/snapshot"
+	"github.com/postwarden/postwarden/test/testkit"
 )
 
 // replace writes data to path the way editors and config tools do: a new file renamed
@@ -27,7 +27,7 @@ func replace(t *testing.T, path string, data []byte) {
 
 func TestFileSourceLoadsAndFollowsChanges(t *testing.T) {
 	dir := t.TempDir()
-	ca := smtptest.NewCA(t)
+	ca := testkit.NewCA(t)
 	tlscerttest.WriteFiles(t, dir, "relay", tlscerttest.Issue(t, ca, "relay.example.org"))
 	certs := []snapshot.Certificate{{CertFile: "relay.crt", KeyFile: "relay.key"}} // relative to the config
 	first, data := newSnapshot(t, certs, "example.com")
@@ -139,6 +139,6 @@ func TestFileSourceReportsMissingCertificates(t *testing.T) {
 	if len(u.Certificates) != 0 || len(u.Missing) != 1 {
 		t.Fatalf("certificates %d, missing %v; want one missing", len(u.Certificates), u.Missing)
 	}
-	tlscerttest.WriteFiles(t, dir, "later", tlscerttest.Issue(t, smtptest.NewCA(t), "relay.example.org"))
+	tlscerttest.WriteFiles(t, dir, "later", tlscerttest.Issue(t, testkit.NewCA(t), "relay.example.org"))
 	rec.waitApplied(t, "the certificate once written", func(u Update) bool { return len(u.Certificates) == 1 })
 }

@@ -14,10 +14,10 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
-	"github.com/postwarden/postwarden/relay/internal/smtptest"
 	"github.com/postwarden/postwarden/relay/internal/tlscert"
 	"github.com/postwarden/postwarden/relay/internal/tlscert/tlscerttest"
 	"github.com/postwarden/postwarden/relay/snapshot"
+	"github.com/postwarden/postwarden/test/testkit"
 )
 
 // kube is the API server of the Kubernetes tests; the relay needs only core types, so
@@ -118,7 +118,7 @@ func bigSnapshot(t *testing.T, certs []snapshot.Certificate, domain string, user
 
 func TestKubeSourceAppliesCompleteShardSets(t *testing.T) {
 	ns := namespace(t)
-	ca := smtptest.NewCA(t)
+	ca := testkit.NewCA(t)
 	certs := []snapshot.Certificate{{SecretName: "relay-tls"}}
 	first := bigSnapshot(t, certs, "example.com", 400)
 
@@ -237,7 +237,7 @@ func TestLeaseReporterPublishesTheHash(t *testing.T) {
 func TestKubeSourceWatchesCertificateFiles(t *testing.T) {
 	ns := namespace(t)
 	dir := t.TempDir()
-	ca := smtptest.NewCA(t)
+	ca := testkit.NewCA(t)
 	certFile, keyFile := tlscerttest.WriteFiles(t, dir, "relay", tlscerttest.Issue(t, ca, "relay.example.org"))
 	s, _ := newSnapshot(t, nil, "example.com")
 	writeShards(t, ns, "relay", "relay", s, 0)

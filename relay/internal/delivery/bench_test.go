@@ -8,9 +8,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/postwarden/postwarden/relay/internal/smtptest"
 	"github.com/postwarden/postwarden/relay/internal/spool"
 	"github.com/postwarden/postwarden/relay/snapshot"
+	"github.com/postwarden/postwarden/test/testkit"
 )
 
 // BenchmarkEndToEnd queues messages from parallel goroutines into a real spool and
@@ -30,9 +30,9 @@ func BenchmarkEndToEnd(b *testing.B) {
 
 func benchEndToEnd(b *testing.B, size int, tlsOn bool) {
 	w := newWorld(b)
-	opts := []smtptest.Option{smtptest.WithDiscard()}
+	opts := []testkit.Option{testkit.WithDiscard()}
 	if tlsOn {
-		opts = append(opts, smtptest.WithCertificate(smtptest.SelfSigned(b, "mx.dest.example")))
+		opts = append(opts, testkit.WithCertificate(testkit.SelfSigned(b, "mx.dest.example")))
 	}
 	sink := w.mx("dest.example", "mx.dest.example", 10, opts...)
 	sp, err := spool.Open(b.TempDir(), spool.Options{})
@@ -86,8 +86,8 @@ func BenchmarkClient(b *testing.B) {
 	for _, size := range []int{4 << 10, 100 << 10} {
 		b.Run(fmt.Sprintf("%dKiB/starttls", size>>10), func(b *testing.B) {
 			w := newWorld(b)
-			sink := w.mx("dest.example", "mx.dest.example", 10, smtptest.WithDiscard(),
-				smtptest.WithCertificate(smtptest.SelfSigned(b, "mx.dest.example")))
+			sink := w.mx("dest.example", "mx.dest.example", 10, testkit.WithDiscard(),
+				testkit.WithCertificate(testkit.SelfSigned(b, "mx.dest.example")))
 			c := w.client(func(o *ClientOptions) { o.MaxIdlePerHost = 8 })
 			body := []byte("Subject: bench\r\n\r\n" + strings.Repeat(strings.Repeat("x", 76)+"\r\n", size/78))
 			b.SetBytes(int64(len(body)))

@@ -6,29 +6,29 @@ import (
 	"testing"
 	"time"
 
-	"github.com/postwarden/postwarden/relay/internal/smtptest"
 	"github.com/postwarden/postwarden/relay/internal/tlspolicy"
+	"github.com/postwarden/postwarden/test/testkit"
 )
 
 func TestTLSModes(t *testing.T) {
-	ca := smtptest.NewCA(t)
-	servers := map[string]func(t *testing.T) []smtptest.Option{
-		"no STARTTLS":     func(t *testing.T) []smtptest.Option { return nil },
-		"handshake fails": func(t *testing.T) []smtptest.Option { return []smtptest.Option{smtptest.WithHandshakeFailure()} },
-		"self-signed": func(t *testing.T) []smtptest.Option {
-			return []smtptest.Option{smtptest.WithCertificate(smtptest.SelfSigned(t, "mx.dest.example"))}
+	ca := testkit.NewCA(t)
+	servers := map[string]func(t *testing.T) []testkit.Option{
+		"no STARTTLS":     func(t *testing.T) []testkit.Option { return nil },
+		"handshake fails": func(t *testing.T) []testkit.Option { return []testkit.Option{testkit.WithHandshakeFailure()} },
+		"self-signed": func(t *testing.T) []testkit.Option {
+			return []testkit.Option{testkit.WithCertificate(testkit.SelfSigned(t, "mx.dest.example"))}
 		},
-		"CA, MX name": func(t *testing.T) []smtptest.Option {
-			return []smtptest.Option{smtptest.WithCertificate(ca.Leaf(t, "mx.dest.example"))}
+		"CA, MX name": func(t *testing.T) []testkit.Option {
+			return []testkit.Option{testkit.WithCertificate(ca.Leaf(t, "mx.dest.example"))}
 		},
-		"CA, domain name": func(t *testing.T) []smtptest.Option {
-			return []smtptest.Option{smtptest.WithCertificate(ca.Leaf(t, "dest.example"))}
+		"CA, domain name": func(t *testing.T) []testkit.Option {
+			return []testkit.Option{testkit.WithCertificate(ca.Leaf(t, "dest.example"))}
 		},
-		"CA, wrong name": func(t *testing.T) []smtptest.Option {
-			return []smtptest.Option{smtptest.WithCertificate(ca.Leaf(t, "*.other.example"))}
+		"CA, wrong name": func(t *testing.T) []testkit.Option {
+			return []testkit.Option{testkit.WithCertificate(ca.Leaf(t, "*.other.example"))}
 		},
-		"CA, wildcard": func(t *testing.T) []smtptest.Option {
-			return []smtptest.Option{smtptest.WithCertificate(ca.Leaf(t, "*.dest.example"))}
+		"CA, wildcard": func(t *testing.T) []testkit.Option {
+			return []testkit.Option{testkit.WithCertificate(ca.Leaf(t, "*.dest.example"))}
 		},
 	}
 	type want struct {
@@ -94,9 +94,9 @@ func TestTLSModes(t *testing.T) {
 }
 
 func TestMinVersion(t *testing.T) {
-	ca := smtptest.NewCA(t)
+	ca := testkit.NewCA(t)
 	w := newWorld(t)
-	srv := w.mx("dest.example", "mx.dest.example", 10, smtptest.WithCertificate(ca.Leaf(t, "mx.dest.example")))
+	srv := w.mx("dest.example", "mx.dest.example", 10, testkit.WithCertificate(ca.Leaf(t, "mx.dest.example")))
 	res := deliver(t, w.client(), "dest.example", tlspolicy.Policy{Mode: tlspolicy.RequireTLS, MinVersion: tls.VersionTLS13}, "b@dest.example")
 	if res.Recipients[0].Outcome != Delivered || res.TLS.Version != tls.VersionTLS13 || len(srv.Messages()) != 1 {
 		t.Fatalf("got %s over %s", res.Recipients[0].Outcome, res.TLS.VersionName())
@@ -105,27 +105,27 @@ func TestMinVersion(t *testing.T) {
 
 func TestMXFallback(t *testing.T) {
 	tests := map[string]struct {
-		setup   func(w *world) (first, second *smtptest.Server)
+		setup   func(w *world) (first, second *testkit.Server)
 		wantVia string
 	}{
 		"a 421 greeting from the best MX sends mail to the next": {
-			setup: func(w *world) (*smtptest.Server, *smtptest.Server) {
+			setup: func(w *world) (*testkit.Server, *testkit.Server) {
 				a := w.mx("dest.example", "mx1.dest.example", 10)
-				a.Inject(smtptest.StageConnect, smtptest.Reply(421, "4.3.2", "shutting down"), -1)
+				a.Inject(testkit.StageConnect, testkit.Reply(421, "4.3.2", "shutting down"), -1)
 				return a, w.mx("dest.example", "mx2.dest.example", 20)
 			},
 			wantVia: "mx2.dest.example",
 		},
 		"a 554 greeting from the best MX sends mail to the next": {
-			setup: func(w *world) (*smtptest.Server, *smtptest.Server) {
+			setup: func(w *world) (*testkit.Server, *testkit.Server) {
 				a := w.mx("dest.example", "mx1.dest.example", 10)
-				a.Inject(smtptest.StageConnect, smtptest.Reply(554, "5.3.2", "not accepting"), -1)
+				a.Inject(testkit.StageConnect, testkit.Reply(554, "5.3.2", "not accepting"), -1)
 				return a, w.mx("dest.example", "mx2.dest.example", 20)
 			},
 			wantVia: "mx2.dest.example",
 		},
 		"a refused connection sends mail to the next MX": {
-			setup: func(w *world) (*smtptest.Server, *smtptest.Server) {
+			setup: func(w *world) (*testkit.Server, *testkit.Server) {
 				w.dns.Add(w.t, "dest.example. MX 5 dead.dest.example.", "dead.dest.example. A 127.0.0.1")
 				w.ports["dead.dest.example"] = 1 // nothing listens on port 1
 				return nil, w.mx("dest.example", "mx2.dest.example", 20)
@@ -133,14 +133,14 @@ func TestMXFallback(t *testing.T) {
 			wantVia: "mx2.dest.example",
 		},
 		"an MX without an address is skipped": {
-			setup: func(w *world) (*smtptest.Server, *smtptest.Server) {
+			setup: func(w *world) (*testkit.Server, *testkit.Server) {
 				w.dns.Add(w.t, "dest.example. MX 5 ghost.dest.example.")
 				return nil, w.mx("dest.example", "mx2.dest.example", 20)
 			},
 			wantVia: "mx2.dest.example",
 		},
 		"the best MX is used when it works": {
-			setup: func(w *world) (*smtptest.Server, *smtptest.Server) {
+			setup: func(w *world) (*testkit.Server, *testkit.Server) {
 				return w.mx("dest.example", "mx1.dest.example", 10), w.mx("dest.example", "mx2.dest.example", 20)
 			},
 			wantVia: "mx1.dest.example",
@@ -168,7 +168,7 @@ func TestMXFallback(t *testing.T) {
 func TestAllHostsFailing(t *testing.T) {
 	w := newWorld(t)
 	a := w.mx("dest.example", "mx1.dest.example", 10)
-	a.Inject(smtptest.StageConnect, smtptest.Reply(554, "5.3.2", "go away"), -1)
+	a.Inject(testkit.StageConnect, testkit.Reply(554, "5.3.2", "go away"), -1)
 	res := deliver(t, w.client(), "dest.example", tlspolicy.Default, "b@dest.example")
 	r := res.Recipients[0]
 	if r.Outcome != Deferred || r.Status != "4.3.2" || !strings.Contains(r.Reply, "go away") {
@@ -179,8 +179,8 @@ func TestAllHostsFailing(t *testing.T) {
 func TestPerRecipientOutcomes(t *testing.T) {
 	w := newWorld(t)
 	srv := w.mx("dest.example", "mx.dest.example", 10)
-	srv.RejectRcpt("gone@dest.example", smtptest.Reply(550, "5.1.1", "no such user"))
-	srv.RejectRcpt("full@dest.example", smtptest.Reply(452, "4.2.2", "mailbox full"))
+	srv.RejectRcpt("gone@dest.example", testkit.Reply(550, "5.1.1", "no such user"))
+	srv.RejectRcpt("full@dest.example", testkit.Reply(452, "4.2.2", "mailbox full"))
 	res := deliver(t, w.client(), "dest.example", tlspolicy.Default, "gone@dest.example", "ok@dest.example", "full@dest.example")
 	if got := outcomes(res); got != "gone@dest.example=failed,ok@dest.example=delivered,full@dest.example=deferred" {
 		t.Fatalf("outcomes %s", got)
@@ -199,21 +199,21 @@ func TestPerRecipientOutcomes(t *testing.T) {
 
 func TestTransactionReplies(t *testing.T) {
 	tests := map[string]struct {
-		stage  smtptest.Stage
+		stage  testkit.Stage
 		reply  [3]any
 		want   Outcome
 		status string
 	}{
-		"a 5xx to MAIL fails every recipient":     {smtptest.StageMail, [3]any{553, "5.7.1", "sender refused"}, Failed, "5.7.1"},
-		"a 4xx to MAIL defers every recipient":    {smtptest.StageMail, [3]any{451, "4.3.0", "later"}, Deferred, "4.3.0"},
-		"a 5xx after DATA fails every recipient":  {smtptest.StageData, [3]any{554, "5.6.0", "content refused"}, Failed, "5.6.0"},
-		"a 4xx after DATA defers every recipient": {smtptest.StageData, [3]any{452, "4.3.1", "no space"}, Deferred, "4.3.1"},
+		"a 5xx to MAIL fails every recipient":     {testkit.StageMail, [3]any{553, "5.7.1", "sender refused"}, Failed, "5.7.1"},
+		"a 4xx to MAIL defers every recipient":    {testkit.StageMail, [3]any{451, "4.3.0", "later"}, Deferred, "4.3.0"},
+		"a 5xx after DATA fails every recipient":  {testkit.StageData, [3]any{554, "5.6.0", "content refused"}, Failed, "5.6.0"},
+		"a 4xx after DATA defers every recipient": {testkit.StageData, [3]any{452, "4.3.1", "no space"}, Deferred, "4.3.1"},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
 			w := newWorld(t)
 			srv := w.mx("dest.example", "mx.dest.example", 10)
-			srv.Inject(tc.stage, smtptest.Reply(tc.reply[0].(int), tc.reply[1].(string), tc.reply[2].(string)), 1)
+			srv.Inject(tc.stage, testkit.Reply(tc.reply[0].(int), tc.reply[1].(string), tc.reply[2].(string)), 1)
 			res := deliver(t, w.client(), "dest.example", tlspolicy.Default, "a@dest.example", "b@dest.example")
 			for _, r := range res.Recipients {
 				if r.Outcome != tc.want || r.Status != tc.status || !strings.Contains(r.Reply, tc.reply[2].(string)) {
@@ -250,10 +250,10 @@ func TestDNSOutcomes(t *testing.T) {
 }
 
 func TestSessionReuse(t *testing.T) {
-	ca := smtptest.NewCA(t)
+	ca := testkit.NewCA(t)
 	w := newWorld(t)
-	srv := w.mx("dest.example", "mx.dest.example", 10, smtptest.WithCertificate(ca.Leaf(t, "mx.dest.example")))
-	srv.RejectRcpt("gone@dest.example", smtptest.Reply(550, "5.1.1", "no such user"))
+	srv := w.mx("dest.example", "mx.dest.example", 10, testkit.WithCertificate(ca.Leaf(t, "mx.dest.example")))
+	srv.RejectRcpt("gone@dest.example", testkit.Reply(550, "5.1.1", "no such user"))
 	c := w.client()
 	p := tlspolicy.Policy{Mode: tlspolicy.RequireVerifiedTLS, Roots: ca.Pool()}
 	// An abandoned transaction (every recipient refused) is reset, not dropped.
@@ -300,7 +300,7 @@ func TestA421OnAPooledSessionOpensANewOne(t *testing.T) {
 	srv := w.mx("dest.example", "mx.dest.example", 10)
 	c := w.client()
 	deliver(t, c, "dest.example", tlspolicy.Default, "a@dest.example")
-	srv.Inject(smtptest.StageMail, smtptest.Reply(421, "4.4.2", "idle timeout"), 1)
+	srv.Inject(testkit.StageMail, testkit.Reply(421, "4.4.2", "idle timeout"), 1)
 	r := deliver(t, c, "dest.example", tlspolicy.Default, "b@dest.example").Recipients[0]
 	if r.Outcome != Delivered || srv.Connections() != 2 || len(srv.Messages()) != 2 {
 		t.Fatalf("got %s %q over %d connections", r.Outcome, r.Text(), srv.Connections())

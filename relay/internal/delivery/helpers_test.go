@@ -9,22 +9,22 @@ import (
 	"time"
 
 	"github.com/postwarden/postwarden/relay/internal/mx"
-	"github.com/postwarden/postwarden/relay/internal/smtptest"
 	"github.com/postwarden/postwarden/relay/internal/tlspolicy"
+	"github.com/postwarden/postwarden/test/testkit"
 )
 
 // world is a small internet on loopback: a DNS server and SMTP servers whose names
 // resolve to 127.0.0.1, each on its own port.
 type world struct {
 	t        testing.TB
-	dns      *smtptest.DNS
+	dns      *testkit.DNS
 	resolver *mx.Resolver
 	ports    map[string]int
 }
 
 func newWorld(t testing.TB) *world {
 	t.Helper()
-	d := smtptest.StartDNS(t)
+	d := testkit.StartDNS(t)
 	r, err := mx.New([]string{d.Addr}, 2*time.Second)
 	if err != nil {
 		t.Fatal(err)
@@ -33,9 +33,9 @@ func newWorld(t testing.TB) *world {
 }
 
 // mx starts an SMTP server named host, listed as an MX of domain with preference pref.
-func (w *world) mx(domain, host string, pref int, opts ...smtptest.Option) *smtptest.Server {
+func (w *world) mx(domain, host string, pref int, opts ...testkit.Option) *testkit.Server {
 	w.t.Helper()
-	s := smtptest.Start(w.t, append([]smtptest.Option{smtptest.WithDomain(host)}, opts...)...)
+	s := testkit.Start(w.t, append([]testkit.Option{testkit.WithDomain(host)}, opts...)...)
 	w.dns.Add(w.t, fmt.Sprintf("%s. MX %d %s.", domain, pref, host), host+". A 127.0.0.1")
 	w.ports[host] = s.Port
 	return s

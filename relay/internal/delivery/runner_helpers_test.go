@@ -16,9 +16,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/postwarden/postwarden/relay/internal/smtptest"
 	"github.com/postwarden/postwarden/relay/internal/spool"
 	"github.com/postwarden/postwarden/relay/snapshot"
+	"github.com/postwarden/postwarden/test/testkit"
 )
 
 // fakeClock is a Clock that moves only when a test advances it.
@@ -79,7 +79,7 @@ type harness struct {
 	clock   *fakeClock
 	spool   *spool.Spool
 	snap    atomic.Pointer[snapshot.Snapshot]
-	sender  *smtptest.Server // a.example's own server
+	sender  *testkit.Server // a.example's own server
 	metrics *Metrics
 	runner  *Runner
 	stop    func()
@@ -93,7 +93,7 @@ func newHarness(t *testing.T, retry Retry, configure ...func(*snapshot.Snapshot)
 		t.Fatal(err)
 	}
 	h.spool = sp
-	h.sender = smtptest.Start(t)
+	h.sender = testkit.Start(t)
 	snap := &snapshot.Snapshot{APIVersion: snapshot.APIVersion, Domains: []snapshot.Domain{{
 		Name: "a.example", InboundDelivery: &snapshot.Endpoint{Host: "127.0.0.1", Port: h.sender.Port},
 	}}}
@@ -202,7 +202,7 @@ type report struct {
 	headers    string
 }
 
-func parseReport(t *testing.T, m smtptest.Message) report {
+func parseReport(t *testing.T, m testkit.Message) report {
 	t.Helper()
 	msg, err := mail.ReadMessage(bytes.NewReader(m.Data))
 	if err != nil {

@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/postwarden/postwarden/relay/internal/smtptest"
 	"github.com/postwarden/postwarden/relay/internal/spool"
+	"github.com/postwarden/postwarden/test/testkit"
 )
 
 func TestSemaphoresBoundEachKey(t *testing.T) {
@@ -57,7 +57,7 @@ func TestSemaphoresBoundEachKey(t *testing.T) {
 
 func TestRunnerUsesTheSmarthost(t *testing.T) {
 	h := newHarness(t, Retry{})
-	smarthost := smtptest.Start(t)
+	smarthost := testkit.Start(t)
 	h.runner.opts.Smarthost = &Target{Host: "127.0.0.1", Port: smarthost.Port}
 	h.start()
 	// No MX exists for either domain: only the smarthost can take them.

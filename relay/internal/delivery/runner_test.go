@@ -9,9 +9,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	"github.com/postwarden/postwarden/relay/internal/smtptest"
 	"github.com/postwarden/postwarden/relay/internal/spool"
 	"github.com/postwarden/postwarden/relay/snapshot"
+	"github.com/postwarden/postwarden/test/testkit"
 )
 
 func TestRunnerDeliversByDomain(t *testing.T) {
@@ -39,7 +39,7 @@ func TestRunnerDeliversByDomain(t *testing.T) {
 func TestRunnerRetriesAfter4xx(t *testing.T) {
 	h := newHarness(t, Retry{First: 5 * time.Minute, Jitter: 0.1})
 	dest := h.mx("dest.example", "mx.dest.example", 10)
-	dest.Inject(smtptest.StageRcpt, smtptest.Reply(451, "4.7.1", "greylisted"), 1)
+	dest.Inject(testkit.StageRcpt, testkit.Reply(451, "4.7.1", "greylisted"), 1)
 	h.start()
 	t0 := h.clock.Now()
 	id := h.accept("alice@a.example", "b@dest.example")
@@ -65,7 +65,7 @@ func TestRunnerRetriesAfter4xx(t *testing.T) {
 func TestRunnerBouncesA5xx(t *testing.T) {
 	h := newHarness(t, Retry{})
 	dest := h.mx("dest.example", "mx.dest.example", 10)
-	dest.RejectRcpt("gone@dest.example", smtptest.Reply(550, "5.1.1", "no such user"))
+	dest.RejectRcpt("gone@dest.example", testkit.Reply(550, "5.1.1", "no such user"))
 	h.start()
 	id := h.accept("alice@a.example", "gone@dest.example", "ok@dest.example")
 	h.waitGone(id)
@@ -100,7 +100,7 @@ func TestRunnerBouncesA5xx(t *testing.T) {
 func TestRunnerNeverBouncesTheNullSender(t *testing.T) {
 	h := newHarness(t, Retry{})
 	dest := h.mx("dest.example", "mx.dest.example", 10)
-	dest.RejectRcpt("gone@dest.example", smtptest.Reply(550, "5.1.1", "no such user"))
+	dest.RejectRcpt("gone@dest.example", testkit.Reply(550, "5.1.1", "no such user"))
 	h.start()
 	id := h.accept("", "gone@dest.example")
 	h.waitGone(id)
@@ -117,7 +117,7 @@ func TestRunnerNeverBouncesTheNullSender(t *testing.T) {
 func TestRunnerExpiresAfterLifetime(t *testing.T) {
 	h := newHarness(t, Retry{First: 10 * time.Minute, Lifetime: time.Hour, DelayNotice: -1})
 	dest := h.mx("dest.example", "mx.dest.example", 10)
-	dest.Inject(smtptest.StageRcpt, smtptest.Reply(451, "4.3.0", "try again later"), -1)
+	dest.Inject(testkit.StageRcpt, testkit.Reply(451, "4.3.0", "try again later"), -1)
 	h.start()
 	id := h.accept("alice@a.example", "b@dest.example")
 	for attempt := 1; ; attempt++ {
@@ -149,7 +149,7 @@ func TestRunnerExpiresAfterLifetime(t *testing.T) {
 func TestRunnerSendsOneDelayNotice(t *testing.T) {
 	h := newHarness(t, Retry{First: 10 * time.Minute, Factor: 1, DelayNotice: 25 * time.Minute})
 	dest := h.mx("dest.example", "mx.dest.example", 10)
-	dest.Inject(smtptest.StageRcpt, smtptest.Reply(451, "4.3.0", "busy"), -1)
+	dest.Inject(testkit.StageRcpt, testkit.Reply(451, "4.3.0", "busy"), -1)
 	h.start()
 	id := h.accept("alice@a.example", "b@dest.example")
 	var m spool.Message
@@ -173,8 +173,8 @@ func TestRunnerSendsOneDelayNotice(t *testing.T) {
 }
 
 func TestRunnerAppliesTLSPolicies(t *testing.T) {
-	ca := smtptest.NewCA(t)
-	var inbound *smtptest.Server
+	ca := testkit.NewCA(t)
+	var inbound *testkit.Server
 	h := newHarness(t, Retry{}, func(s *snapshot.Snapshot) {
 		s.TLSPolicies = []snapshot.TLSPolicy{
 			{Source: snapshot.ObjectRef{Namespace: "ns", Name: "strict-partner"}, Direction: snapshot.DirectionOutbound,
@@ -185,7 +185,7 @@ func TestRunnerAppliesTLSPolicies(t *testing.T) {
 		}
 	})
 	partner := h.mx("partner.example", "mx.partner.example", 10) // offers no STARTTLS
-	inbound = smtptest.Start(t, smtptest.WithCertificate(ca.Leaf(t, "mail.m.example")))
+	inbound = testkit.Start(t, testkit.WithCertificate(ca.Leaf(t, "mail.m.example")))
 	h.dns.Add(t, "mail.m.example. A 127.0.0.1")
 	snap := *h.snap.Load()
 	snap.Domains = append(slices.Clone(snap.Domains), snapshot.Domain{
@@ -248,7 +248,7 @@ func TestRunnerReloadTakesEffect(t *testing.T) {
 	h.start()
 	id := h.accept("x@dest.example", "bob@a.example")
 	h.waitGone(id)
-	moved := smtptest.Start(t)
+	moved := testkit.Start(t)
 	snap := *h.snap.Load()
 	snap.Domains = []snapshot.Domain{{Name: "a.example", InboundDelivery: &snapshot.Endpoint{Host: "127.0.0.1", Port: moved.Port}}}
 	h.snap.Store(&snap)
@@ -297,8 +297,8 @@ func boolString(b bool) string {
 func TestRunnerReportsDeliveredRecipients(t *testing.T) {
 	h := newHarness(t, Retry{})
 	dest := h.mx("dest.example", "mx.dest.example", 10)
-	h.sender.RejectRcpt("later@a.example", smtptest.Reply(451, "4.2.0", "mailbox busy"))
-	h.sender.RejectRcpt("gone@a.example", smtptest.Reply(550, "5.1.1", "no such user"))
+	h.sender.RejectRcpt("later@a.example", testkit.Reply(451, "4.2.0", "mailbox busy"))
+	h.sender.RejectRcpt("gone@a.example", testkit.Reply(550, "5.1.1", "no such user"))
 	var mu sync.Mutex
 	var got []string
 	h.runner.opts.Delivered = func(rcpt, direction string) {

@@ -6,12 +6,12 @@ import (
 
 	"github.com/postwarden/postwarden/relay/discoverystate"
 	"github.com/postwarden/postwarden/relay/internal/smtpd"
-	"github.com/postwarden/postwarden/relay/internal/smtptest"
+	"github.com/postwarden/postwarden/test/testkit"
 )
 
 // BenchmarkVerifyCached is the cost of an answer from the cache.
 func BenchmarkVerifyCached(b *testing.B) {
-	srv := smtptest.Start(b)
+	srv := testkit.Start(b)
 	v := New(Options{})
 	defer v.Close()
 	d := domainFor("example.com", srv)
@@ -26,7 +26,7 @@ func BenchmarkVerifyCached(b *testing.B) {
 
 // BenchmarkCallout is one whole callout over loopback, without TLS.
 func BenchmarkCallout(b *testing.B) {
-	srv := smtptest.Start(b)
+	srv := testkit.Start(b)
 	p := &Prober{HELOName: "relay.test"}
 	for b.Loop() {
 		if res := p.Probe(context.Background(), "127.0.0.1", srv.Port, "example.com", "bob@example.com"); res.Outcome != Accepted {

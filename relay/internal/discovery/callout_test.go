@@ -4,25 +4,25 @@ import (
 	"context"
 	"testing"
 
-	"github.com/postwarden/postwarden/relay/internal/smtptest"
 	"github.com/postwarden/postwarden/relay/internal/tlspolicy"
+	"github.com/postwarden/postwarden/test/testkit"
 )
 
 func TestProbeTLS(t *testing.T) {
-	ca := smtptest.NewCA(t)
+	ca := testkit.NewCA(t)
 	tests := map[string]struct {
-		server      []smtptest.Option
+		server      []testkit.Option
 		policy      tlspolicy.Policy
 		want        Outcome
 		wantTLS     bool
 		connections int
 	}{
 		"opportunistic TLS is used when offered": {
-			server: []smtptest.Option{smtptest.WithCertificate(smtptest.SelfSigned(t, "mx.example.com"))},
+			server: []testkit.Option{testkit.WithCertificate(testkit.SelfSigned(t, "mx.example.com"))},
 			policy: tlspolicy.Default, want: Accepted, wantTLS: true, connections: 1,
 		},
 		"opportunistic TLS falls back to plaintext after a failed handshake": {
-			server: []smtptest.Option{smtptest.WithHandshakeFailure()},
+			server: []testkit.Option{testkit.WithHandshakeFailure()},
 			policy: tlspolicy.Default, want: Accepted, wantTLS: false, connections: 2,
 		},
 		"opportunistic without STARTTLS is plaintext": {
@@ -32,21 +32,21 @@ func TestProbeTLS(t *testing.T) {
 			policy: tlspolicy.Policy{Mode: tlspolicy.RequireTLS}, want: TempFailed, connections: 1,
 		},
 		"required TLS accepts an unverified certificate": {
-			server: []smtptest.Option{smtptest.WithCertificate(smtptest.SelfSigned(t, "other.invalid"))},
+			server: []testkit.Option{testkit.WithCertificate(testkit.SelfSigned(t, "other.invalid"))},
 			policy: tlspolicy.Policy{Mode: tlspolicy.RequireTLS}, want: Accepted, wantTLS: true, connections: 1,
 		},
 		"verified TLS accepts a certificate for the domain from the trusted CA": {
-			server: []smtptest.Option{smtptest.WithCertificate(ca.Leaf(t, "example.com"))},
+			server: []testkit.Option{testkit.WithCertificate(ca.Leaf(t, "example.com"))},
 			policy: tlspolicy.Policy{Mode: tlspolicy.RequireVerifiedTLS, Roots: ca.Pool()}, want: Accepted, wantTLS: true, connections: 1,
 		},
 		"verified TLS tempfails on an untrusted certificate": {
-			server: []smtptest.Option{smtptest.WithCertificate(smtptest.SelfSigned(t, "example.com"))},
+			server: []testkit.Option{testkit.WithCertificate(testkit.SelfSigned(t, "example.com"))},
 			policy: tlspolicy.Policy{Mode: tlspolicy.RequireVerifiedTLS, Roots: ca.Pool()}, want: TempFailed, connections: 1,
 		},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
-			srv := smtptest.Start(t, tc.server...)
+			srv := testkit.Start(t, tc.server...)
 			p := &Prober{HELOName: "relay.test", TLSPolicy: func(domain string) tlspolicy.Policy {
 				if domain != "example.com" {
 					t.Errorf("policy asked for %q, want example.com", domain)

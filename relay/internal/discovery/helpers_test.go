@@ -10,8 +10,8 @@ import (
 
 	"github.com/postwarden/postwarden/relay/discoverystate"
 	"github.com/postwarden/postwarden/relay/internal/directory"
-	"github.com/postwarden/postwarden/relay/internal/smtptest"
 	"github.com/postwarden/postwarden/relay/snapshot"
+	"github.com/postwarden/postwarden/test/testkit"
 )
 
 var epoch = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
@@ -56,7 +56,7 @@ func (r *recorder) observations() []discoverystate.Observation {
 }
 
 // domainFor is a managed domain under a discovery policy, delivered to srv.
-func domainFor(name string, srv *smtptest.Server) *directory.Domain {
+func domainFor(name string, srv *testkit.Server) *directory.Domain {
 	return &directory.Domain{
 		Name:            name,
 		DiscoveryPolicy: "mail/discovery",

@@ -8,8 +8,8 @@ import (
 
 	"github.com/postwarden/postwarden/relay/discoverystate"
 	"github.com/postwarden/postwarden/relay/internal/smtpd"
-	"github.com/postwarden/postwarden/relay/internal/smtptest"
 	"github.com/postwarden/postwarden/relay/snapshot"
+	"github.com/postwarden/postwarden/test/testkit"
 )
 
 // mergingOperator plays the operator's part in memory: it merges every published batch
@@ -73,7 +73,7 @@ func testPolicy() discoverystate.Policy {
 }
 
 func TestTwoReplicasShareStateThroughTheMerge(t *testing.T) {
-	downstream := smtptest.Start(t)
+	downstream := testkit.Start(t)
 	clk := newClock()
 	op := &mergingOperator{policy: testPolicy(), now: clk.Now}
 	a := startReplica(t, t.TempDir(), "relay-0", clk, op)
@@ -124,7 +124,7 @@ func TestTwoReplicasShareStateThroughTheMerge(t *testing.T) {
 }
 
 func TestRestartLosesNothing(t *testing.T) {
-	downstream := smtptest.Start(t)
+	downstream := testkit.Start(t)
 	clk := newClock()
 	op := &mergingOperator{policy: testPolicy(), now: clk.Now}
 	dir := t.TempDir()

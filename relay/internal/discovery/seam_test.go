@@ -12,9 +12,9 @@ import (
 
 	"github.com/postwarden/postwarden/relay/internal/directory"
 	"github.com/postwarden/postwarden/relay/internal/smtpd"
-	"github.com/postwarden/postwarden/relay/internal/smtptest"
 	"github.com/postwarden/postwarden/relay/internal/spool"
 	"github.com/postwarden/postwarden/relay/snapshot"
+	"github.com/postwarden/postwarden/test/testkit"
 )
 
 // discardQueue accepts messages and keeps nothing.
@@ -72,8 +72,8 @@ func rcptCode(t *testing.T, addr, to string) int {
 }
 
 func TestSpecWinsOverDiscovery(t *testing.T) {
-	downstream := smtptest.Start(t)
-	downstream.RejectRcpt("nobody@example.com", smtptest.Reply(550, "5.1.1", "no such user"))
+	downstream := testkit.Start(t)
+	downstream.RejectRcpt("nobody@example.com", testkit.Reply(550, "5.1.1", "no such user"))
 	s := &snapshot.Snapshot{APIVersion: snapshot.APIVersion, Domains: []snapshot.Domain{{
 		Name:             "example.com",
 		Users:            []snapshot.User{{Address: "jane@example.com", Role: "EndUser"}},
@@ -122,8 +122,8 @@ func TestSpecWinsOverDiscovery(t *testing.T) {
 }
 
 func TestDeferredVerificationIs450(t *testing.T) {
-	downstream := smtptest.Start(t)
-	downstream.RejectRcpt("busy@example.com", smtptest.Reply(451, "4.3.0", "try later"))
+	downstream := testkit.Start(t)
+	downstream.RejectRcpt("busy@example.com", testkit.Reply(451, "4.3.0", "try later"))
 	s := &snapshot.Snapshot{APIVersion: snapshot.APIVersion, Domains: []snapshot.Domain{{
 		Name:            "example.com",
 		InboundDelivery: &snapshot.Endpoint{Host: "127.0.0.1", Port: downstream.Port},

@@ -12,48 +12,48 @@ import (
 	"github.com/postwarden/postwarden/relay/discoverystate"
 	"github.com/postwarden/postwarden/relay/internal/directory"
 	"github.com/postwarden/postwarden/relay/internal/smtpd"
-	"github.com/postwarden/postwarden/relay/internal/smtptest"
 	"github.com/postwarden/postwarden/relay/snapshot"
+	"github.com/postwarden/postwarden/test/testkit"
 )
 
 func TestVerdicts(t *testing.T) {
 	tests := map[string]struct {
-		setup       func(*smtptest.Server)
+		setup       func(*testkit.Server)
 		want        smtpd.Verdict
 		wantRecord  discoverystate.Kind // "" means nothing recorded
 		connections int
 	}{
 		"an address the server accepts is accepted and recorded as verified": {
-			setup: func(*smtptest.Server) {}, want: smtpd.VerdictAccept, wantRecord: discoverystate.Verified, connections: 1,
+			setup: func(*testkit.Server) {}, want: smtpd.VerdictAccept, wantRecord: discoverystate.Verified, connections: 1,
 		},
 		"an address the server refuses with 550 is unknown and recorded as refused": {
-			setup: func(s *smtptest.Server) {
-				s.RejectRcpt("bob@example.com", smtptest.Reply(550, "5.1.1", "no such user"))
+			setup: func(s *testkit.Server) {
+				s.RejectRcpt("bob@example.com", testkit.Reply(550, "5.1.1", "no such user"))
 			},
 			want: smtpd.VerdictUnknown, wantRecord: discoverystate.Refused, connections: 1,
 		},
 		"a 450 to RCPT defers": {
-			setup: func(s *smtptest.Server) {
-				s.RejectRcpt("bob@example.com", smtptest.Reply(450, "4.2.0", "mailbox busy"))
+			setup: func(s *testkit.Server) {
+				s.RejectRcpt("bob@example.com", testkit.Reply(450, "4.2.0", "mailbox busy"))
 			},
 			want: smtpd.VerdictDefer, connections: 1,
 		},
 		"a refused null sender defers rather than rejects": {
-			setup: func(s *smtptest.Server) {
-				s.Inject(smtptest.StageMail, smtptest.Reply(550, "5.7.1", "no bounces here"), -1)
+			setup: func(s *testkit.Server) {
+				s.Inject(testkit.StageMail, testkit.Reply(550, "5.7.1", "no bounces here"), -1)
 			},
 			want: smtpd.VerdictDefer, connections: 1,
 		},
 		"a server that greets with 421 defers": {
-			setup: func(s *smtptest.Server) {
-				s.Inject(smtptest.StageConnect, smtptest.Reply(421, "4.3.2", "busy"), -1)
+			setup: func(s *testkit.Server) {
+				s.Inject(testkit.StageConnect, testkit.Reply(421, "4.3.2", "busy"), -1)
 			},
 			want: smtpd.VerdictDefer, connections: 1,
 		},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
-			srv := smtptest.Start(t)
+			srv := testkit.Start(t)
 			tc.setup(srv)
 			rec := &recorder{}
 			v := newVerifier(t, Options{Recorder: rec, Now: newClock().Now})
@@ -131,8 +131,8 @@ func TestUnreachableServerDefers(t *testing.T) {
 }
 
 func TestCache(t *testing.T) {
-	srv := smtptest.Start(t)
-	srv.RejectRcpt("nobody@example.com", smtptest.Reply(550, "5.1.1", "no such user"))
+	srv := testkit.Start(t)
+	srv.RejectRcpt("nobody@example.com", testkit.Reply(550, "5.1.1", "no such user"))
 	clk := newClock()
 	v := newVerifier(t, Options{Now: clk.Now})
 	d := domainFor("example.com", srv)
@@ -169,7 +169,7 @@ func TestCache(t *testing.T) {
 
 	// Past the positive lifetime the answer is gone, and a fresh callout decides.
 	clk.Advance(DefaultPositiveTTL)
-	srv.RejectRcpt("bob@example.com", smtptest.Reply(550, "5.1.1", "gone"))
+	srv.RejectRcpt("bob@example.com", testkit.Reply(550, "5.1.1", "gone"))
 	ask("bob@example.com", smtpd.VerdictUnknown)
 	if n := srv.Connections(); n != 4 {
 		t.Fatalf("server saw %d connections, want 4", n)
@@ -177,7 +177,7 @@ func TestCache(t *testing.T) {
 }
 
 func TestCacheIsBounded(t *testing.T) {
-	srv := smtptest.Start(t)
+	srv := testkit.Start(t)
 	v := newVerifier(t, Options{Now: newClock().Now, CacheSize: 3, Burst: 100})
 	d := domainFor("example.com", srv)
 	for i := range 5 {
@@ -196,8 +196,8 @@ func TestCacheIsBounded(t *testing.T) {
 }
 
 func TestTempfailDefersThenRecovers(t *testing.T) {
-	srv := smtptest.Start(t)
-	srv.RejectRcpt("bob@example.com", smtptest.Reply(451, "4.3.0", "try later"))
+	srv := testkit.Start(t)
+	srv.RejectRcpt("bob@example.com", testkit.Reply(451, "4.3.0", "try later"))
 	clk := newClock()
 	v := newVerifier(t, Options{Now: clk.Now})
 	d := domainFor("example.com", srv)
@@ -218,7 +218,7 @@ func TestTempfailDefersThenRecovers(t *testing.T) {
 
 func TestConcurrentQuestionsShareOneCallout(t *testing.T) {
 	const n = 20
-	srv := smtptest.Start(t)
+	srv := testkit.Start(t)
 	g := newGate()
 	v := newVerifier(t, Options{Now: newClock().Now, Prober: Prober{Dial: g.Dial}})
 	d := domainFor("example.com", srv)
@@ -253,7 +253,7 @@ func TestConcurrentQuestionsShareOneCallout(t *testing.T) {
 }
 
 func TestRateAndConcurrencyLimitsDefer(t *testing.T) {
-	srv := smtptest.Start(t)
+	srv := testkit.Start(t)
 	clk := newClock()
 	v := newVerifier(t, Options{Now: clk.Now, Rate: 1, Burst: 2})
 	d := domainFor("example.com", srv)
@@ -298,7 +298,7 @@ func TestRateAndConcurrencyLimitsDefer(t *testing.T) {
 }
 
 func TestCallerGivingUpDefersButCalloutFinishes(t *testing.T) {
-	srv := smtptest.Start(t)
+	srv := testkit.Start(t)
 	g := newGate()
 	v := newVerifier(t, Options{Now: newClock().Now, Prober: Prober{Dial: g.Dial}})
 	d := domainFor("example.com", srv)
@@ -324,7 +324,7 @@ func TestCallerGivingUpDefersButCalloutFinishes(t *testing.T) {
 }
 
 func TestTempfailDuringRefreshKeepsTheAnswer(t *testing.T) {
-	srv := smtptest.Start(t)
+	srv := testkit.Start(t)
 	clk := newClock()
 	v := newVerifier(t, Options{Now: clk.Now})
 	d := domainFor("example.com", srv)
@@ -336,7 +336,7 @@ func TestTempfailDuringRefreshKeepsTheAnswer(t *testing.T) {
 		t.Fatalf("verdict %v, want accept", got)
 	}
 	clk.Advance(DefaultPositiveRefresh)
-	srv.RejectRcpt("bob@example.com", smtptest.Reply(451, "4.3.0", "try later"))
+	srv.RejectRcpt("bob@example.com", testkit.Reply(451, "4.3.0", "try later"))
 	if got := ask(); got != smtpd.VerdictAccept {
 		t.Fatalf("verdict %v while refreshing, want the cached accept", got)
 	}
@@ -354,7 +354,7 @@ func TestTempfailDuringRefreshKeepsTheAnswer(t *testing.T) {
 		t.Fatalf("%d callouts, want 2: a tempfailed refresh waits before the next", n)
 	}
 	clk.Advance(DefaultTempfailTTL)
-	srv.RejectRcpt("bob@example.com", smtptest.Reply(550, "5.1.1", "gone"))
+	srv.RejectRcpt("bob@example.com", testkit.Reply(550, "5.1.1", "gone"))
 	_ = ask()
 	eventually(t, "the next refresh", func() bool { return ask() == smtpd.VerdictUnknown })
 }

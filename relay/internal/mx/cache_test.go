@@ -10,7 +10,7 @@ import (
 
 	"github.com/miekg/dns"
 
-	"github.com/postwarden/postwarden/relay/internal/smtptest"
+	"github.com/postwarden/postwarden/test/testkit"
 )
 
 type testClock struct {
@@ -25,7 +25,7 @@ func (c *testClock) Advance(d time.Duration) {
 	c.now = c.now.Add(d)
 }
 
-func cachedResolver(t *testing.T, d *smtptest.DNS) (*Resolver, *testClock) {
+func cachedResolver(t *testing.T, d *testkit.DNS) (*Resolver, *testClock) {
 	t.Helper()
 	r := newResolver(t, d)
 	r.EnableCache(100, 5*time.Minute)
@@ -35,7 +35,7 @@ func cachedResolver(t *testing.T, d *smtptest.DNS) (*Resolver, *testClock) {
 }
 
 func TestCacheKeepsAnswersForTheirTTL(t *testing.T) {
-	d := smtptest.StartDNS(t)
+	d := testkit.StartDNS(t)
 	d.Add(t, "c.example. 60 MX 10 one.c.example.")
 	r, clock := cachedResolver(t, d)
 	lookup := func() []string {
@@ -57,7 +57,7 @@ func TestCacheKeepsAnswersForTheirTTL(t *testing.T) {
 }
 
 func TestCacheCapsLongTTLs(t *testing.T) {
-	d := smtptest.StartDNS(t)
+	d := testkit.StartDNS(t)
 	d.Add(t, "c.example. 86400 A 192.0.2.1")
 	r, clock := cachedResolver(t, d)
 	if _, err := r.LookupIP(context.Background(), "c.example"); err != nil {
@@ -72,7 +72,7 @@ func TestCacheCapsLongTTLs(t *testing.T) {
 }
 
 func TestCacheKeepsNXDOMAINBriefly(t *testing.T) {
-	d := smtptest.StartDNS(t)
+	d := testkit.StartDNS(t)
 	r, clock := cachedResolver(t, d)
 	if _, err := r.LookupMX(context.Background(), "late.example"); err == nil {
 		t.Fatal("a missing domain resolved")
@@ -89,7 +89,7 @@ func TestCacheKeepsNXDOMAINBriefly(t *testing.T) {
 }
 
 func TestCacheNeverKeepsFailures(t *testing.T) {
-	d := smtptest.StartDNS(t)
+	d := testkit.StartDNS(t)
 	d.Fail("flaky.example", dns.RcodeServerFailure)
 	r, _ := cachedResolver(t, d)
 	if _, err := r.LookupMX(context.Background(), "flaky.example"); err == nil {

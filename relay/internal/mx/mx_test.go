@@ -9,10 +9,10 @@ import (
 
 	"github.com/miekg/dns"
 
-	"github.com/postwarden/postwarden/relay/internal/smtptest"
+	"github.com/postwarden/postwarden/test/testkit"
 )
 
-func newResolver(t *testing.T, d *smtptest.DNS) *Resolver {
+func newResolver(t *testing.T, d *testkit.DNS) *Resolver {
 	t.Helper()
 	r, err := New([]string{d.Addr}, 300*time.Millisecond)
 	if err != nil {
@@ -30,7 +30,7 @@ func names(hs []Host) []string {
 }
 
 func TestLookupMX(t *testing.T) {
-	d := smtptest.StartDNS(t)
+	d := testkit.StartDNS(t)
 	d.Add(t,
 		"pref.example. MX 20 backup.pref.example.",
 		"pref.example. MX 10 Primary.Pref.Example.",
@@ -83,7 +83,7 @@ func TestLookupMX(t *testing.T) {
 }
 
 func TestEqualPreferencesAreShuffled(t *testing.T) {
-	d := smtptest.StartDNS(t)
+	d := testkit.StartDNS(t)
 	d.Add(t, "eq.example. MX 10 a.eq.example.", "eq.example. MX 10 b.eq.example.", "eq.example. MX 5 first.eq.example.")
 	r := newResolver(t, d)
 	seen := map[string]bool{}
@@ -105,7 +105,7 @@ func TestEqualPreferencesAreShuffled(t *testing.T) {
 }
 
 func TestLookupIP(t *testing.T) {
-	d := smtptest.StartDNS(t)
+	d := testkit.StartDNS(t)
 	d.Add(t, "dual.example. AAAA 2001:db8::1", "dual.example. A 192.0.2.1")
 	d.Fail("broken.example", dns.RcodeServerFailure)
 	r := newResolver(t, d)
@@ -144,9 +144,9 @@ func TestLookupIP(t *testing.T) {
 }
 
 func TestFallsBackToTheNextServer(t *testing.T) {
-	dead := smtptest.StartDNS(t)
+	dead := testkit.StartDNS(t)
 	dead.Fail("pref.example", dns.RcodeServerFailure)
-	live := smtptest.StartDNS(t)
+	live := testkit.StartDNS(t)
 	live.Add(t, "pref.example. MX 10 mx.pref.example.")
 	r, err := New([]string{dead.Addr, live.Addr}, time.Second)
 	if err != nil {

@@ -4,9 +4,9 @@ import (
 	"crypto/tls"
 	"testing"
 
-	"github.com/postwarden/postwarden/relay/internal/smtptest"
 	"github.com/postwarden/postwarden/relay/internal/tlscert"
 	"github.com/postwarden/postwarden/relay/internal/tlscert/tlscerttest"
+	"github.com/postwarden/postwarden/test/testkit"
 )
 
 func parse(t *testing.T, p tlscert.Pair) *tls.Certificate {
@@ -19,7 +19,7 @@ func parse(t *testing.T, p tlscert.Pair) *tls.Certificate {
 }
 
 func TestGetCertificate(t *testing.T) {
-	ca := smtptest.NewCA(t)
+	ca := testkit.NewCA(t)
 	mx := parse(t, tlscerttest.Issue(t, ca, "mx.example.com"))
 	wild := parse(t, tlscerttest.Issue(t, ca, "*.example.net"))
 	relay := parse(t, tlscerttest.Issue(t, ca, "relay.example.org", "smtp.example.org"))
@@ -57,7 +57,7 @@ func TestGetCertificate(t *testing.T) {
 }
 
 func TestDefaultIsFirstWhenNoneCoversHostname(t *testing.T) {
-	ca := smtptest.NewCA(t)
+	ca := testkit.NewCA(t)
 	a := parse(t, tlscerttest.Issue(t, ca, "a.example.com"))
 	b := parse(t, tlscerttest.Issue(t, ca, "b.example.com"))
 	var store tlscert.Store
@@ -85,7 +85,7 @@ func TestEmptyStoreIsNotReadyAndFailsHandshakes(t *testing.T) {
 }
 
 func TestParseRefusesMismatchedKey(t *testing.T) {
-	ca := smtptest.NewCA(t)
+	ca := testkit.NewCA(t)
 	a := tlscerttest.Issue(t, ca, "a.example.com")
 	b := tlscerttest.Issue(t, ca, "b.example.com")
 	if _, err := tlscert.Parse(tlscert.Pair{Name: "mixed", CertPEM: a.CertPEM, KeyPEM: b.KeyPEM}); err == nil {
@@ -98,7 +98,7 @@ func TestParseRefusesMismatchedKey(t *testing.T) {
 
 // A swap is seen by the next handshake over a real connection, with the same tls.Config.
 func TestSwapReachesNextHandshake(t *testing.T) {
-	ca := smtptest.NewCA(t)
+	ca := testkit.NewCA(t)
 	var store tlscert.Store
 	cfg := store.TLSConfig()
 	ln, err := tls.Listen("tcp", "127.0.0.1:0", cfg)
@@ -138,7 +138,7 @@ func TestSwapReachesNextHandshake(t *testing.T) {
 }
 
 func TestOverlappingCertificatesPreferLaterExpiry(t *testing.T) {
-	ca := smtptest.NewCA(t)
+	ca := testkit.NewCA(t)
 	old := parse(t, tlscerttest.Issue(t, ca, "mx.example.com"))
 	renewed := parse(t, tlscerttest.Issue(t, ca, "mx.example.com"))
 	renewed.Leaf.NotAfter = old.Leaf.NotAfter.Add(1)

@@ -8,8 +8,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/postwarden/postwarden/relay/internal/smtptest"
 	"github.com/postwarden/postwarden/relay/snapshot"
+	"github.com/postwarden/postwarden/test/testkit"
 )
 
 func policy(name, dir, mode string, domains, dests []string) snapshot.TLSPolicy {
@@ -80,8 +80,8 @@ func TestCompileRejectsBadInput(t *testing.T) {
 }
 
 func TestVerify(t *testing.T) {
-	ca := smtptest.NewCA(t)
-	other := smtptest.NewCA(t)
+	ca := testkit.NewCA(t)
+	other := testkit.NewCA(t)
 	leaf := func(c tls.Certificate) []*x509.Certificate { return []*x509.Certificate{c.Leaf} }
 	tests := map[string]struct {
 		certs   []*x509.Certificate
@@ -99,7 +99,7 @@ func TestVerify(t *testing.T) {
 		"the wrong name is reported with both wants": {leaf(ca.Leaf(t, "*.other.example")), []string{"mx.dest.example", "dest.example"}, "certificate name mismatch: got *.other.example, want mx.dest.example or dest.example"},
 		"an IP endpoint matches an IP SAN":           {leaf(ca.Leaf(t, "127.0.0.1")), []string{"127.0.0.1"}, ""},
 		"an untrusted issuer is refused":             {leaf(other.Leaf(t, "mx.dest.example")), []string{"mx.dest.example"}, "certificate not trusted: x509: certificate signed by unknown authority"},
-		"a self-signed certificate is refused":       {leaf(smtptest.SelfSigned(t, "mx.dest.example")), []string{"mx.dest.example"}, "certificate not trusted"},
+		"a self-signed certificate is refused":       {leaf(testkit.SelfSigned(t, "mx.dest.example")), []string{"mx.dest.example"}, "certificate not trusted"},
 		"no certificate is refused":                  {nil, []string{"mx.dest.example"}, "no certificate presented"},
 	}
 	for name, tc := range tests {
@@ -142,7 +142,7 @@ func handshake(t *testing.T, p Policy, cert tls.Certificate, mx, domain string) 
 }
 
 func TestClientConfig(t *testing.T) {
-	ca := smtptest.NewCA(t)
+	ca := testkit.NewCA(t)
 	wrong := ca.Leaf(t, "*.other.example")
 	tests := map[string]struct {
 		mode         Mode
@@ -151,7 +151,7 @@ func TestClientConfig(t *testing.T) {
 		wantVerified bool
 	}{
 		"opportunistic accepts a wrong name and records it":    {Opportunistic, wrong, true, false},
-		"require-tls accepts a self-signed certificate":        {RequireTLS, smtptest.SelfSigned(t, "mx.dest.example"), true, false},
+		"require-tls accepts a self-signed certificate":        {RequireTLS, testkit.SelfSigned(t, "mx.dest.example"), true, false},
 		"require-verified refuses a wrong name":                {RequireVerifiedTLS, wrong, false, false},
 		"require-verified accepts the recipient domain's name": {RequireVerifiedTLS, ca.Leaf(t, "dest.example"), true, true},
 		"opportunistic records a verified peer":                {Opportunistic, ca.Leaf(t, "mx.dest.example"), true, true},
@@ -174,7 +174,7 @@ func TestClientConfig(t *testing.T) {
 }
 
 func TestMinVersionIsHonoured(t *testing.T) {
-	ca := smtptest.NewCA(t)
+	ca := testkit.NewCA(t)
 	p := Policy{Mode: RequireTLS, MinVersion: tls.VersionTLS13}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -1,5 +1,5 @@
 // Package tlscerttest issues certificates as PEM files and Secret data for tests of the
-// relay's certificate loading, on top of smtptest's throw-away CA.
+// relay's certificate loading, on top of testkit's throw-away CA.
 package tlscerttest
 
 import (
@@ -10,12 +10,12 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/postwarden/postwarden/relay/internal/smtptest"
 	"github.com/postwarden/postwarden/relay/internal/tlscert"
+	"github.com/postwarden/postwarden/test/testkit"
 )
 
 // Issue returns a leaf certificate for names, signed by ca, as PEM.
-func Issue(t testing.TB, ca *smtptest.CA, names ...string) tlscert.Pair {
+func Issue(t testing.TB, ca *testkit.CA, names ...string) tlscert.Pair {
 	t.Helper()
 	return Encode(t, ca.Leaf(t, names...), names[0])
 }

@@ -1,9 +1,9 @@
-// Package smtptest provides a fake downstream SMTP server and a throw-away PKI for
+// Package testkit provides a fake downstream SMTP server and a throw-away PKI for
 // tests. The server is go-smtp's, listening on 127.0.0.1:0; it records every message it
 // accepts and can be told to offer STARTTLS with a given certificate, to fail the TLS
 // handshake, or to answer with an injected reply at connect, MAIL, RCPT (per recipient)
 // or DATA.
-package smtptest
+package testkit
 
 import (
 	"crypto/tls"
@@ -114,7 +114,7 @@ func Start(t testing.TB, opts ...Option) *Server {
 		changed:    make(chan struct{}),
 	}
 	s.srv = smtp.NewServer(smtp.BackendFunc(s.newSession))
-	s.srv.Domain = "mx.smtptest.invalid"
+	s.srv.Domain = "mx.testkit.invalid"
 	s.srv.MaxMessageBytes = 64 << 20
 	s.srv.MaxRecipients = 1000
 	s.srv.ReadTimeout = time.Minute
@@ -125,7 +125,7 @@ func Start(t testing.TB, opts ...Option) *Server {
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		t.Fatalf("smtptest: listening: %v", err)
+		t.Fatalf("testkit: listening: %v", err)
 	}
 	s.ln = &gate{Listener: ln, s: s}
 	s.Addr = ln.Addr().String()
@@ -206,7 +206,7 @@ func (s *Server) WaitMessages(t testing.TB, n int, timeout time.Duration) []Mess
 		select {
 		case <-changed:
 		case <-deadline.C:
-			t.Fatalf("smtptest: %d messages after %v, want %d", got, timeout, n)
+			t.Fatalf("testkit: %d messages after %v, want %d", got, timeout, n)
 		}
 	}
 }

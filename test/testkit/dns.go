@@ -1,4 +1,4 @@
-package smtptest
+package testkit
 
 import (
 	"net"
@@ -28,7 +28,7 @@ func StartDNS(t testing.TB) *DNS {
 	t.Helper()
 	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
-		t.Fatalf("smtptest: dns listen: %v", err)
+		t.Fatalf("testkit: dns listen: %v", err)
 	}
 	d := &DNS{
 		Addr:    pc.LocalAddr().String(),
@@ -60,7 +60,7 @@ func (d *DNS) Add(t testing.TB, records ...string) {
 	for _, s := range records {
 		rr, err := dns.NewRR(s)
 		if err != nil {
-			t.Fatalf("smtptest: bad record %q: %v", s, err)
+			t.Fatalf("testkit: bad record %q: %v", s, err)
 		}
 		name := strings.ToLower(rr.Header().Name)
 		d.records[name] = append(d.records[name], rr)
