@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/postwarden/postwarden/relay/snapshot"
+	"github.com/postwarden/postwarden/test/testkit"
 )
 
 // BenchmarkCredentialBurst creates 500 SMTPCredentials at once and measures the time
@@ -32,16 +33,20 @@ func BenchmarkCredentialBurst(b *testing.B) {
 			}
 		}
 		b.ReportMetric(time.Since(start).Seconds(), "s-to-create")
-		deadline := time.Now().Add(2 * time.Minute)
-		for {
+		waitCtx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+		err := testkit.Poll(waitCtx, 10*time.Millisecond, func() error {
 			s, err := currentSnapshot()
-			if err == nil && countIn(s, ns) == n {
-				break
+			if err != nil {
+				return err
 			}
-			if time.Now().After(deadline) {
-				b.Fatalf("not all %d credentials reached the config in 2 minutes", n)
+			if got := countIn(s, ns); got != n {
+				return fmt.Errorf("%d of %d credentials in the config", got, n)
 			}
-			time.Sleep(10 * time.Millisecond)
+			return nil
+		})
+		cancel()
+		if err != nil {
+			b.Fatal(err)
 		}
 	}
 }

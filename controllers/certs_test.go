@@ -2,12 +2,7 @@ package controllers_test
 
 import (
 	"context"
-	"crypto/ed25519"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
-	"math/big"
 	"slices"
 	"testing"
 	"time"
@@ -20,23 +15,14 @@ import (
 
 	relayv1alpha1 "github.com/postwarden/postwarden/api/v1alpha1"
 	"github.com/postwarden/postwarden/relay/snapshot"
+	"github.com/postwarden/postwarden/test/testkit"
 )
 
-// testCAPEM is a CA certificate from a fixed Ed25519 seed: the same PEM on every run.
+// testCAPEM is a CA certificate that is the same PEM on every run, as the golden
+// config holds it.
 func testCAPEM(t *testing.T) string {
 	t.Helper()
-	key := ed25519.NewKeyFromSeed(make([]byte, ed25519.SeedSize))
-	start := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "Postwarden test CA"},
-		NotBefore: start, NotAfter: start.AddDate(10, 0, 0),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
-	}
-	der, err := x509.CreateCertificate(nil, tmpl, tmpl, key.Public(), key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
+	return testkit.NewCA(t, testkit.Reproducible(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))).PEM()
 }
 
 func TestRelayCertificateCoversSubmissionHostnames(t *testing.T) {

@@ -10,6 +10,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	relayv1alpha1 "github.com/postwarden/postwarden/api/v1alpha1"
+	"github.com/postwarden/postwarden/test/testkit"
 )
 
 // BenchmarkChangeReachesConfig measures the time from an edit of a MailDomain to the
@@ -32,18 +33,20 @@ func BenchmarkChangeReachesConfig(b *testing.B) {
 		if err := k8s.Patch(context.Background(), md, client.MergeFrom(before)); err != nil {
 			b.Fatal(err)
 		}
-		deadline := time.Now().Add(30 * time.Second)
-		for {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		err := testkit.Poll(ctx, 2*time.Millisecond, func() error {
 			s, err := currentSnapshot()
-			if err == nil {
-				if d := findDomain(s, domain); d != nil && len(d.Users) == len(md.Spec.Users) {
-					break
-				}
+			if err != nil {
+				return err
 			}
-			if time.Now().After(deadline) {
-				b.Fatalf("user %s did not reach the config in 30s", user)
+			if d := findDomain(s, domain); d == nil || len(d.Users) != len(md.Spec.Users) {
+				return fmt.Errorf("user %s is not in the config", user)
 			}
-			time.Sleep(2 * time.Millisecond)
+			return nil
+		})
+		cancel()
+		if err != nil {
+			b.Fatal(err)
 		}
 	}
 }

@@ -27,6 +27,7 @@ import (
 	"github.com/postwarden/postwarden/controllers"
 	"github.com/postwarden/postwarden/relay/snapshot"
 	"github.com/postwarden/postwarden/test/testenv"
+	"github.com/postwarden/postwarden/test/testkit"
 )
 
 const (
@@ -55,7 +56,7 @@ func operatorOptions() controllers.OperatorOptions {
 		MetricsAddr: "0", ProbeAddr: "0", Namespace: operatorNS, ConfigName: configName,
 		RelayHostnames: []string{relayHostname}, SubmissionPort: 587,
 		IssuerName: "test-issuer", IssuerKind: "ClusterIssuer", IssuerGroup: "cert-manager.io",
-		DiscoveryMergeInterval: 100 * time.Millisecond, Clock: discoveryClock, ReportRelay: sink.addr,
+		DiscoveryMergeInterval: 100 * time.Millisecond, Clock: discoveryClock, ReportRelay: sink.Addr,
 	}
 }
 
@@ -190,15 +191,7 @@ func stopRunningOperator() {
 // eventually polls check until it returns nil or the deadline passes.
 func eventually(t testing.TB, what string, check func() error) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	var err error
-	for time.Now().Before(deadline) {
-		if err = check(); err == nil {
-			return
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatalf("%s: still failing after 30s: %v", what, err)
+	testkit.Eventually(t, 30*time.Second, what, check)
 }
 
 // newNamespace creates a namespace for one test.

@@ -60,9 +60,7 @@ func BenchmarkReloadFromSecrets(b *testing.B) {
 	for i := range b.N {
 		writeShards(b, kube, ns.Name, "relay", snaps[i])
 		written := time.Now()
-		for r.Hash() != snaps[i].Hash {
-			time.Sleep(time.Millisecond)
-		}
+		waitHash(b, r, snaps[i].Hash)
 		total += time.Since(written)
 	}
 	b.ReportMetric(float64(total.Microseconds())/1000/float64(b.N), "ms/reload")
@@ -87,17 +85,13 @@ func BenchmarkReloadFromFile(b *testing.B) {
 	done := make(chan error, 1)
 	go func() { done <- r.Run(ctx) }()
 	defer func() { cancel(); <-done }()
-	for r.Hash() != snaps[b.N].Hash {
-		time.Sleep(time.Millisecond)
-	}
+	waitHash(b, r, snaps[b.N].Hash)
 	b.ResetTimer()
 	var total time.Duration
 	for i := range b.N {
 		writeConfig(b, path, snaps[i])
 		written := time.Now()
-		for r.Hash() != snaps[i].Hash {
-			time.Sleep(time.Millisecond)
-		}
+		waitHash(b, r, snaps[i].Hash)
 		total += time.Since(written)
 	}
 	b.ReportMetric(float64(total.Microseconds())/1000/float64(b.N), "ms/reload")
@@ -121,9 +115,7 @@ func BenchmarkInboundRcpt(b *testing.B) {
 	done := make(chan error, 1)
 	go func() { done <- r.Run(ctx) }()
 	defer func() { cancel(); <-done }()
-	for r.Hash() != s.Hash {
-		time.Sleep(time.Millisecond)
-	}
+	waitHash(b, r, s.Hash)
 	for _, rcpt := range []string{"alice@covered.example", "verified@covered.example"} {
 		b.Run(rcpt, func(b *testing.B) {
 			cl, err := smtp.Dial(r.InboundAddr().String())
@@ -155,5 +147,20 @@ func BenchmarkInboundRcpt(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// waitHash waits, looking every millisecond, until r enforces the config with hash.
+func waitHash(b *testing.B, r *Relay, hash string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	err := testkit.Poll(ctx, time.Millisecond, func() error {
+		if got := r.Hash(); got != hash {
+			return fmt.Errorf("the relay enforces %s, not %s", got, hash)
+		}
+		return nil
+	})
+	if err != nil {
+		b.Fatal(err)
 	}
 }

@@ -1,11 +1,6 @@
 package compiler
 
 import (
-	"crypto/ed25519"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
-	"math/big"
 	"strings"
 	"testing"
 	"time"
@@ -13,6 +8,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	relayv1alpha1 "github.com/postwarden/postwarden/api/v1alpha1"
+	"github.com/postwarden/postwarden/test/testkit"
 )
 
 // epoch is the creation time of the first test object; age is added in minutes.
@@ -136,21 +132,11 @@ func verified(secret string) tlsOpt {
 	}
 }
 
-// testCAPEM is a CA certificate built from a fixed seed: Ed25519 signatures are
-// deterministic, so the PEM is the same on every run and golden files stay stable.
+// testCAPEM is a CA certificate that is the same PEM on every run, so golden files stay
+// stable.
 func testCAPEM(t testing.TB) string {
 	t.Helper()
-	key := ed25519.NewKeyFromSeed(make([]byte, ed25519.SeedSize))
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "Postwarden test CA"},
-		NotBefore: epoch, NotAfter: epoch.AddDate(10, 0, 0),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
-	}
-	der, err := x509.CreateCertificate(nil, tmpl, tmpl, key.Public(), key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
+	return testkit.NewCA(t, testkit.Reproducible(epoch)).PEM()
 }
 
 // must compiles in and fails the test on error.

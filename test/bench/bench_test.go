@@ -2,6 +2,7 @@ package bench
 
 import (
 	"bufio"
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
@@ -17,12 +18,12 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/postwarden/postwarden/relay/snapshot"
+	"github.com/postwarden/postwarden/test/testkit"
 )
 
 const (
@@ -94,11 +95,13 @@ func startDeliveringRelay(b *testing.B) (*relayProcess, *sink) {
 	b.Helper()
 	s := startSharedSink(b)
 	deliverOnce.Do(func() {
-		var dnsAddr string
-		if dnsAddr, dnsQueries, deliverErr = startDNS(); deliverErr != nil {
+		// It answers NXDOMAIN to everything: with a smarthost the relay should not need
+		// DNS at all, and Queries counts what it asked anyway.
+		if benchDNS, deliverErr = testkit.NewDNSServer("127.0.0.1:0"); deliverErr != nil {
 			return
 		}
-		args := []string{"--delivery=true", "--smarthost", s.addr, "--dns-servers", dnsAddr}
+		addCleanup(func() { _ = benchDNS.Close() })
+		args := []string{"--delivery=true", "--smarthost", s.Addr, "--dns-servers", benchDNS.Addr}
 		// Extra flags, such as --delivery-per-destination=20, to try other settings.
 		args = append(args, strings.Fields(os.Getenv("BENCH_RELAY_ARGS"))...)
 		deliverRelay, deliverErr = launch(b, args...)
@@ -113,7 +116,7 @@ var (
 	sinkOnce   sync.Once
 	sharedSink *sink
 	sinkErr    error
-	dnsQueries *atomic.Int64
+	benchDNS   *testkit.DNS
 )
 
 func startSharedSink(b *testing.B) *sink {
@@ -220,18 +223,10 @@ func launch(b *testing.B, args ...string) (*relayProcess, error) {
 	case <-time.After(time.Minute):
 		return nil, fmt.Errorf("relay did not start")
 	}
-	for deadline := time.Now().Add(30 * time.Second); ; {
-		resp, err := http.Get("http://" + got[1] + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				break
-			}
-		}
-		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("relay not ready")
-		}
-		time.Sleep(20 * time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := testkit.Poll(ctx, 20*time.Millisecond, func() error { return readyz("http://" + got[1] + "/readyz") }); err != nil {
+		return nil, fmt.Errorf("relay not ready: %w", err)
 	}
 	return &relayProcess{cmd: cmd, addr: got[0], roots: roots}, nil
 }
@@ -289,4 +284,17 @@ func BenchmarkSubmissionNewConnection(b *testing.B) {
 			measure(b, startRelay(b).target(), load{conns: conns, size: smallMessage, perMessage: true})
 		})
 	}
+}
+
+// readyz returns nil when url answers 200.
+func readyz(url string) error {
+	resp, err := http.Get(url)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s: %s", url, resp.Status)
+	}
+	return nil
 }

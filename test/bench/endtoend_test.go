@@ -25,11 +25,11 @@ func BenchmarkEndToEnd(b *testing.B) {
 			r, s := startDeliveringRelay(b)
 			t := r.target()
 			t.sink = s
-			queries, conns := dnsQueries.Load(), s.conns.Load()
+			queries, conns := benchDNS.Queries(), s.Connections()
 			measure(b, t, l)
-			b.ReportMetric(float64(dnsQueries.Load()-queries)/float64(b.N), "dns-queries/msg")
+			b.ReportMetric(float64(benchDNS.Queries()-queries)/float64(b.N), "dns-queries/msg")
 			// Sessions the relay opened to the smarthost; below 1 means reuse.
-			b.ReportMetric(float64(s.conns.Load()-conns)/float64(b.N), "sink-conns/msg")
+			b.ReportMetric(float64(s.Connections()-conns)/float64(b.N), "sink-conns/msg")
 		})
 	}
 }

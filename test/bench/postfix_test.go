@@ -2,6 +2,7 @@ package bench
 
 import (
 	"bytes"
+	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -15,6 +16,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/postwarden/postwarden/test/testkit"
 )
 
 // postfixInstance is a private Postfix run by hack/bench-postfix.sh: its own config,
@@ -77,7 +80,7 @@ func launchPostfix(b *testing.B, s *sink) (*postfixInstance, error) {
 	if err != nil {
 		return nil, err
 	}
-	out, err := p.run("start", dir, strconv.Itoa(port), strconv.Itoa(s.port),
+	out, err := p.run("start", dir, strconv.Itoa(port), strconv.Itoa(s.Port),
 		filepath.Join(certs, "relay.crt"), filepath.Join(certs, "relay.key"))
 	if err != nil {
 		return nil, err
@@ -121,10 +124,16 @@ func (p *postfixInstance) setMode(mode string) error {
 			return err
 		}
 		want := mode == "deliver"
-		for deadline := time.Now().Add(30 * time.Second); p.hasDaemon("qmgr") != want; time.Sleep(50 * time.Millisecond) {
-			if time.Now().After(deadline) {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		err := testkit.Poll(ctx, 50*time.Millisecond, func() error {
+			if p.hasDaemon("qmgr") != want {
 				return fmt.Errorf("postfix: qmgr running is %v after switching to %s mode", !want, mode)
 			}
+			return nil
+		})
+		if err != nil {
+			return err
 		}
 		p.mode = mode
 	}

@@ -12,6 +12,8 @@ import (
 	"github.com/emersion/go-smtp"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/postwarden/postwarden/test/testkit"
 )
 
 // pollEvery is how often the waits below look again.
@@ -25,19 +27,7 @@ func Poll(ctx context.Context, timeout time.Duration, check func() error) error 
 		ctx, cancel = context.WithTimeout(ctx, timeout)
 		defer cancel()
 	}
-	tick := time.NewTicker(pollEvery)
-	defer tick.Stop()
-	for {
-		err := check()
-		if err == nil {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("%w (last: %w)", ctx.Err(), err)
-		case <-tick.C:
-		}
-	}
+	return testkit.Poll(ctx, pollEvery, check)
 }
 
 // DialSubmission connects to submission and does STARTTLS, verifying the relay against

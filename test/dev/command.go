@@ -75,7 +75,7 @@ func printSummary(w io.Writer, env *Env, opts Options) {
 		fmt.Fprintf(w, "  local user   %s\n", i.LocalRecipient)
 	}
 	fmt.Fprintf(w, "  CA file      %s\n", rel(i.CAFile))
-	fmt.Fprintf(w, "  mail sink    %s, each mail saved in %s\n", env.Sink.Addr(), rel(i.SinkDir))
+	fmt.Fprintf(w, "  mail sink    %s, each mail saved in %s\n", env.Sink.Addr, rel(i.SinkDir))
 	fmt.Fprintf(w, "  metrics      http://%s/metrics\n", opts.HTTPAddr)
 	fmt.Fprintf(w, "  logs         %s\n", rel(filepath.Join(opts.Dir, "postwarden.log")))
 	if i.Username != "" {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/postwarden/postwarden/controllers"
 	"github.com/postwarden/postwarden/test/testenv"
+	"github.com/postwarden/postwarden/test/testkit"
 )
 
 // TestDevEnvironment brings the whole system up as `postwarden dev` does, then uses the
@@ -57,7 +58,7 @@ func TestDevEnvironment(t *testing.T) {
 		t.Fatalf("sending inbound: %v", err)
 	}
 	for _, id := range []string{"dev-outbound", "dev-inbound"} {
-		m, err := env.Sink.Wait(ctx, func(m Message) bool { return bytes.Contains(m.Data, []byte("<"+id+"@dev.postwarden>")) })
+		m, err := env.Sink.Wait(ctx, func(m testkit.Message) bool { return bytes.Contains(m.Data, []byte("<"+id+"@dev.postwarden>")) })
 		if err != nil {
 			t.Fatalf("%s: %v", id, err)
 		}
@@ -105,7 +106,7 @@ func TestDevEnvironment(t *testing.T) {
 	if err := env.Submit(user, pass, "postmaster@example.com", []string{"jane.doe@example.com"}, msg); err != nil {
 		t.Fatalf("submitting as the report sender: %v", err)
 	}
-	if _, err := env.Sink.Wait(ctx, func(m Message) bool { return bytes.Contains(m.Data, []byte("<dev-report@dev.postwarden>")) }); err != nil {
+	if _, err := env.Sink.Wait(ctx, func(m testkit.Message) bool { return bytes.Contains(m.Data, []byte("<dev-report@dev.postwarden>")) }); err != nil {
 		t.Fatalf("the report-like mail: %v", err)
 	}
 	if err := env.Submit(user, pass, info.Sender, []string{"jane.doe@example.com"}, msg); err == nil {

@@ -2,16 +2,10 @@ package dev
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/sha256"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/hex"
-	"encoding/pem"
 	"fmt"
-	"math/big"
 	"net"
 	"os"
 	"path/filepath"
@@ -30,6 +24,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	"github.com/postwarden/postwarden/test/testkit"
 )
 
 // annotationIssuedFor records which spec a Secret was issued for, so a changed spec
@@ -44,53 +40,29 @@ type Issuer struct {
 	CAFile string
 
 	client client.Client
-	ca     *x509.Certificate
-	caKey  *ecdsa.PrivateKey
-	caPEM  []byte
+	ca     *testkit.CA
 }
 
 // NewIssuer creates a CA and writes its certificate to dir/ca.crt. c must read Secrets
 // directly (not through a metadata-only cache).
 func NewIssuer(dir string, c client.Client) (*Issuer, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, fmt.Errorf("generating the CA key: %w", err)
-	}
 	now := time.Now()
-	tmpl := &x509.Certificate{
-		SerialNumber:          serialNumber(),
-		Subject:               pkix.Name{CommonName: "Postwarden dev CA"},
-		NotBefore:             now.Add(-time.Hour),
-		NotAfter:              now.AddDate(1, 0, 0),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		return nil, fmt.Errorf("creating the CA certificate: %w", err)
-	}
-	ca, err := x509.ParseCertificate(der)
+	ca, err := testkit.GenerateCA(testkit.CommonName("Postwarden dev CA"), testkit.Validity(now.Add(-time.Hour), now.AddDate(1, 0, 0)))
 	if err != nil {
 		return nil, err
 	}
-	i := &Issuer{client: c, ca: ca, caKey: key, caPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}
-	i.CAFile = filepath.Join(dir, "ca.crt")
-	if err := os.WriteFile(i.CAFile, i.caPEM, 0o644); err != nil {
+	i := &Issuer{client: c, ca: ca, CAFile: filepath.Join(dir, "ca.crt")}
+	if err := os.WriteFile(i.CAFile, i.CAPEM(), 0o644); err != nil {
 		return nil, fmt.Errorf("writing the CA file: %w", err)
 	}
 	return i, nil
 }
 
 // CAPEM is the CA certificate in PEM.
-func (i *Issuer) CAPEM() []byte { return i.caPEM }
+func (i *Issuer) CAPEM() []byte { return []byte(i.ca.PEM()) }
 
 // Pool is a certificate pool holding the CA.
-func (i *Issuer) Pool() *x509.CertPool {
-	p := x509.NewCertPool()
-	p.AddCert(i.ca)
-	return p
-}
+func (i *Issuer) Pool() *x509.CertPool { return i.ca.Pool() }
 
 // SetupWithManager watches Certificates through mgr's cache.
 func (i *Issuer) SetupWithManager(mgr ctrl.Manager) error {
@@ -154,7 +126,7 @@ func (i *Issuer) issue(ctx context.Context, cert *certmanagerv1.Certificate) err
 		secret.Annotations["cert-manager.io/issuer-name"] = cert.Spec.IssuerRef.Name
 		secret.Annotations["cert-manager.io/issuer-kind"] = cert.Spec.IssuerRef.Kind
 		secret.Annotations["cert-manager.io/alt-names"] = strings.Join(cert.Spec.DNSNames, ",")
-		secret.Data = map[string][]byte{corev1.TLSCertKey: certPEM, corev1.TLSPrivateKeyKey: keyPEM, "ca.crt": i.caPEM}
+		secret.Data = map[string][]byte{corev1.TLSCertKey: certPEM, corev1.TLSPrivateKeyKey: keyPEM, "ca.crt": i.CAPEM()}
 		return nil
 	})
 	if err != nil {
@@ -182,43 +154,26 @@ func (i *Issuer) issue(ctx context.Context, cert *certmanagerv1.Certificate) err
 
 // leaf signs a certificate for cert's names with the CA.
 func (i *Issuer) leaf(cert *certmanagerv1.Certificate) (certPEM, keyPEM []byte, leaf *x509.Certificate, err error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, nil, nil, fmt.Errorf("generating a key: %w", err)
-	}
 	lifetime := 90 * 24 * time.Hour
 	if cert.Spec.Duration != nil && cert.Spec.Duration.Duration > 0 {
 		lifetime = cert.Spec.Duration.Duration
 	}
-	now := time.Now()
-	tmpl := &x509.Certificate{
-		SerialNumber: serialNumber(),
-		Subject:      pkix.Name{CommonName: cert.Spec.CommonName},
-		DNSNames:     cert.Spec.DNSNames,
-		NotBefore:    now.Add(-time.Minute),
-		NotAfter:     now.Add(lifetime),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
+	names := slices.Clone(cert.Spec.DNSNames)
 	for _, ip := range cert.Spec.IPAddresses {
-		if a := net.ParseIP(ip); a != nil {
-			tmpl.IPAddresses = append(tmpl.IPAddresses, a)
+		if net.ParseIP(ip) != nil {
+			names = append(names, ip)
 		}
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, i.ca, &key.PublicKey, i.caKey)
-	if err != nil {
-		return nil, nil, nil, fmt.Errorf("signing a certificate: %w", err)
-	}
-	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	now := time.Now()
+	issued, err := i.ca.Issue(testkit.CommonName(cert.Spec.CommonName), testkit.Names(names...),
+		testkit.Validity(now.Add(-time.Minute), now.Add(lifetime)))
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	leaf, err = x509.ParseCertificate(der)
-	if err != nil {
+	if certPEM, keyPEM, err = testkit.EncodePEM(issued); err != nil {
 		return nil, nil, nil, err
 	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), leaf, nil
+	return certPEM, keyPEM, issued.Leaf, nil
 }
 
 func isReady(cert *certmanagerv1.Certificate) bool {
@@ -238,12 +193,4 @@ func specKey(cert *certmanagerv1.Certificate) string {
 	slices.Sort(ips)
 	sum := sha256.Sum256([]byte(cert.Spec.CommonName + "|" + strings.Join(names, ",") + "|" + strings.Join(ips, ",")))
 	return hex.EncodeToString(sum[:8])
-}
-
-func serialNumber() *big.Int {
-	n, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 120))
-	if err != nil {
-		panic(fmt.Sprintf("reading random bytes: %v", err))
-	}
-	return n
 }

@@ -2,31 +2,22 @@ package e2e
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
-	"math/big"
-	"net"
 	"os"
 	"os/exec"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/postwarden/postwarden/test/dev"
+	"github.com/postwarden/postwarden/test/testkit"
 )
 
 // The world the relay delivers to: two MX hosts on one port, on two loopback addresses,
 // with certificates from mxCA; the one for wrong.test names another host.
 var (
 	env            *dev.Env
-	mxGood, mxBad  *dev.Sink
+	mxGood, mxBad  *testkit.Server
 	mxCAPEM        []byte
 	kubectlTimeout = 30 * time.Second
 )
@@ -48,29 +39,27 @@ func run(m *testing.M) (int, error) {
 	}
 	defer os.RemoveAll(dir)
 
-	ca, caKey, err := newCA()
+	ca, err := testkit.GenerateCA(testkit.CommonName("e2e MX CA"))
 	if err != nil {
 		return 0, err
 	}
-	mxCAPEM = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.Raw})
-	goodCert, err := leaf(ca, caKey, "mx.good.test")
+	mxCAPEM = []byte(ca.PEM())
+	goodCert, err := ca.Issue(testkit.Names("mx.good.test"))
 	if err != nil {
 		return 0, err
 	}
-	badCert, err := leaf(ca, caKey, "mx.somebody-else.test")
+	badCert, err := ca.Issue(testkit.Names("mx.somebody-else.test"))
 	if err != nil {
 		return 0, err
 	}
-	if mxGood, err = dev.StartSink("127.0.0.2:0", dir+"/mx-good", nil, &tls.Config{Certificates: []tls.Certificate{goodCert}}); err != nil {
+	if mxGood, err = testkit.NewServer("127.0.0.2:0", testkit.WithCertificate(goodCert)); err != nil {
 		return 0, err
 	}
 	defer mxGood.Close()
-	_, port, _ := net.SplitHostPort(mxGood.Addr())
-	if mxBad, err = dev.StartSink("127.0.0.3:"+port, dir+"/mx-bad", nil, &tls.Config{Certificates: []tls.Certificate{badCert}}); err != nil {
+	if mxBad, err = testkit.NewServer(fmt.Sprintf("127.0.0.3:%d", mxGood.Port), testkit.WithCertificate(badCert)); err != nil {
 		return 0, err
 	}
 	defer mxBad.Close()
-	mxPort, _ := strconv.Atoi(port)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
@@ -83,7 +72,7 @@ func run(m *testing.M) (int, error) {
 		HTTPAddr:       "127.0.0.1:0",
 		NoSamples:      true,
 		NoSmarthost:    true,
-		MXPort:         mxPort,
+		MXPort:         mxGood.Port,
 		Out:            os.Stderr,
 		// Short, so that step 7 sees discovery reach the policy's status quickly.
 		DiscoveryPublishInterval: 200 * time.Millisecond,
@@ -93,10 +82,14 @@ func run(m *testing.M) (int, error) {
 		return 0, fmt.Errorf("starting the system: %w", err)
 	}
 	defer env.Stop()
-	// The domains' own server (the sink) has no mailbox nobody@: discovery callouts hear 550.
-	env.Sink.SetRefuse(func(rcpt string) bool { return strings.HasPrefix(rcpt, "nobody@") })
+	// The domains' own server (the sink) has no mailbox nobody@: discovery callouts hear
+	// 550. Nor has it the relay's catch-all probe (postwarden-probe-…@), which a server
+	// that is not a catch-all refuses.
+	env.Sink.RejectRcptIf(func(rcpt string) bool {
+		return strings.HasPrefix(rcpt, "nobody@") || strings.HasPrefix(rcpt, "postwarden-probe-")
+	}, testkit.Reply(550, "5.1.1", "No such mailbox here"))
 	fmt.Printf("e2e: control plane, operator and relay up in %v\n", time.Since(start).Round(time.Millisecond))
-	if err := env.DNS.Add(
+	if err := env.DNS.AddRecords(
 		"good.test. 60 IN MX 10 mx.good.test.",
 		"mx.good.test. 60 IN A 127.0.0.2",
 		"wrong.test. 60 IN MX 10 mx.wrong.test.",
@@ -119,40 +112,4 @@ func kubectl(t testing.TB, stdin string, args ...string) string {
 		t.Fatalf("kubectl %s: %v\n%s", strings.Join(args, " "), err, out)
 	}
 	return string(out)
-}
-
-func newCA() (*x509.Certificate, *ecdsa.PrivateKey, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, nil, err
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "e2e MX CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		return nil, nil, err
-	}
-	ca, err := x509.ParseCertificate(der)
-	return ca, key, err
-}
-
-func leaf(ca *x509.Certificate, caKey *ecdsa.PrivateKey, name string) (tls.Certificate, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return tls.Certificate{}, err
-	}
-	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
-	tmpl := &x509.Certificate{
-		SerialNumber: serial, Subject: pkix.Name{CommonName: name}, DNSNames: []string{name},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
-	if err != nil {
-		return tls.Certificate{}, err
-	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, nil
 }

@@ -1,21 +1,28 @@
 package testkit
 
 import (
+	"fmt"
 	"net"
 	"strings"
 	"sync"
-	"testing"
+	"sync/atomic"
 
 	"github.com/miekg/dns"
 )
 
-// DNS is an authoritative-looking DNS server on loopback UDP for tests. It answers from
-// records added with Add, follows CNAMEs within its own data, answers NXDOMAIN for names
-// it holds nothing for, and can be told to fail a name with an rcode or to drop its
-// queries (a timeout).
+// DNS is an authoritative-looking DNS server on UDP for tests and the dev environment.
+// It answers from records added with Add or AddRecords, follows CNAMEs within its own
+// data, answers NXDOMAIN for names it holds nothing for (so a relay pointed at it never
+// asks the system's resolver), and can be told to fail a name with an rcode or to drop
+// its queries (a timeout).
 type DNS struct {
-	// Addr is the server's 127.0.0.1:port.
+	// Addr is the server's host:port, such as 127.0.0.1:53535.
 	Addr string
+
+	srv     *dns.Server
+	done    chan struct{}
+	close   sync.Once
+	queries atomic.Int64
 
 	mu      sync.Mutex
 	records map[string][]dns.RR // by lower-case FQDN
@@ -23,47 +30,75 @@ type DNS struct {
 	dropped map[string]bool
 }
 
-// StartDNS starts a DNS server that stops when the test ends.
-func StartDNS(t testing.TB) *DNS {
-	t.Helper()
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+// NewDNSServer serves UDP on addr (such as 127.0.0.1:0) until Close.
+func NewDNSServer(addr string) (*DNS, error) {
+	pc, err := net.ListenPacket("udp", addr)
 	if err != nil {
-		t.Fatalf("testkit: dns listen: %v", err)
+		return nil, fmt.Errorf("testkit: listening for dns on %s: %w", addr, err)
 	}
 	d := &DNS{
 		Addr:    pc.LocalAddr().String(),
+		done:    make(chan struct{}),
 		records: make(map[string][]dns.RR),
 		rcodes:  make(map[string]int),
 		dropped: make(map[string]bool),
 	}
 	started := make(chan struct{})
-	srv := &dns.Server{PacketConn: pc, Handler: dns.HandlerFunc(d.serve), NotifyStartedFunc: func() { close(started) }}
-	done := make(chan struct{})
+	d.srv = &dns.Server{PacketConn: pc, Handler: dns.HandlerFunc(d.serve), NotifyStartedFunc: func() { close(started) }}
 	go func() {
-		defer close(done)
-		_ = srv.ActivateAndServe()
+		defer close(d.done)
+		_ = d.srv.ActivateAndServe()
 	}()
 	<-started
-	t.Cleanup(func() {
-		_ = srv.Shutdown()
-		<-done
-	})
+	return d, nil
+}
+
+// StartDNS starts a DNS server on 127.0.0.1 that stops when the test ends.
+func StartDNS(t TB) *DNS {
+	t.Helper()
+	d, err := NewDNSServer("127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("%v", err)
+	}
+	t.Cleanup(func() { _ = d.Close() })
 	return d
 }
 
-// Add adds records in zone-file syntax, such as
+// Close stops the server and waits until it has.
+func (d *DNS) Close() error {
+	var err error
+	d.close.Do(func() {
+		err = d.srv.Shutdown()
+		<-d.done
+	})
+	return err
+}
+
+// AddRecords adds records in zone-file syntax, such as
 // "example.com. 300 IN MX 10 mx1.example.com." or "mx1.example.com. A 127.0.0.1".
-func (d *DNS) Add(t testing.TB, records ...string) {
-	t.Helper()
-	d.mu.Lock()
-	defer d.mu.Unlock()
+func (d *DNS) AddRecords(records ...string) error {
+	rrs := make([]dns.RR, 0, len(records))
 	for _, s := range records {
 		rr, err := dns.NewRR(s)
 		if err != nil {
-			t.Fatalf("testkit: bad record %q: %v", s, err)
+			return fmt.Errorf("testkit: bad record %q: %w", s, err)
 		}
+		rrs = append(rrs, rr)
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, rr := range rrs {
 		name := strings.ToLower(rr.Header().Name)
 		d.records[name] = append(d.records[name], rr)
+	}
+	return nil
+}
+
+// Add is AddRecords for tests: it fails t on a bad record.
+func (d *DNS) Add(t TB, records ...string) {
+	t.Helper()
+	if err := d.AddRecords(records...); err != nil {
+		t.Fatalf("%v", err)
 	}
 }
 
@@ -81,15 +116,21 @@ func (d *DNS) Drop(name string) {
 	d.dropped[dns.Fqdn(strings.ToLower(name))] = true
 }
 
+// Queries returns how many queries the server has received, answered or not.
+func (d *DNS) Queries() int64 { return d.queries.Load() }
+
 func (d *DNS) serve(w dns.ResponseWriter, req *dns.Msg) {
+	d.queries.Add(1)
+	resp := new(dns.Msg)
+	resp.SetReply(req)
+	resp.Authoritative = true
 	if len(req.Question) != 1 {
+		resp.Rcode = dns.RcodeFormatError
+		_ = w.WriteMsg(resp)
 		return
 	}
 	q := req.Question[0]
 	name := strings.ToLower(q.Name)
-	resp := new(dns.Msg)
-	resp.SetReply(req)
-	resp.Authoritative = true
 
 	d.mu.Lock()
 	if d.dropped[name] {
