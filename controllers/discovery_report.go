@@ -9,11 +9,10 @@ import (
 	"fmt"
 	"net"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
-	"github.com/emersion/go-sasl"
-	"github.com/emersion/go-smtp"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -24,7 +23,9 @@ import (
 	relayv1alpha1 "github.com/postwarden/postwarden/api/v1alpha1"
 	"github.com/postwarden/postwarden/controllers/compiler"
 	"github.com/postwarden/postwarden/relay/discoverystate"
+	"github.com/postwarden/postwarden/relay/outbound"
 	"github.com/postwarden/postwarden/relay/snapshot"
+	"github.com/postwarden/postwarden/relay/tlspolicy"
 )
 
 // The operator's own SMTP identity, for the reports it sends through the relay. The
@@ -275,9 +276,9 @@ func (rep report) message(now time.Time, hostname string) []byte {
 	return b.Bytes()
 }
 
-// send submits the report to --report-relay: STARTTLS (verified against the CA of the
-// relay certificate's Secret when it has one, else the system roots, for the relay's
-// own name) and AUTH PLAIN with the report credential.
+// send submits the report to --report-relay through the outbound client: STARTTLS
+// verified for the relay's own name (against the CA of the relay certificate's Secret
+// when it has one, else the system roots), then AUTH with the report credential.
 func (rp *reporter) send(ctx context.Context, rep report, now time.Time) error {
 	if rep.from == "" {
 		return fmt.Errorf("the policy covers no domain to send from")
@@ -286,7 +287,7 @@ func (rp *reporter) send(ctx context.Context, rep report, now time.Time) error {
 	if err := rp.apiReader.Get(ctx, types.NamespacedName{Namespace: rp.opts.Namespace, Name: ReportSecretName}, &secret); err != nil {
 		return fmt.Errorf("reading the report credential: %w", err)
 	}
-	tlsConfig := &tls.Config{ServerName: rp.opts.reportServerName(), MinVersion: tls.VersionTLS12}
+	policy := tlspolicy.Policy{Mode: tlspolicy.RequireVerifiedTLS, MinVersion: tls.VersionTLS12}
 	var certSecret corev1.Secret
 	err := rp.apiReader.Get(ctx, types.NamespacedName{Namespace: rp.opts.Namespace, Name: rp.opts.certificateSecretName()}, &certSecret)
 	switch {
@@ -295,29 +296,39 @@ func (rp *reporter) send(ctx context.Context, rep report, now time.Time) error {
 		if !pool.AppendCertsFromPEM(certSecret.Data["ca.crt"]) {
 			return fmt.Errorf("the relay certificate Secret's ca.crt holds no certificate")
 		}
-		tlsConfig.RootCAs = pool
+		policy.Roots = pool
 	case err != nil && !apierrors.IsNotFound(err):
 		return fmt.Errorf("reading the relay certificate Secret: %w", err)
 	}
+	host, portText, err := net.SplitHostPort(rp.opts.ReportRelay)
+	port, perr := strconv.Atoi(portText)
+	if err != nil || perr != nil {
+		return fmt.Errorf("--report-relay %q is not host:port", rp.opts.ReportRelay)
+	}
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
-	conn, err := rp.dial(ctx, rp.opts.ReportRelay)
+	d := outbound.New(outbound.Options{
+		Dial:           func(ctx context.Context, _, addr string) (net.Conn, error) { return rp.dial(ctx, addr) },
+		ConnectTimeout: 10 * time.Second, CommandTimeout: time.Minute, DataTimeout: time.Minute,
+	})
+	serverName := rp.opts.reportServerName()
+	// AdminNamed: the guard against non-public addresses stops tenants and DNS from
+	// pointing the relay at internal services; --report-relay is named by the admin and
+	// is the relay's own Service, on a cluster address the guard would refuse.
+	c, err := d.Dial(ctx, outbound.Host{Name: host, Port: port, AdminNamed: true}, outbound.Params{
+		Policy: policy, ServerName: serverName,
+		Auth: &outbound.Credentials{Username: string(secret.Data["username"]), Password: string(secret.Data["password"])},
+	})
 	if err != nil {
 		return err
 	}
-	if deadline, ok := ctx.Deadline(); ok {
-		_ = conn.SetDeadline(deadline)
-	}
-	c, err := smtp.NewClientStartTLS(conn, tlsConfig)
-	if err != nil {
-		conn.Close()
-		return err
-	}
-	defer c.Close()
-	if err := c.Auth(sasl.NewPlainClient("", string(secret.Data["username"]), string(secret.Data["password"]))); err != nil {
-		return err
-	}
-	if err := c.SendMail(rep.from, rep.to, bytes.NewReader(rep.message(now, tlsConfig.ServerName))); err != nil {
+	// The minute bounds the whole exchange, not only each command.
+	stop := context.AfterFunc(ctx, func() { _ = c.Close() })
+	defer func() {
+		stop()
+		_ = c.Close()
+	}()
+	if err := c.SendMail(rep.from, rep.to, bytes.NewReader(rep.message(now, serverName))); err != nil {
 		return err
 	}
 	return c.Quit()

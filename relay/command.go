@@ -50,6 +50,7 @@ func parseFlags(args []string) (Config, *slog.Logger, error) {
 	var (
 		cfg                       Config
 		trusted, kubeconfig       string
+		outboundAllowed           string
 		logLevel, logFormat       string
 		limits                    = &cfg.Limits
 		submissionProxy, inboundP bool
@@ -84,6 +85,8 @@ func parseFlags(args []string) (Config, *slog.Logger, error) {
 	fs.BoolVar(&deliver, "delivery", true, "deliver the spool's mail; false keeps it in the spool")
 	fs.StringVar(&dnsServers, "dns-servers", "", "comma-separated resolvers (host:port) for MX lookups (default: /etc/resolv.conf)")
 	fs.StringVar(&dc.Smarthost, "smarthost", "", "host:port that takes all mail for unmanaged domains instead of their MX hosts")
+	fs.StringVar(&outboundAllowed, "outbound-allowed-networks", "", "comma-separated CIDRs that delivery and discovery callouts may connect to "+
+		"although they are not public (loopback, private, link-local...); the smarthost needs none")
 	fs.IntVar(&dc.MXPort, "mx-port", 25, "port of MX hosts")
 	fs.IntVar(&dc.Workers, "delivery-workers", delivery.DefaultWorkers, "messages delivered at once")
 	fs.IntVar(&dc.PerDestination, "delivery-per-destination", delivery.DefaultPerDestination, "SMTP transactions at once to one recipient domain")
@@ -130,7 +133,10 @@ func parseFlags(args []string) (Config, *slog.Logger, error) {
 		return Config{}, nil, err
 	}
 	cfg.Logger = logger
-	if cfg.TrustedProxies, err = parsePrefixes(trusted); err != nil {
+	if cfg.TrustedProxies, err = parsePrefixes("--trusted-proxies", trusted); err != nil {
+		return Config{}, nil, err
+	}
+	if cfg.OutboundAllowedNetworks, err = parsePrefixes("--outbound-allowed-networks", outboundAllowed); err != nil {
 		return Config{}, nil, err
 	}
 	if cfg.KubeConfigName != "" {
@@ -157,7 +163,8 @@ func parseFlags(args []string) (Config, *slog.Logger, error) {
 	return cfg, logger, nil
 }
 
-func parsePrefixes(list string) ([]netip.Prefix, error) {
+// parsePrefixes parses the comma-separated CIDRs or addresses of the flag name.
+func parsePrefixes(name, list string) ([]netip.Prefix, error) {
 	var out []netip.Prefix
 	for item := range strings.SplitSeq(list, ",") {
 		item = strings.TrimSpace(item)
@@ -169,7 +176,7 @@ func parsePrefixes(list string) ([]netip.Prefix, error) {
 			// A bare address means itself alone.
 			addr, aerr := netip.ParseAddr(item)
 			if aerr != nil {
-				return nil, fmt.Errorf("--trusted-proxies: %q is not a CIDR or an address", item)
+				return nil, fmt.Errorf("%s: %q is not a CIDR or an address", name, item)
 			}
 			p = netip.PrefixFrom(addr, addr.BitLen())
 		}

@@ -28,6 +28,20 @@ func TestParseFlags(t *testing.T) {
 	if cfg.GracePeriod != time.Minute || cfg.Limits.MaxConnectionsPerIP != 5 || cfg.Hostname != "mx.example.org" {
 		t.Errorf("config %+v", cfg)
 	}
+	if cfg.OutboundAllowedNetworks != nil {
+		t.Errorf("outbound allowed networks %v by default, want none", cfg.OutboundAllowedNetworks)
+	}
+}
+
+func TestParseFlagsOutboundAllowedNetworks(t *testing.T) {
+	cfg, _, err := parseFlags([]string{"--config", "relay.json", "--outbound-allowed-networks", "127.0.0.0/8, ::1/128,10.1.2.3"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128"), netip.MustParsePrefix("10.1.2.3/32")}
+	if !slices.Equal(cfg.OutboundAllowedNetworks, want) {
+		t.Errorf("outbound allowed networks %v, want %v", cfg.OutboundAllowedNetworks, want)
+	}
 }
 
 func TestParseFlagsRefuses(t *testing.T) {
@@ -36,6 +50,7 @@ func TestParseFlagsRefuses(t *testing.T) {
 		want string
 	}{
 		"a trusted proxy must be a CIDR or an address": {[]string{"--trusted-proxies", "10.0.0.0/33"}, "--trusted-proxies"},
+		"an allowed outbound network must be a CIDR":   {[]string{"--outbound-allowed-networks", "localhost"}, "--outbound-allowed-networks"},
 		"the log level must be known":                  {[]string{"--log-level", "loud"}, "--log-level"},
 		"the log format must be known":                 {[]string{"--log-format", "xml"}, "--log-format"},
 		"stray arguments are refused":                  {[]string{"--config", "x", "extra"}, "unexpected arguments"},

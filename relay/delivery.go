@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/netip"
+	"os"
 	"strconv"
 	"sync"
 	"time"
@@ -45,6 +47,7 @@ func (r *Relay) newDelivery(cfg *DeliveryConfig) error {
 	log := r.log.With("component", "delivery")
 	r.deliveryClient, err = delivery.NewClient(delivery.ClientOptions{
 		HELOName: r.cfg.Hostname, Resolver: resolver, Port: cfg.MXPort, Metrics: m, Logger: log,
+		AllowedNetworks: r.cfg.OutboundAllowedNetworks, DeniedNetworks: r.outboundDenied,
 	})
 	if err != nil {
 		return fmt.Errorf("delivery client: %w", err)
@@ -56,7 +59,8 @@ func (r *Relay) newDelivery(cfg *DeliveryConfig) error {
 		if err != nil || perr != nil || port < 1 || port > 65535 {
 			return fmt.Errorf("smarthost %q is not host:port", cfg.Smarthost)
 		}
-		smarthost = &delivery.Target{Host: host, Port: port}
+		// Admin-named: the non-public address guard does not apply to it.
+		smarthost = &delivery.Target{Host: host, Port: port, AdminNamed: true}
 	}
 	r.runner, err = delivery.NewRunner(delivery.RunnerOptions{
 		Spool: r.spool, Client: r.deliveryClient, Config: r.reload.Snapshot, Loaded: r.reload.Loaded(), Smarthost: smarthost,
@@ -92,4 +96,39 @@ func (r *Relay) startDelivery(ctx context.Context) (stop func()) {
 			r.log.Warn("closing delivery connections", "error", err)
 		}
 	}
+}
+
+// outboundGuard sets up what delivery and callouts refuse: addresses that are not public
+// (loopback, private, link-local and the other special-purpose ranges) when DNS or a
+// MailDomain's inboundDelivery names them, and in a cluster the cluster's own networks,
+// unless they are in OutboundAllowedNetworks. The smarthost, named by the admin, is
+// exempt.
+func (r *Relay) outboundGuard() {
+	if r.cfg.KubeConfigName != "" {
+		r.outboundDenied = clusterNetworks()
+	}
+	r.log.Info("delivery and callouts refuse non-public addresses outside the allowed networks",
+		"allowed", r.cfg.OutboundAllowedNetworks, "deniedClusterNetworks", r.outboundDenied)
+}
+
+// clusterNetworks are the networks of the relay's own interfaces and the address of the
+// Kubernetes API Service. In a cluster they are refused as outbound destinations besides
+// the special-purpose ranges, for clusters that number pods and Services from public
+// ranges; --outbound-allowed-networks still wins.
+func clusterNetworks() []netip.Prefix {
+	var out []netip.Prefix
+	if addrs, err := net.InterfaceAddrs(); err == nil {
+		for _, a := range addrs {
+			if n, ok := a.(*net.IPNet); ok {
+				if p, err := netip.ParsePrefix(n.String()); err == nil {
+					out = append(out, p.Masked())
+				}
+			}
+		}
+	}
+	if a, err := netip.ParseAddr(os.Getenv("KUBERNETES_SERVICE_HOST")); err == nil {
+		a = a.Unmap()
+		out = append(out, netip.PrefixFrom(a, a.BitLen()))
+	}
+	return out
 }

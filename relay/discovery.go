@@ -1,11 +1,9 @@
 package relay
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"path/filepath"
 	"sync/atomic"
 	"time"
@@ -61,13 +59,15 @@ func (r *Relay) newDiscovery(cfg DiscoveryConfig, resolver *mx.Resolver) error {
 	log := r.log.With("component", "discovery")
 	rec := &discoveryRecorder{journal: j, log: log, reload: r.reload, now: time.Now}
 	prober := discovery.Prober{
-		HELOName:       r.cfg.Hostname,
-		TLSPolicy:      r.reload.InboundTLS,
-		CommandTimeout: cfg.CommandTimeout,
+		HELOName:        r.cfg.Hostname,
+		TLSPolicy:       r.reload.InboundTLS,
+		CommandTimeout:  cfg.CommandTimeout,
+		AllowedNetworks: r.cfg.OutboundAllowedNetworks,
+		DeniedNetworks:  r.outboundDenied,
 	}
 	if resolver != nil {
 		// The same resolvers as delivery (--dns-servers), not the system's.
-		prober.Dial = resolvingDial(resolver)
+		prober.Resolver = resolver
 	}
 	r.verifier = discovery.New(discovery.Options{
 		Prober: prober, Recorder: rec, Logger: log, CalloutTimeout: cfg.CalloutTimeout,
@@ -173,28 +173,4 @@ func (d *discoveryRecorder) OutboundSender(e directory.Entry, sender string) {
 		return
 	}
 	_ = d.Record(discoverystate.OutboundSender, sender, d.now())
-}
-
-// resolvingDial dials host:port through res, trying each address in turn.
-func resolvingDial(res *mx.Resolver) func(ctx context.Context, network, addr string) (net.Conn, error) {
-	return func(ctx context.Context, network, addr string) (net.Conn, error) {
-		host, port, err := net.SplitHostPort(addr)
-		if err != nil {
-			return nil, err
-		}
-		ips, err := res.LookupIP(ctx, host)
-		if err != nil {
-			return nil, err
-		}
-		var d net.Dialer
-		var errs []error
-		for _, ip := range ips {
-			c, err := d.DialContext(ctx, network, net.JoinHostPort(ip.String(), port))
-			if err == nil {
-				return c, nil
-			}
-			errs = append(errs, err)
-		}
-		return nil, errors.Join(errs...)
-	}
 }

@@ -11,6 +11,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -130,9 +131,17 @@ func startFileRelay(t *testing.T, s *snapshot.Snapshot, edit ...func(*Config)) *
 	return f
 }
 
+// loopback is where the tests' SMTP servers listen. Delivery and callouts refuse it
+// unless it is allowed, so run allows it unless a test sets OutboundAllowedNetworks
+// (to an empty, non-nil list to see the refusals).
+var loopback = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}
+
 // run starts a relay and stops it at the end of the test; stop stops it earlier.
 func run(t *testing.T, cfg Config) (*Relay, func() error) {
 	t.Helper()
+	if cfg.OutboundAllowedNetworks == nil {
+		cfg.OutboundAllowedNetworks = loopback
+	}
 	if cfg.Logger == nil {
 		logs := &syncBuffer{}
 		cfg.Logger = slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -166,13 +175,7 @@ func run(t *testing.T, cfg Config) (*Relay, func() error) {
 // waitFor polls cond until it holds, failing the test after a generous deadline.
 func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("gave up waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testkit.Eventually(t, 30*time.Second, what, testkit.Until(cond))
 }
 
 // readyz returns the status code of /readyz.

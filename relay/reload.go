@@ -13,8 +13,8 @@ import (
 	"github.com/postwarden/postwarden/relay/internal/directory"
 	"github.com/postwarden/postwarden/relay/internal/metrics"
 	"github.com/postwarden/postwarden/relay/internal/tlscert"
-	"github.com/postwarden/postwarden/relay/internal/tlspolicy"
 	"github.com/postwarden/postwarden/relay/snapshot"
+	"github.com/postwarden/postwarden/relay/tlspolicy"
 )
 
 // loaded is the config in force: immutable, swapped whole.

@@ -44,6 +44,9 @@ var variants = map[string]struct {
 			if slices.ContainsFunc(strSlice(relay["args"]), func(a string) bool { return strings.Contains(a, "proxy") }) {
 				t.Errorf("PROXY protocol flags without relay.proxyProtocol.enabled: %v", relay["args"])
 			}
+			if slices.ContainsFunc(strSlice(relay["args"]), func(a string) bool { return strings.HasPrefix(a, "--outbound-allowed-networks") }) {
+				t.Errorf("--outbound-allowed-networks without relay.outboundAllowedNetworks: %v", relay["args"])
+			}
 			if v, ok := nested[map[string]any](t, sts, "spec", "template", "spec")["volumes"]; ok {
 				t.Errorf("volumes is rendered as %v with a claimed spool and no TLS Secret", v)
 			}
@@ -158,6 +161,7 @@ relay:
   limits: {maxMessageBytes: 52428800, maxRecipients: 500, maxConnections: 2000, maxConnectionsPerIP: 20, commandTimeout: 2m, dataTimeout: 15m}
   shutdown: {preStopSleepSeconds: 5, drainDelaySeconds: 20, gracePeriodSeconds: 60, terminationGracePeriodSeconds: 150}
   delivery: {enabled: false, dnsServers: [10.0.0.10:53, 10.0.0.11:53], smarthost: smtp.provider.example:587, workers: 32, perDestination: 2, retryFirst: 1m, retryMax: 2h, queueLifetime: 72h, delayNotice: -1s, drainTimeoutSeconds: 45}
+  outboundAllowedNetworks: [10.96.0.0/12, "fd00:10:96::/112"]
   podDisruptionBudget: {maxUnavailable: 25%}
   logFormat: text
   extraEnv: [{name: GOMEMLIMIT, value: 900MiB}]
@@ -185,7 +189,8 @@ relay:
 				"--command-timeout=2m", "--data-timeout=15m", "--drain-delay=20s", "--grace-period=60s", "--log-format=text",
 				"--delivery=false", "--dns-servers=10.0.0.10:53,10.0.0.11:53", "--smarthost=smtp.provider.example:587",
 				"--delivery-workers=32", "--delivery-per-destination=2", "--retry-first=1m", "--retry-max=2h",
-				"--queue-lifetime=72h", "--delay-notice=-1s", "--delivery-drain-timeout=45s"} {
+				"--queue-lifetime=72h", "--delay-notice=-1s", "--delivery-drain-timeout=45s",
+				"--outbound-allowed-networks=10.96.0.0/12,fd00:10:96::/112"} {
 				if !slices.Contains(strSlice(relay["args"]), want) {
 					t.Errorf("relay args lack %s: %v", want, relay["args"])
 				}

@@ -40,6 +40,10 @@ func TestChartRefusesBadValues(t *testing.T) {
 			values: `relay: {delivery: {smarthost: smtp.provider.example}}`,
 			want:   "smarthost",
 		},
+		"an allowed outbound network that is not a CIDR is refused": {
+			values: `relay: {outboundAllowedNetworks: [mail.internal]}`,
+			want:   "outboundAllowedNetworks",
+		},
 		"a relay log level the relay does not know is refused": {
 			values: `relay: {logLevel: verbose}`,
 			want:   "logLevel",

@@ -273,6 +273,9 @@ func chartValues() map[string]any {
 				"size": "1Gi", "storageClassName": spoolClass,
 			}},
 			"delivery": map[string]any{"smarthost": sinkIP + ":25", "retryFirst": "5s", "retryMax": "20s"},
+			// The sample domain's own server is the sink, on the cluster's networks (pods
+			// 198.18.1.0/24, Services 198.19.0.0/16), which the relay refuses unless allowed.
+			"outboundAllowedNetworks": []any{"198.18.1.0/24", "198.19.0.0/16"},
 			// The load comes from one address, this host: lift the per-address rate.
 			"limits":   map[string]any{"maxConnectionRatePerIP": 100000},
 			"shutdown": map[string]any{"drainDelaySeconds": 3, "gracePeriodSeconds": 20},

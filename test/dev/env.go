@@ -13,6 +13,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -30,6 +31,7 @@ import (
 
 	"github.com/postwarden/postwarden/controllers"
 	"github.com/postwarden/postwarden/relay"
+	"github.com/postwarden/postwarden/test/testkit"
 )
 
 // Fixed names of the dev environment.
@@ -113,8 +115,8 @@ type Env struct {
 	// Kubectl is the kubectl built beside kube-apiserver.
 	Kubectl string
 	Issuer  *Issuer
-	Sink    *Sink
-	DNS     *DNS
+	Sink    *testkit.Server // the customers' stand-in mail server; it saves each mail in Info.SinkDir
+	DNS     *testkit.DNS    // the relay's only resolver: NXDOMAIN for names not added
 	Relay   *relay.Relay
 
 	cp      *controlPlane
@@ -160,10 +162,10 @@ func Start(ctx context.Context, opts Options) (env *Env, err error) {
 	// The operator and client-go log through the same handler as the relay.
 	ctrl.SetLogger(logr.FromSlogHandler(opts.Logger.Handler()))
 	klog.SetSlogLogger(opts.Logger.With("component", "client-go"))
-	if e.DNS, err = StartDNS("127.0.0.1:0"); err != nil {
+	if e.DNS, err = testkit.NewDNSServer("127.0.0.1:0"); err != nil {
 		return nil, err
 	}
-	if e.Sink, err = StartSink(opts.SinkAddr, filepath.Join(opts.Dir, "sink"), opts.Out, nil); err != nil {
+	if e.Sink, err = startSink(opts.SinkAddr, filepath.Join(opts.Dir, "sink"), opts.Out); err != nil {
 		return nil, err
 	}
 	if e.cp, err = startControlPlane(root, opts.Dir, opts.Out); err != nil {
@@ -197,7 +199,7 @@ func Start(ctx context.Context, opts Options) (env *Env, err error) {
 		Inbound:    e.Relay.InboundAddr().String(),
 		CAFile:     e.Issuer.CAFile,
 		Kubeconfig: e.cp.kubeconfig,
-		SinkDir:    e.Sink.Dir(),
+		SinkDir:    filepath.Join(opts.Dir, "sink"),
 	}
 	fmt.Fprintln(opts.Out, "dev: operator and relay running; waiting for the relay certificate")
 	if err := e.waitRelayCertificate(ctx); err != nil {
@@ -206,11 +208,11 @@ func Start(ctx context.Context, opts Options) (env *Env, err error) {
 	if opts.NoSamples {
 		return e, nil
 	}
-	sinkHost, sinkPort, err := splitHostPort(e.Sink.Addr())
+	sinkHost, sinkPort, err := splitHostPort(e.Sink.Addr)
 	if err != nil {
 		return nil, err
 	}
-	fmt.Fprintf(opts.Out, "dev: applying config/samples to namespace %s (inbound delivery to the sink at %s)\n", opts.SamplesNamespace, e.Sink.Addr())
+	fmt.Fprintf(opts.Out, "dev: applying config/samples to namespace %s (inbound delivery to the sink at %s)\n", opts.SamplesNamespace, e.Sink.Addr)
 	facts, err := applySamples(ctx, e.Client, root, opts.SamplesNamespace, sinkHost, sinkPort)
 	if err != nil {
 		return nil, err
@@ -230,9 +232,9 @@ func (e *Env) startRelay(ctx context.Context, opts Options) error {
 	if err != nil {
 		return fmt.Errorf("creating a kubernetes client: %w", err)
 	}
-	dc := &relay.DeliveryConfig{DNSServers: []string{e.DNS.Addr()}, MXPort: opts.MXPort}
+	dc := &relay.DeliveryConfig{DNSServers: []string{e.DNS.Addr}, MXPort: opts.MXPort}
 	if !opts.NoSmarthost {
-		dc.Smarthost = e.Sink.Addr()
+		dc.Smarthost = e.Sink.Addr
 	}
 	r, err := relay.New(relay.Config{
 		Hostname:       RelayHostname,
@@ -247,7 +249,9 @@ func (e *Env) startRelay(ctx context.Context, opts Options) error {
 		HTTPAddr:       opts.HTTPAddr,
 		GracePeriod:    2 * time.Second,
 		Discovery:      relay.DiscoveryConfig{ShipInterval: opts.DiscoveryPublishInterval},
-		Logger:         opts.Logger,
+		// The samples deliver to the sink on loopback, which the relay refuses unless allowed.
+		OutboundAllowedNetworks: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")},
+		Logger:                  opts.Logger,
 	})
 	if err != nil {
 		return fmt.Errorf("starting the relay: %w", err)

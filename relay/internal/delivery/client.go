@@ -9,25 +9,25 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"strconv"
 	"sync"
 	"time"
 
 	"github.com/postwarden/postwarden/relay/internal/mx"
-	"github.com/postwarden/postwarden/relay/internal/tlspolicy"
+	"github.com/postwarden/postwarden/relay/outbound"
+	"github.com/postwarden/postwarden/relay/tlspolicy"
 )
 
 // Defaults in the spirit of Postfix (smtp_connect_timeout 30 s) and RFC 5321 4.5.3.2
 // (5 minutes per command, 10 minutes for the reply to the final dot).
 const (
-	DefaultPort            = 25
-	DefaultConnectTimeout  = 30 * time.Second
-	DefaultCommandTimeout  = 5 * time.Minute
-	DefaultDataTimeout     = 10 * time.Minute
+	DefaultPort            = outbound.DefaultPort
+	DefaultConnectTimeout  = outbound.DefaultConnectTimeout
+	DefaultCommandTimeout  = outbound.DefaultCommandTimeout
+	DefaultDataTimeout     = outbound.DefaultDataTimeout
 	DefaultIdleTimeout     = 10 * time.Second
 	DefaultMaxSessionAge   = 5 * time.Minute
 	DefaultMaxIdlePerHost  = 2
-	DefaultMaxAddresses    = 5
+	DefaultMaxAddresses    = outbound.DefaultMaxAddresses
 	defaultMaxSessionUses  = 100
 	defaultJanitorInterval = 5 * time.Second
 )
@@ -57,14 +57,19 @@ type ClientOptions struct {
 	// MaxAddresses bounds the addresses tried for one delivery (Postfix
 	// smtp_mx_address_limit).
 	MaxAddresses int
-	Metrics      *Metrics
-	Logger       *slog.Logger
+	// AllowedNetworks may be delivered to although they are not public (the relay's
+	// --outbound-allowed-networks); DeniedNetworks are refused besides the special
+	// ranges. See outbound.Options.
+	AllowedNetworks, DeniedNetworks []netip.Prefix
+	Metrics                         *Metrics
+	Logger                          *slog.Logger
 }
 
 // Client delivers messages over SMTP and keeps idle sessions for reuse. It is safe for
 // concurrent use.
 type Client struct {
 	opts    ClientOptions
+	out     *outbound.Dialer
 	metrics *Metrics
 	log     *slog.Logger
 	now     func() time.Time
@@ -96,17 +101,30 @@ func NewClient(opts ClientOptions) (*Client, error) {
 	setDefault(&opts.MaxSessionAge, DefaultMaxSessionAge)
 	setDefault(&opts.MaxIdlePerHost, DefaultMaxIdlePerHost)
 	setDefault(&opts.MaxAddresses, DefaultMaxAddresses)
-	if opts.Dial == nil {
-		opts.Dial = (&net.Dialer{}).DialContext
-	}
 	if opts.Metrics == nil {
 		opts.Metrics, _ = NewMetrics(nil)
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
+	m := opts.Metrics
+	out := outbound.New(outbound.Options{
+		HELOName: opts.HELOName, Resolver: opts.Resolver, Dial: opts.Dial,
+		ConnectTimeout: opts.ConnectTimeout, CommandTimeout: opts.CommandTimeout, DataTimeout: opts.DataTimeout,
+		MaxAddresses: opts.MaxAddresses, AllowedNetworks: opts.AllowedNetworks, DeniedNetworks: opts.DeniedNetworks,
+		Hooks: outbound.Hooks{
+			Connected: func(err error) {
+				if err != nil {
+					m.Connections.WithLabelValues("failed").Inc()
+				} else {
+					m.Connections.WithLabelValues("opened").Inc()
+				}
+			},
+			PlaintextFallback: func(p tlspolicy.Policy) { m.TLSFallbacks.WithLabelValues(policyLabel(p.Source)).Inc() },
+		},
+	})
 	cl := &Client{
-		opts: opts, metrics: opts.Metrics, log: opts.Logger, now: time.Now,
+		opts: opts, out: out, metrics: m, log: opts.Logger, now: time.Now,
 		idle: make(map[poolKey][]*session), stop: make(chan struct{}), done: make(chan struct{}),
 	}
 	go cl.janitor()
@@ -130,6 +148,9 @@ func setDefault[T int | time.Duration](v *T, d T) {
 type Target struct {
 	Host string
 	Port int
+	// AdminNamed marks the smarthost, which an admin configured: the non-public
+	// address guard does not apply to it (see outbound.Host).
+	AdminNamed bool
 }
 
 // Route says where a domain's mail goes and under which TLS policy.
@@ -175,33 +196,30 @@ func (cl *Client) Deliver(ctx context.Context, req Request) Result {
 			targets = append(targets, Target{Host: h.Name})
 		}
 	}
-	var last error = &hostError{status: "4.4.1", reason: "no host could be reached"}
-	tried := 0
-	for _, t := range targets {
-		addrs, err := cl.opts.Resolver.LookupIP(ctx, t.Host)
+	hosts := make([]outbound.Host, len(targets))
+	for i, t := range targets {
+		hosts[i] = outbound.Host{Name: t.Host, Port: cl.portOf(t), AdminNamed: t.AdminNamed}
+	}
+	var last error = &outbound.Error{Status: "4.4.1", Reason: "no host could be reached"}
+	for ep, err := range cl.out.Endpoints(ctx, hosts...) {
 		if err != nil {
 			last = err
 			continue
 		}
-		for _, ip := range addrs {
-			if tried >= cl.opts.MaxAddresses || ctx.Err() != nil {
-				break
-			}
-			tried++
-			key := cl.keyFor(t, ip, req.Route)
-			done, err := cl.attempt(ctx, key, req, &res)
-			if done {
-				return res
-			}
-			last = err
-			cl.log.Debug("delivery: host failed, trying the next", "host", t.Host, "addr", key.addr, "err", err)
+		key := keyFor(ep, req.Route)
+		done, err := cl.attempt(ctx, key, req, &res)
+		if done {
+			return res
 		}
+		last = err
+		cl.log.Debug("delivery: host failed, trying the next", "host", ep.Host, "addr", ep.Addr.String(), "err", err)
 	}
 	setAll(fromResolveError(last))
 	return res
 }
 
-func (cl *Client) keyFor(t Target, ip netip.Addr, r Route) poolKey {
+// portOf is t's port: its own, a test's override, or the client's.
+func (cl *Client) portOf(t Target) int {
 	port := t.Port
 	if p, ok := cl.opts.PortOverrides[t.Host]; ok {
 		port = p
@@ -209,8 +227,12 @@ func (cl *Client) keyFor(t Target, ip netip.Addr, r Route) poolKey {
 	if port == 0 {
 		port = cl.opts.Port
 	}
+	return port
+}
+
+func keyFor(ep outbound.Endpoint, r Route) poolKey {
 	return poolKey{
-		addr: net.JoinHostPort(ip.String(), strconv.Itoa(port)), host: t.Host, domain: r.Domain, policy: r.Policy.Source,
+		ep: ep, domain: r.Domain, policy: r.Policy.Source,
 		mode: r.Policy.Mode, minVersion: r.Policy.MinVersion, roots: r.Policy.Roots,
 	}
 }
@@ -225,15 +247,16 @@ func fromResolveError(err error) RecipientResult {
 		}
 		return RecipientResult{Outcome: o, Status: me.Status, Reason: me.Reason + " (" + me.Name + ")"}
 	}
-	var he *hostError
+	var he *outbound.Error
 	if errors.As(err, &he) {
 		// A host that refused at connect or EHLO lets the others try later; even a
-		// 5xx greeting is not final (Postfix smtp_skip_5xx_greeting).
-		status := he.status
+		// 5xx greeting is not final (Postfix smtp_skip_5xx_greeting). So does an
+		// address the guard refused (outbound.RefusedStatus): an admin may allow it.
+		status := he.Status
 		if len(status) > 0 && status[0] != '4' {
 			status = "4" + status[1:]
 		}
-		return RecipientResult{Outcome: Deferred, Status: status, Reply: he.reply, Reason: he.reason}
+		return RecipientResult{Outcome: Deferred, Status: status, Reply: he.Reply, Reason: he.Reason}
 	}
 	return RecipientResult{Outcome: Deferred, Status: "4.4.1", Reason: err.Error()}
 }

@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/postwarden/postwarden/relay/internal/tlspolicy"
+	"github.com/postwarden/postwarden/relay/tlspolicy"
 	"github.com/postwarden/postwarden/test/testkit"
 )
 

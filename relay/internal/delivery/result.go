@@ -1,13 +1,6 @@
 package delivery
 
-import (
-	"crypto/tls"
-	"errors"
-	"fmt"
-	"strings"
-
-	"github.com/emersion/go-smtp"
-)
+import "github.com/postwarden/postwarden/relay/outbound"
 
 // Outcome is what became of one recipient in one attempt.
 type Outcome int
@@ -53,34 +46,7 @@ func (r RecipientResult) Text() string {
 }
 
 // TLSInfo describes the session a transaction ran on.
-type TLSInfo struct {
-	// Version and Cipher are zero for a plaintext session.
-	Version uint16
-	Cipher  uint16
-	// Verified says the certificate chain and a name (MX host or recipient domain)
-	// verified; VerifyError says why not.
-	Verified    bool
-	VerifyError string
-	// PlaintextFallback is set when an opportunistic handshake failed and the message
-	// went in plaintext.
-	PlaintextFallback bool
-}
-
-// VersionName is "TLS1.3" and the like, or "none".
-func (t TLSInfo) VersionName() string {
-	if t.Version == 0 {
-		return "none"
-	}
-	return strings.ReplaceAll(tls.VersionName(t.Version), " ", "")
-}
-
-// CipherName is the cipher suite's name, or "none".
-func (t TLSInfo) CipherName() string {
-	if t.Version == 0 {
-		return "none"
-	}
-	return tls.CipherSuiteName(t.Cipher)
-}
+type TLSInfo = outbound.TLSInfo
 
 // Result is the outcome of one Deliver call.
 type Result struct {
@@ -92,44 +58,9 @@ type Result struct {
 	TLS TLSInfo
 }
 
-// hostError is why a host could not take the transaction; the next host is tried.
-type hostError struct {
-	status string
-	reply  string // the remote reply, if the host sent one
-	reason string
-}
-
-func (e *hostError) Error() string {
-	if e.reply != "" {
-		return e.reason + ": " + e.reply
-	}
-	return e.reason
-}
-
-// replyOf formats a go-smtp error as an SMTP reply line; ok is false when err is not a
-// protocol reply (an I/O error).
-func replyOf(err error) (code int, status, reply string, ok bool) {
-	var se *smtp.SMTPError
-	if !errors.As(err, &se) {
-		return 0, "", "", false
-	}
-	code = se.Code
-	msg := strings.Join(strings.Fields(se.Message), " ")
-	ec := se.EnhancedCode
-	if ec != smtp.NoEnhancedCode && ec != smtp.EnhancedCodeNotSet && ec[0] == code/100 {
-		status = fmt.Sprintf("%d.%d.%d", ec[0], ec[1], ec[2])
-		return code, status, fmt.Sprintf("%d %s %s", code, status, msg), true
-	}
-	status = fmt.Sprintf("%d.0.0", code/100)
-	if code/100 != 4 && code/100 != 5 && code/100 != 2 {
-		status = "4.0.0"
-	}
-	return code, status, fmt.Sprintf("%d %s", code, msg), true
-}
-
 // classify turns a command's error into a recipient outcome.
 func classify(addr string, err error) RecipientResult {
-	code, status, reply, ok := replyOf(err)
+	code, status, reply, ok := outbound.ReplyOf(err)
 	switch {
 	case !ok:
 		return RecipientResult{Address: addr, Outcome: Deferred, Status: "4.4.2", Reason: "connection lost: " + err.Error()}

@@ -7,6 +7,8 @@ import (
 	"slices"
 
 	"github.com/emersion/go-smtp"
+
+	"github.com/postwarden/postwarden/relay/outbound"
 )
 
 // attempt runs the transaction on one address. done is false when the host could not
@@ -52,12 +54,12 @@ func (cl *Client) transact(ctx context.Context, s *session, req Request, res *Re
 		opts.UTF8 = true
 	}
 	if err := c.Mail(req.Sender, opts); err != nil {
-		code, _, _, ok := replyOf(err)
+		code, _, _, ok := outbound.ReplyOf(err)
 		if !ok || code == 421 {
 			// An I/O error or 421 (closing) before anything happened: on a pooled
 			// session it only means the server dropped it while idle.
 			s.close()
-			return false, true, hostErrorOf(s.host, "MAIL FROM", err)
+			return false, true, outbound.StageError(s.host, "MAIL FROM", err)
 		}
 		out := classify("", err)
 		for i, a := range req.Recipients {
@@ -70,9 +72,9 @@ func (cl *Client) transact(ctx context.Context, s *session, req Request, res *Re
 	var accepted []int
 	for i, a := range req.Recipients {
 		if err := c.Rcpt(a, nil); err != nil {
-			if _, _, _, ok := replyOf(err); !ok {
+			if _, _, _, ok := outbound.ReplyOf(err); !ok {
 				s.close()
-				return false, false, hostErrorOf(s.host, "RCPT TO", err)
+				return false, false, outbound.StageError(s.host, "RCPT TO", err)
 			}
 			res.Recipients[i] = classify(a, err)
 			continue
@@ -91,9 +93,9 @@ func (cl *Client) transact(ctx context.Context, s *session, req Request, res *Re
 	}
 	w, err := c.Data()
 	if err != nil {
-		if _, _, _, ok := replyOf(err); !ok {
+		if _, _, _, ok := outbound.ReplyOf(err); !ok {
 			s.close()
-			return false, false, hostErrorOf(s.host, "DATA", err)
+			return false, false, outbound.StageError(s.host, "DATA", err)
 		}
 		setAccepted(classify("", err))
 		cl.finish(s, res, true)
@@ -107,7 +109,7 @@ func (cl *Client) transact(ctx context.Context, s *session, req Request, res *Re
 	if _, err := io.Copy(w, req.Body); err != nil {
 		// Without the final dot nothing was delivered; another host may do better.
 		s.close()
-		return false, false, hostErrorOf(s.host, "message transfer", err)
+		return false, false, outbound.StageError(s.host, "message transfer", err)
 	}
 	resp, err := w.CloseWithResponse()
 	cl.metrics.TransactionSeconds.Observe(cl.now().Sub(start).Seconds())
@@ -117,7 +119,7 @@ func (cl *Client) transact(ctx context.Context, s *session, req Request, res *Re
 		setAccepted(RecipientResult{Outcome: Delivered, Status: "2.0.0", Reply: reply})
 		cl.finish(s, res, false)
 	default:
-		if _, _, _, ok := replyOf(err); !ok {
+		if _, _, _, ok := outbound.ReplyOf(err); !ok {
 			// The remote may have the message already; a retry risks a duplicate.
 			s.close()
 			setAccepted(RecipientResult{Outcome: Deferred, Status: "4.4.2", Reason: fmt.Sprintf("connection to %s lost after the message was sent", s.host)})

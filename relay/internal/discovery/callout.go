@@ -1,18 +1,15 @@
 package discovery
 
 import (
-	"bufio"
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
-	"net/textproto"
-	"strconv"
-	"strings"
+	"net/netip"
 	"time"
 
-	"github.com/postwarden/postwarden/relay/internal/tlspolicy"
+	"github.com/postwarden/postwarden/relay/outbound"
+	"github.com/postwarden/postwarden/relay/tlspolicy"
 )
 
 // Outcome is what a verification callout learned.
@@ -20,7 +17,8 @@ type Outcome int
 
 const (
 	// TempFailed: no answer about the address (timeout, 4xx, a refused connection or
-	// null sender, missing TLS); the recipient is deferred.
+	// null sender, missing TLS, an address that is not public); the recipient is
+	// deferred.
 	TempFailed Outcome = iota
 	// Accepted: RCPT TO got 2xx.
 	Accepted
@@ -50,11 +48,15 @@ type Result struct {
 	TLS bool
 }
 
-// Prober runs verification callouts: connect, EHLO, STARTTLS as the domain's Inbound
-// TLS policy asks, MAIL FROM:<>, RCPT TO:<address>, QUIT. It never sends DATA.
+// Prober runs verification callouts over an outbound session (connect, EHLO, STARTTLS
+// as the domain's Inbound TLS policy asks), then MAIL FROM:<>, RCPT TO:<address>, QUIT.
+// It never sends DATA.
 type Prober struct {
 	// HELOName is the name sent in EHLO.
 	HELOName string
+	// Resolver finds the addresses of a named server (nil: the system resolver); the
+	// relay passes delivery's, so callouts ask the same DNS servers (--dns-servers).
+	Resolver outbound.Resolver
 	// Dial opens connections (nil: a net.Dialer).
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 	// TLSPolicy returns the Inbound TLS policy of a managed domain (nil: opportunistic).
@@ -62,14 +64,15 @@ type Prober struct {
 	// CommandTimeout bounds each reply, the connect and the TLS handshake
 	// (DefaultCommandTimeout when zero). The caller's context bounds the whole callout.
 	CommandTimeout time.Duration
+	// AllowedNetworks may be called out to although they are not public (the relay's
+	// --outbound-allowed-networks); DeniedNetworks are refused besides the special
+	// ranges. See outbound.Options.
+	AllowedNetworks, DeniedNetworks []netip.Prefix
 }
 
 // DefaultCommandTimeout is short next to RFC 5321's 5 minutes: a sending MTA is
 // waiting for our RCPT reply meanwhile, so a slow server defers the recipient instead.
 const DefaultCommandTimeout = 10 * time.Second
-
-// errPlaintextRetry marks a failed opportunistic handshake, retried without TLS.
-var errPlaintextRetry = errors.New("opportunistic TLS handshake failed")
 
 // Probe asks host:port whether it accepts mail for address of domain.
 func (p *Prober) Probe(ctx context.Context, host string, port int, domain, address string) Result {
@@ -77,159 +80,67 @@ func (p *Prober) Probe(ctx context.Context, host string, port int, domain, addre
 	if p.TLSPolicy != nil {
 		pol = p.TLSPolicy(domain)
 	}
-	res := p.probe(ctx, host, port, domain, address, pol, true)
-	if errors.Is(res.Err, errPlaintextRetry) {
-		// Opportunistic TLS falls back to plaintext, as in delivery.
-		res = p.probe(ctx, host, port, domain, address, pol, false)
-	}
-	return res
-}
-
-func (p *Prober) probe(ctx context.Context, host string, port int, domain, address string, pol tlspolicy.Policy, useTLS bool) Result {
 	timeout := p.CommandTimeout
 	if timeout <= 0 {
 		timeout = DefaultCommandTimeout
 	}
-	dial := p.Dial
-	if dial == nil {
-		d := &net.Dialer{}
-		dial = d.DialContext
+	helo := p.HELOName
+	if helo == "" {
+		helo = "localhost"
 	}
-	dctx, cancel := context.WithTimeout(ctx, timeout)
-	conn, err := dial(dctx, "tcp", net.JoinHostPort(host, strconv.Itoa(port)))
-	cancel()
+	d := outbound.New(outbound.Options{
+		HELOName: helo, Resolver: p.Resolver, Dial: p.Dial,
+		ConnectTimeout: timeout, CommandTimeout: timeout, DataTimeout: timeout,
+		AllowedNetworks: p.AllowedNetworks, DeniedNetworks: p.DeniedNetworks,
+	})
+	c, err := d.Dial(ctx, outbound.Host{Name: host, Port: port}, outbound.Params{Policy: pol, Domain: domain})
 	if err != nil {
-		return Result{Err: fmt.Errorf("connecting to %s:%d: %w", host, port, err)}
+		res := Result{Outcome: TempFailed, Err: err}
+		var oe *outbound.Error
+		if errors.As(err, &oe) {
+			res.Code, res.Reply = oe.Code, oe.Reply
+		}
+		return res
 	}
 	// Closing the connection interrupts whatever read or write is pending.
-	stop := context.AfterFunc(ctx, func() { _ = conn.Close() })
+	stop := context.AfterFunc(ctx, func() { _ = c.Close() })
 	defer func() {
 		stop()
-		_ = conn.Close()
+		_ = c.Close()
 	}()
-	c := &client{conn: conn, timeout: timeout, ctx: ctx}
-	c.text = textproto.NewConn(conn)
-
-	if code, msg, err := c.read(); err != nil || code != 220 {
-		return c.tempfail("greeting", code, msg, err)
-	}
-	ext, code, msg, err := c.hello(p.helo())
-	if err != nil {
-		return c.tempfail("EHLO", code, msg, err)
-	}
-	_, offered := ext["STARTTLS"]
-	switch {
-	case offered && useTLS:
-		if code, msg, err := c.cmd("STARTTLS"); err != nil || code != 220 {
-			return c.tempfail("STARTTLS", code, msg, err)
-		}
-		cfg, _ := pol.ClientConfig(host, domain)
-		tc := tls.Client(conn, cfg)
-		_ = tc.SetDeadline(time.Now().Add(timeout))
-		if err := tc.HandshakeContext(ctx); err != nil {
-			if pol.Mode == tlspolicy.Opportunistic {
-				return Result{Err: fmt.Errorf("%w: %w", errPlaintextRetry, err)}
-			}
-			return Result{Err: fmt.Errorf("tls handshake with %s: %w", host, err)}
-		}
-		c.conn, c.tls = tc, true
-		c.text = textproto.NewConn(tc)
-		if _, code, msg, err = c.hello(p.helo()); err != nil {
-			return c.tempfail("EHLO after STARTTLS", code, msg, err)
-		}
-	case pol.Mode != tlspolicy.Opportunistic && !c.tls:
-		return Result{Err: fmt.Errorf("%s does not offer STARTTLS and policy %s requires TLS", host, pol.Mode)}
-	}
+	tls := c.TLS.Encrypted()
 	// A refused null sender says nothing about the address: defer.
-	if code, msg, err := c.cmd("MAIL FROM:<>"); err != nil || code/100 != 2 {
-		return c.tempfail("MAIL FROM", code, msg, err)
+	if err := c.Mail("", nil); err != nil {
+		return tempfail(ctx, "MAIL FROM", err, tls)
 	}
-	code, msg, err = c.cmd("RCPT TO:<%s>", address)
-	res := Result{Code: code, Reply: msg, TLS: c.tls, Err: err}
+	err = c.Rcpt(address, nil)
+	code, reply := replyOf(err)
+	res := Result{Code: code, Reply: reply, TLS: tls}
 	switch {
-	case err != nil:
-		res.Outcome = TempFailed
-	case code/100 == 2:
-		res.Outcome = Accepted
+	case err == nil:
+		res.Outcome, res.Code = Accepted, 250
 	case code/100 == 5:
 		res.Outcome = Refused
-	default:
+	case code != 0:
 		res.Outcome = TempFailed
+	default:
+		return tempfail(ctx, "RCPT TO", err, tls) // the connection failed: no QUIT
 	}
-	_, _, _ = c.cmd("QUIT")
+	_ = c.Quit()
 	return res
 }
 
-func (p *Prober) helo() string {
-	if p.HELOName != "" {
-		return p.HELOName
-	}
-	return "localhost"
+// replyOf returns the code and line of a reply error ("550 5.1.1 no such user"), or
+// zeros for an I/O error.
+func replyOf(err error) (int, string) {
+	code, _, reply, _ := outbound.ReplyOf(err)
+	return code, reply
 }
 
-// client is the few commands a callout needs, over textproto.
-type client struct {
-	ctx     context.Context
-	conn    net.Conn
-	text    *textproto.Conn
-	timeout time.Duration
-	tls     bool
-}
-
-// read reads one (possibly multi-line) reply. A malformed reply is an error; an SMTP
-// error code is not.
-func (c *client) read() (int, string, error) {
-	_ = c.conn.SetDeadline(time.Now().Add(c.timeout))
-	code, msg, err := c.text.ReadResponse(0)
-	var perr *textproto.Error
-	if errors.As(err, &perr) {
-		return perr.Code, perr.Msg, nil
+func tempfail(ctx context.Context, stage string, err error, tls bool) Result {
+	code, reply := replyOf(err)
+	if code == 0 && ctx.Err() != nil {
+		err = fmt.Errorf("%w: %w", ctx.Err(), err)
 	}
-	if err != nil && c.ctx.Err() != nil {
-		err = fmt.Errorf("%w: %w", c.ctx.Err(), err)
-	}
-	return code, msg, err
-}
-
-func (c *client) cmd(format string, args ...any) (int, string, error) {
-	_ = c.conn.SetDeadline(time.Now().Add(c.timeout))
-	if err := c.text.PrintfLine(format, args...); err != nil {
-		return 0, "", err
-	}
-	return c.read()
-}
-
-// hello sends EHLO, falling back to HELO when the server does not know EHLO, and
-// returns the extensions offered.
-func (c *client) hello(name string) (map[string]string, int, string, error) {
-	code, msg, err := c.cmd("EHLO %s", name)
-	if err == nil && (code == 500 || code == 502) {
-		code, msg, err = c.cmd("HELO %s", name)
-		if err == nil && code == 250 {
-			return map[string]string{}, code, msg, nil
-		}
-	}
-	if err != nil || code != 250 {
-		if err == nil {
-			err = fmt.Errorf("unexpected reply %d", code)
-		}
-		return nil, code, msg, err
-	}
-	ext := map[string]string{}
-	sc := bufio.NewScanner(strings.NewReader(msg))
-	sc.Scan() // the greeting line
-	for sc.Scan() {
-		k, v, _ := strings.Cut(sc.Text(), " ")
-		ext[strings.ToUpper(k)] = v
-	}
-	return ext, code, msg, nil
-}
-
-func (c *client) tempfail(stage string, code int, msg string, err error) Result {
-	if err == nil {
-		err = fmt.Errorf("%s: unexpected reply %d", stage, code)
-	} else {
-		err = fmt.Errorf("%s: %w", stage, err)
-	}
-	return Result{Outcome: TempFailed, Code: code, Reply: msg, Err: err, TLS: c.tls}
+	return Result{Outcome: TempFailed, Code: code, Reply: reply, TLS: tls, Err: fmt.Errorf("%s: %w", stage, err)}
 }

@@ -1,7 +1,8 @@
 // Package tlspolicy chooses the TLS requirement of a delivery from the snapshot's
 // TLSDeliveryPolicies and builds the client tls.Config that enforces it. A Matcher is
 // compiled once per snapshot, so a lookup costs a few map probes (one per label of the
-// destination) however many policies there are.
+// destination) however many policies there are. It sits outside relay/internal because
+// a Policy is part of relay/outbound's API, which the operator uses for its own mail.
 package tlspolicy
 
 import (

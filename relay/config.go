@@ -1,0 +1,91 @@
+package relay
+
+import (
+	"errors"
+	"log/slog"
+	"net/netip"
+	"time"
+
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/postwarden/postwarden/relay/internal/smtpd"
+)
+
+// Config is everything the relay is started with. Exactly one of ConfigFile and
+// KubeConfigName says where the snapshot comes from.
+type Config struct {
+	// Hostname is the relay's name in greetings and Received: headers; it also picks
+	// the certificate for clients that send no SNI.
+	Hostname   string
+	Submission Listener
+	Inbound    Listener
+	// TrustedProxies are the networks whose PROXY protocol headers are believed.
+	TrustedProxies     []netip.Prefix
+	ProxyHeaderTimeout time.Duration
+	// OutboundAllowedNetworks may be delivered and called out to although they are not
+	// public (--outbound-allowed-networks); see outboundGuard.
+	OutboundAllowedNetworks []netip.Prefix
+
+	// ConfigFile is a snapshot document (standalone use).
+	ConfigFile string
+	// KubeConfigName is the snapshot.LabelConfig value of the shard Secrets in Namespace,
+	// read through Kube.
+	KubeConfigName string
+	Namespace      string
+	Kube           kubernetes.Interface
+	// PodName names the status Lease and the discovery observations ConfigMap
+	// (Kubernetes only; neither when empty).
+	PodName string
+	// PodUID, when set, makes the Pod the owner of the observations ConfigMap, so that
+	// it goes with the pod.
+	PodUID string
+	// LeaseDuration is the status Lease's duration (30 s when zero).
+	LeaseDuration time.Duration
+
+	// TLSCertFile and TLSKeyFile are a certificate served besides the snapshot's.
+	TLSCertFile, TLSKeyFile string
+
+	SpoolDir string
+	Limits   smtpd.Limits
+	// Delivery, when set, runs the queue runner; nil keeps accepted mail in the spool.
+	Delivery *DeliveryConfig
+	// Discovery tunes SMTP Discovery's callouts and publication.
+	Discovery DiscoveryConfig
+
+	// HTTPAddr serves /metrics, /healthz and /readyz; "" disables it.
+	HTTPAddr string
+	// DrainDelay is how long the relay keeps serving after it reports not ready, so load
+	// balancers stop sending new connections before the listeners close.
+	DrainDelay time.Duration
+	// GracePeriod is how long sessions in a mail transaction may take to finish at
+	// shutdown.
+	GracePeriod time.Duration
+
+	Logger *slog.Logger
+}
+
+func (cfg *Config) check() error {
+	var errs []error
+	if cfg.Hostname == "" {
+		errs = append(errs, errors.New("a hostname is required"))
+	}
+	if (cfg.ConfigFile == "") == (cfg.KubeConfigName == "") {
+		errs = append(errs, errors.New("exactly one of a config file and a Kubernetes config name is required"))
+	}
+	if cfg.KubeConfigName != "" && (cfg.Kube == nil || cfg.Namespace == "") {
+		errs = append(errs, errors.New("a Kubernetes config needs a client and a namespace"))
+	}
+	if (cfg.TLSCertFile == "") != (cfg.TLSKeyFile == "") {
+		errs = append(errs, errors.New("a TLS certificate file needs its key file, and the other way round"))
+	}
+	if cfg.SpoolDir == "" {
+		errs = append(errs, errors.New("a spool folder is required"))
+	}
+	if cfg.Submission.Addr == "" && cfg.Inbound.Addr == "" {
+		errs = append(errs, errors.New("at least one SMTP listener is required"))
+	}
+	if (cfg.Submission.Proxy || cfg.Inbound.Proxy) && len(cfg.TrustedProxies) == 0 {
+		errs = append(errs, errors.New("the PROXY protocol needs the trusted proxy networks"))
+	}
+	return errors.Join(errs...)
+}
