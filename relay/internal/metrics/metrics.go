@@ -12,7 +12,8 @@ const namespace = "postwarden_relay"
 type Metrics struct {
 	// Connections counts TCP connections by listener mode ("submission" or "inbound") and
 	// outcome ("accepted", or the limit that refused it: "limit_total", "limit_per_ip",
-	// "limit_rate").
+	// "limit_rate"), or "evicted" for an idle connection closed to admit a new one when the
+	// listener was full.
 	Connections *prometheus.CounterVec
 	// ActiveConnections is the number of open connections by mode.
 	ActiveConnections *prometheus.GaugeVec

@@ -78,6 +78,7 @@ func (ss *session) authenticate(mech, authzid, username, password string) error 
 		return ss.authFailed("bad_credentials", errAuthInvalid)
 	}
 	ss.cred = cred
+	ss.c.authed.Store(true)
 	m.AuthSuccesses.WithLabelValues(mech).Inc()
 	ss.log.Info("authenticated", "sasl_user", username, "mechanism", mech)
 	return nil

@@ -32,6 +32,7 @@ type conn struct {
 	errors       atomic.Int32 // rejected commands on this connection
 	txns         atomic.Int32 // transactions begun, for ids
 	busy         atomic.Bool  // inside a mail transaction
+	authed       atomic.Bool  // logged in: never evicted for a newcomer
 	draining     atomic.Bool  // shutting down: end as soon as idle
 	closeOnSend  atomic.Bool  // close right after the next write
 	closeOnce    sync.Once
@@ -146,6 +147,9 @@ func (s *Server) admit(raw net.Conn) (*conn, bool) {
 	}
 	mode := s.opts.Mode.String()
 	release, ok, scope := s.conns.Acquire(ip)
+	if !ok && scope == "total" && s.evictOne() {
+		release, ok, scope = s.conns.Acquire(ip)
+	}
 	if !ok {
 		s.metrics.Connections.WithLabelValues(mode, "limit_"+scope).Inc()
 		s.logger.Info("connection refused", "client_ip", ip.String(), "limit", scope)
@@ -171,6 +175,36 @@ func (s *Server) admit(raw net.Conn) (*conn, bool) {
 		c.drain()
 	}
 	return c, true
+}
+
+// evictOne makes room for a new connection when the listener is full, by closing the
+// oldest connection that has neither logged in nor begun a transaction. Without it, a
+// few hundred idle connections from many networks, each under every per-network limit,
+// would lock out the clients that would log in; with it, they cycle out while logged-in
+// sessions and messages in flight keep their slots. It reports whether a slot was freed.
+func (s *Server) evictOne() bool {
+	s.mu.Lock()
+	var victim *conn
+	for c := range s.live {
+		if c.authed.Load() || c.busy.Load() || c.draining.Load() {
+			continue
+		}
+		if victim == nil || c.started.Before(victim.started) {
+			victim = c
+		}
+	}
+	s.mu.Unlock()
+	if victim == nil {
+		return false
+	}
+	s.metrics.Connections.WithLabelValues(s.opts.Mode.String(), "evicted").Inc()
+	s.logger.Info("closing an idle connection that has not logged in, to admit a new one",
+		"session", victim.id, "client_ip", victim.ip.String(), "age", s.opts.Now().Sub(victim.started).Round(time.Second))
+	// Closing frees the slot now; the session's pending read fails and go-smtp ends it.
+	// No reply is written: the connection may be inside TLS, which a plaintext 421
+	// would corrupt, and go-smtp may be writing a reply of its own.
+	_ = victim.Close()
+	return true
 }
 
 func (s *Server) forget(c *conn) {
