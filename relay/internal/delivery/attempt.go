@@ -80,7 +80,7 @@ func (r *Runner) process(ctx context.Context, m spool.Message) {
 	var wg sync.WaitGroup
 	var delivered [][2]string // recipient, direction
 	for _, g := range groups {
-		route, direction := rt.route(m.Envelope.Sender, g.domain, r.opts.Smarthost)
+		route, direction := rt.route(m.Envelope.Sender, m.Envelope.OnBehalfOf, g.domain, r.opts.Smarthost)
 		req := Request{Route: route, Sender: m.Envelope.Sender, Recipients: g.rcpts,
 			Body: io.NewSectionReader(body, 0, m.Size), Size: m.Size}
 		wg.Add(1)

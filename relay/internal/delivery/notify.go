@@ -80,7 +80,8 @@ func (r *Runner) notify(ctx context.Context, m spool.Message, rt *routes, delay 
 	if rt.isManaged(domainOf(m.Envelope.Sender)) {
 		direction = DirectionInbound
 	}
-	env := spool.Envelope{Sender: "", Recipients: []string{m.Envelope.Sender}, Direction: direction, ReceivedAt: r.clock.Now()}
+	env := spool.Envelope{Sender: "", Recipients: []string{m.Envelope.Sender}, Direction: direction, ReceivedAt: r.clock.Now(),
+		OnBehalfOf: onBehalfOf(m, rt)}
 	id, err := r.opts.Spool.Accept(ctx, env, bytes.NewReader(raw))
 	if err != nil {
 		return fmt.Errorf("queueing the notification: %w", err)
@@ -92,4 +93,19 @@ func (r *Runner) notify(ctx context.Context, m spool.Message, rt *routes, delay 
 	r.metrics.Notifications.WithLabelValues(kind).Inc()
 	r.log.Info("delivery: queued a notification", "id", m.ID, "kind", kind, "dsn_id", id, "to", m.Envelope.Sender)
 	return nil
+}
+
+// onBehalfOf names the managed domain a notification about m speaks for: its sender's,
+// or else that of the first recipient of a managed domain (mail received for a customer
+// that its server refused).
+func onBehalfOf(m spool.Message, rt *routes) string {
+	if d := domainOf(m.Envelope.Sender); rt.isManaged(d) {
+		return d
+	}
+	for _, rc := range m.Envelope.Recipients {
+		if d := domainOf(rc); rt.isManaged(d) {
+			return d
+		}
+	}
+	return ""
 }

@@ -4,8 +4,8 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/postwarden/postwarden/relay/internal/tlspolicy"
 	"github.com/postwarden/postwarden/relay/snapshot"
+	"github.com/postwarden/postwarden/relay/tlspolicy"
 )
 
 // Directions, as in the spool's envelopes.
@@ -39,8 +39,10 @@ func compileRoutes(s *snapshot.Snapshot) (*routes, error) {
 
 // route says where mail from sender to domain goes: a managed domain's own server
 // under its Inbound policy, or else the smarthost or the domain's MX hosts under the
-// sender's domain's Outbound policy.
-func (rt *routes) route(sender, domain string, smarthost *Target) (Route, string) {
+// sender's domain's Outbound policy. A notification has the null sender; it goes out
+// under the Outbound policy of the managed domain it speaks for (onBehalfOf), as the
+// mail it reports on would have.
+func (rt *routes) route(sender, onBehalfOf, domain string, smarthost *Target) (Route, string) {
 	if d := rt.managed[domain]; d != nil && d.InboundDelivery != nil {
 		return Route{
 			Domain: domain,
@@ -48,9 +50,15 @@ func (rt *routes) route(sender, domain string, smarthost *Target) (Route, string
 			Policy: rt.tls.Lookup(snapshot.DirectionInbound, domain, domain),
 		}, DirectionInbound
 	}
-	r := Route{Domain: domain, Policy: rt.tls.Lookup(snapshot.DirectionOutbound, domainOf(sender), domain)}
+	from := domainOf(sender)
+	if sender == "" {
+		from = onBehalfOf
+	}
+	r := Route{Domain: domain, Policy: rt.tls.Lookup(snapshot.DirectionOutbound, from, domain)}
 	if smarthost != nil {
-		r.Hosts = []Target{*smarthost}
+		t := *smarthost
+		t.AdminNamed = true // from the relay's --smarthost, never from a tenant
+		r.Hosts = []Target{t}
 	}
 	return r, DirectionOutbound
 }

@@ -19,6 +19,9 @@ type Envelope struct {
 	ClientIP   string    `json:"clientIP,omitempty"`
 	Direction  string    `json:"direction"` // "outbound" or "inbound"
 	ReceivedAt time.Time `json:"receivedAt"`
+	// OnBehalfOf is, for a notification (null sender), the managed domain of the
+	// message it reports on, whose Outbound TLS policy applies to it; "" otherwise.
+	OnBehalfOf string `json:"onBehalfOf,omitempty"`
 }
 
 // Status is the delivery outcome for one recipient.

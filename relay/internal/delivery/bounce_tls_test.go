@@ -1,0 +1,56 @@
+package delivery
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/postwarden/postwarden/relay/internal/spool"
+	"github.com/postwarden/postwarden/relay/snapshot"
+	"github.com/postwarden/postwarden/test/testkit"
+)
+
+// A bounce of mail received for a managed domain goes back to the (foreign) sender
+// under that domain's Outbound TLS policy, as the domain's own mail to that destination
+// would: RequireTLS towards a destination without STARTTLS keeps it queued.
+func TestBounceFollowsTheManagedDomainsOutboundPolicy(t *testing.T) {
+	h := newHarness(t, Retry{}, func(s *snapshot.Snapshot) {
+		s.TLSPolicies = []snapshot.TLSPolicy{{
+			Source: snapshot.ObjectRef{Namespace: "ns", Name: "strict-partner"}, Direction: snapshot.DirectionOutbound,
+			Domains: []string{"a.example"}, Destinations: []string{"partner.example"}, Mode: snapshot.ModeRequireTLS,
+		}}
+	})
+	partner := h.mx("partner.example", "mx.partner.example", 10) // offers no STARTTLS
+	h.sender.RejectRcpt("gone@a.example", testkit.Reply(550, "5.1.1", "no such user"))
+	h.start()
+
+	id, err := h.spool.Accept(context.Background(), spool.Envelope{
+		Sender: "someone@partner.example", Recipients: []string{"gone@a.example"}, Direction: DirectionInbound,
+	}, bytes.NewReader([]byte(message("test"))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.waitGone(id) // bounced: the DSN is queued in its place
+
+	var dsn spool.Message
+	eventually(t, "the bounce to be tried once", func() bool {
+		for _, m := range h.spool.Due(h.clock.Now().Add(24*time.Hour), 10) {
+			if m.Envelope.Sender == "" && len(m.Recipients) == 1 && m.Recipients[0].Attempts > 0 {
+				dsn = m
+				return true
+			}
+		}
+		return false
+	})
+	if dsn.Envelope.OnBehalfOf != "a.example" {
+		t.Errorf("the bounce speaks for %q, want a.example", dsn.Envelope.OnBehalfOf)
+	}
+	if rs := dsn.Recipients[0]; rs.Status != spool.StatusPending || !strings.Contains(rs.LastReply, "TLS required") {
+		t.Errorf("the bounce's attempt: %+v, want it deferred because TLS is required", rs)
+	}
+	if n := len(partner.Messages()); n != 0 {
+		t.Fatalf("the bounce went to partner.example in plaintext despite a.example's RequireTLS (%d messages)", n)
+	}
+}
