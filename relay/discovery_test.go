@@ -29,8 +29,13 @@ const discoveryPolicy = "mail/discovery"
 
 // discoverySnapshot has covered.example under a discovery policy and plain.example
 // without one, both delivered to dest; 127.0.0.1 is covered.example's sending server.
+//
+// dest knows its mailboxes, as a real server does: it refuses the relay's catch-all probe
+// (a random postwarden-probe-… address), so that callouts it accepts are learned from.
 func discoverySnapshot(t testing.TB, dest *testkit.Server) *snapshot.Snapshot {
 	t.Helper()
+	dest.RejectRcptIf(func(addr string) bool { return strings.HasPrefix(addr, "postwarden-probe-") },
+		testkit.Reply(550, "5.1.1", "no such user"))
 	ep := &snapshot.Endpoint{Host: "127.0.0.1", Port: dest.Port}
 	s := &snapshot.Snapshot{APIVersion: snapshot.APIVersion, Certificates: certEntry,
 		Domains: []snapshot.Domain{{

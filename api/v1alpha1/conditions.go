@@ -85,4 +85,10 @@ const (
 	// EventDiscoveryStateDamaged: the state ConfigMaps were incomplete or did not decode;
 	// what decoded was kept (Warning).
 	EventDiscoveryStateDamaged = "DiscoveryStateDamaged"
+	// EventDiscoveryCatchAll: a covered domain's server accepted a random address, so
+	// discovery stops learning its addresses (Warning).
+	EventDiscoveryCatchAll = "DiscoveryCatchAll"
+	// EventDiscoveryLimitReached: a covered domain's discovered users and aliases reached
+	// maxAddressesPerDomain (Warning).
+	EventDiscoveryLimitReached = "DiscoveryLimitReached"
 )

@@ -71,6 +71,17 @@ type DiscoveryPolicySpec struct {
 	// +kubebuilder:default=EndUser
 	DefaultRole UserRole `json:"defaultRole,omitempty"`
 
+	// maxAddressesPerDomain bounds what discovery tracks for one covered domain, so that
+	// no flood of mail, real or forged, can grow the relays' in-memory directory without
+	// limit. Beyond it, invalid then pending addresses are forgotten, least recently seen
+	// first; once discovered users and aliases alone reach it, no further address is
+	// promoted (pending ones expire as invalid) and status.limitedDomains names the
+	// domain. Defaults to 50000.
+	// +optional
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=1000000
+	MaxAddressesPerDomain int32 `json:"maxAddressesPerDomain,omitempty"`
+
 	// reportRecipients receive the weekly report of new users and aliases, sent through
 	// the relay itself. The report is also recorded as an Event.
 	// +optional
@@ -138,6 +149,25 @@ type DiscoveryPolicyStatus struct {
 	// +kubebuilder:validation:MaxItems=1024
 	// +kubebuilder:validation:items:MaxLength=253
 	StateConfigMaps []string `json:"stateConfigMaps,omitempty"`
+
+	// catchAllDomains lists the covered domains whose mail server accepted a random
+	// address no one has, in the last three days: its callouts cannot tell a real
+	// mailbox from a made-up one, so discovery learns no new address of these domains
+	// until the server refuses unknown recipients. List their users in the MailDomain
+	// instead.
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=500
+	// +kubebuilder:validation:items:MaxLength=253
+	CatchAllDomains []string `json:"catchAllDomains,omitempty"`
+
+	// limitedDomains lists the covered domains whose discovered users and aliases have
+	// reached spec.maxAddressesPerDomain: no further address of them is discovered.
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=500
+	// +kubebuilder:validation:items:MaxLength=253
+	LimitedDomains []string `json:"limitedDomains,omitempty"`
 
 	// lastMergeTime is when the relays' observations last changed the state.
 	// +optional

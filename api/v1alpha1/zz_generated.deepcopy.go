@@ -181,6 +181,16 @@ func (in *DiscoveryPolicyStatus) DeepCopyInto(out *DiscoveryPolicyStatus) {
 		*out = make([]string, len(*in))
 		copy(*out, *in)
 	}
+	if in.CatchAllDomains != nil {
+		in, out := &in.CatchAllDomains, &out.CatchAllDomains
+		*out = make([]string, len(*in))
+		copy(*out, *in)
+	}
+	if in.LimitedDomains != nil {
+		in, out := &in.LimitedDomains, &out.LimitedDomains
+		*out = make([]string, len(*in))
+		copy(*out, *in)
+	}
 	if in.LastMergeTime != nil {
 		in, out := &in.LastMergeTime, &out.LastMergeTime
 		*out = (*in).DeepCopy()

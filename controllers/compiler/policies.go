@@ -132,6 +132,7 @@ func discoveryEntry(p *relayv1alpha1.DiscoveryPolicy) snapshot.DiscoveryPolicy {
 		AutoAddAliases:              s.AutoAddAliases,
 		AutoAddOutboundUsers:        s.AutoAddOutboundUsers,
 		DefaultRole:                 string(s.DefaultRole),
+		MaxAddressesPerDomain:       int(s.MaxAddressesPerDomain),
 		ReportRecipients:            slices.Sorted(slices.Values(s.ReportRecipients)),
 	}
 	if e.DefaultRole == "" {

@@ -13,6 +13,7 @@ func PolicyFor(s *snapshot.Snapshot, name string) (Policy, bool) {
 	for _, dp := range s.DiscoveryPolicies {
 		if dp.Name == name {
 			p.DiscoveryPolicy, found = dp, true
+			p.MaxAddressesPerDomain = dp.MaxAddressesPerDomain
 		}
 	}
 	if !found {

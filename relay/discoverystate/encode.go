@@ -3,10 +3,12 @@ package discoverystate
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"maps"
 	"slices"
 	"strings"
 
@@ -202,4 +204,30 @@ func (st State) Recent(n int) []Address {
 		return strings.Compare(x.Address, y.Address)
 	})
 	return out[:min(n, len(out))]
+}
+
+// CatchAllDomains returns the domains currently found catch-all, sorted.
+func (st State) CatchAllDomains() []string {
+	return slices.Sorted(maps.Keys(st.CatchAll))
+}
+
+// LimitedDomains returns the domains whose discovered users and aliases have reached
+// limit (zero: DefaultMaxAddressesPerDomain), sorted: no further address of them is
+// promoted.
+func (st State) LimitedDomains(limit int) []string {
+	limit = cmp.Or(limit, DefaultMaxAddressesPerDomain)
+	n := map[string]int{}
+	for _, a := range st.Addresses {
+		if a.State == snapshot.DiscoveredUser || a.State == snapshot.DiscoveredAlias {
+			n[domainpart(a.Address)]++
+		}
+	}
+	var out []string
+	for d, c := range n {
+		if c >= limit {
+			out = append(out, d)
+		}
+	}
+	slices.Sort(out)
+	return out
 }

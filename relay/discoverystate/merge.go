@@ -2,6 +2,7 @@ package discoverystate
 
 import (
 	"cmp"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -12,8 +13,14 @@ import (
 // Defaults for what a Policy leaves at zero.
 const (
 	// DefaultMaxAddressesPerDomain bounds the tracked addresses of one domain. Beyond
-	// it, Merge forgets Invalid then Pending addresses, least recently seen first.
+	// it, Merge forgets Invalid then Pending addresses, least recently seen first, and
+	// once users and aliases alone reach it, no further address is promoted: the
+	// directory every relay holds in memory stays bounded whatever mail arrives.
 	DefaultMaxAddressesPerDomain = 50000
+	// CatchAllWindow is how long a catch-all detection holds. Relays probe again at most
+	// daily while callouts succeed, so a server that stops accepting every address is
+	// trusted again within this window.
+	CatchAllWindow = 3 * day
 	// DefaultJournalRetention is how long the watermark of a silent journal is kept.
 	DefaultJournalRetention = 90 * 24 * time.Hour
 	day                     = 24 * time.Hour
@@ -34,13 +41,19 @@ type Policy struct {
 // scope is the policy's view of the spec, indexed.
 type scope struct {
 	p       Policy
+	limit   int
 	covered map[string]bool
-	listed  map[string]bool
-	users   map[string][]string // local part -> spec users, sorted
+	// catchAll holds the domains currently found catch-all, with the last detection.
+	catchAll map[string]time.Time
+	// promoted counts discovered users and aliases per domain, once needed.
+	promoted map[string]int
+	listed   map[string]bool
+	users    map[string][]string // local part -> spec users, sorted
 }
 
 func newScope(p Policy) *scope {
-	s := &scope{p: p, covered: map[string]bool{}, listed: map[string]bool{}, users: map[string][]string{}}
+	s := &scope{p: p, limit: cmp.Or(p.MaxAddressesPerDomain, DefaultMaxAddressesPerDomain),
+		covered: map[string]bool{}, listed: map[string]bool{}, users: map[string][]string{}, catchAll: map[string]time.Time{}}
 	for _, d := range p.Domains {
 		s.covered[d.Name] = true
 		for _, u := range d.Users {
@@ -80,12 +93,24 @@ func newScope(p Policy) *scope {
 //   - with AutoAddAliases, a Pending address whose local part is that of a user of
 //     another covered domain becomes an Alias of that user.
 //
+// Two guards bound what a domain's server or its senders can make the state hold:
+//   - CatchAll marks the domain catch-all for CatchAllWindow; meanwhile Verified and
+//     Delivered create no new address of it (a server that accepts everything would
+//     turn every guessed address into a user);
+//   - once a domain's discovered users and aliases reach MaxAddressesPerDomain, no
+//     further address of it is promoted: Pending ones expire as Invalid.
+//
 // The spec always wins: an address it lists is dropped from the state.
 func Merge(st State, batches []Batch, p Policy, now time.Time) State {
 	sc := newScope(p)
 	out := State{Version: StateVersion, Policy: p.Name, Journals: make(map[string]Watermark, len(st.Journals))}
 	for id, w := range st.Journals {
 		out.Journals[id] = w
+	}
+	for d, t := range st.CatchAll {
+		if sc.covered[d] {
+			sc.catchAll[d] = t
+		}
 	}
 	byAddr := make(map[string]*Address, len(st.Addresses))
 	for _, a := range st.Addresses {
@@ -113,6 +138,14 @@ func Merge(st State, batches []Batch, p Policy, now time.Time) State {
 			delete(out.Journals, id)
 		}
 	}
+	for d, t := range sc.catchAll {
+		if now.Sub(t) > CatchAllWindow {
+			delete(sc.catchAll, d)
+		}
+	}
+	if len(sc.catchAll) > 0 {
+		out.CatchAll = sc.catchAll
+	}
 	sc.evaluate(byAddr, now)
 	out.Addresses = sc.bound(byAddr)
 	return out
@@ -125,6 +158,16 @@ func (sc *scope) apply(byAddr map[string]*Address, o Observation) {
 		return
 	}
 	a := byAddr[addr]
+	if o.Kind == CatchAll {
+		if d := domainpart(addr); o.Time.After(sc.catchAll[d]) {
+			sc.catchAll[d] = o.Time
+		}
+		return
+	}
+	if t, ok := sc.catchAll[domainpart(addr)]; ok && a == nil && (o.Kind == Verified || o.Kind == Delivered) &&
+		o.Time.Sub(t) <= CatchAllWindow {
+		return // a catch-all server vouches for no address
+	}
 	touch := func() {
 		if o.Time.After(a.LastSeen) {
 			a.LastSeen = o.Time
@@ -165,13 +208,16 @@ func (sc *scope) apply(byAddr map[string]*Address, o Observation) {
 			create()
 		}
 		touch()
-		if a.State == snapshot.DiscoveredPending || a.State == snapshot.DiscoveredInvalid {
+		if (a.State == snapshot.DiscoveredPending || a.State == snapshot.DiscoveredInvalid) && !sc.full(byAddr, addr) {
 			sc.becomeUser(a, ReasonOutbound, o.Time)
 		}
 	}
 }
 
 func (sc *scope) becomeUser(a *Address, reason string, at time.Time) {
+	if a.State != snapshot.DiscoveredUser && a.State != snapshot.DiscoveredAlias {
+		sc.promote(a.Address)
+	}
 	a.State, a.Reason, a.Since, a.Clean, a.Target = snapshot.DiscoveredUser, reason, at, nil, ""
 	a.Role = cmp.Or(sc.p.DefaultRole, "EndUser")
 }
@@ -193,7 +239,10 @@ func (sc *scope) evaluate(byAddr map[string]*Address, now time.Time) {
 	}
 	window := time.Duration(max(sc.p.WindowDays, 1)) * day
 	expiry := time.Duration(max(sc.p.ExpiryDays, 1)) * day
-	for addr, a := range byAddr {
+	// In address order, so that which addresses reach a domain's limit first does not
+	// depend on map order.
+	for _, addr := range slices.Sorted(maps.Keys(byAddr)) {
+		a := byAddr[addr]
 		if sc.listed[addr] || !sc.covered[domainpart(addr)] {
 			delete(byAddr, addr)
 			continue
@@ -205,10 +254,16 @@ func (sc *scope) evaluate(byAddr map[string]*Address, now time.Time) {
 		if len(a.Clean) == 0 {
 			a.Clean = nil
 		}
+		full := sc.full(byAddr, addr)
 		switch {
+		case full && now.Sub(a.FirstSeen) >= expiry:
+			a.State, a.Reason, a.Since, a.Clean = snapshot.DiscoveredInvalid, ReasonExpired, now, nil
+		case full:
+			// At the limit: the address waits, Pending, until it expires.
 		case sc.p.AutoAddAliases && sc.aliasTarget(users, addr) != "":
 			a.State, a.Reason, a.Since, a.Clean = snapshot.DiscoveredAlias, ReasonLocalPart, now, nil
 			a.Target = sc.aliasTarget(users, addr)
+			sc.promote(addr)
 		case len(a.Clean) >= max(sc.p.Threshold, 1):
 			sc.becomeUser(a, ReasonThreshold, now)
 		case now.Sub(a.FirstSeen) >= expiry && sc.p.ExpiredAddressesBecomeUsers:
@@ -216,6 +271,27 @@ func (sc *scope) evaluate(byAddr map[string]*Address, now time.Time) {
 		case now.Sub(a.FirstSeen) >= expiry:
 			a.State, a.Reason, a.Since, a.Clean = snapshot.DiscoveredInvalid, ReasonExpired, now, nil
 		}
+	}
+}
+
+// full reports whether addr's domain has as many discovered users and aliases as the
+// limit allows.
+func (sc *scope) full(byAddr map[string]*Address, addr string) bool {
+	if sc.promoted == nil {
+		sc.promoted = map[string]int{}
+		for _, a := range byAddr {
+			if a.State == snapshot.DiscoveredUser || a.State == snapshot.DiscoveredAlias {
+				sc.promoted[domainpart(a.Address)]++
+			}
+		}
+	}
+	return sc.promoted[domainpart(addr)] >= sc.limit
+}
+
+// promote counts a new user or alias of addr's domain towards the limit.
+func (sc *scope) promote(addr string) {
+	if sc.promoted != nil {
+		sc.promoted[domainpart(addr)]++
 	}
 }
 
@@ -231,7 +307,7 @@ func (sc *scope) aliasTarget(users map[string][]string, addr string) string {
 
 // bound keeps at most the limit per domain and returns the addresses sorted.
 func (sc *scope) bound(byAddr map[string]*Address) []Address {
-	limit := cmp.Or(sc.p.MaxAddressesPerDomain, DefaultMaxAddressesPerDomain)
+	limit := sc.limit
 	perDomain := map[string][]*Address{}
 	for _, a := range byAddr {
 		perDomain[domainpart(a.Address)] = append(perDomain[domainpart(a.Address)], a)

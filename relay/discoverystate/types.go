@@ -35,6 +35,10 @@ const (
 	// OutboundSender: a sending server relayed mail from the address, which the
 	// directory did not list.
 	OutboundSender Kind = "OutboundSender"
+	// CatchAll: the domain's server accepted a random address no one would have (the
+	// Address of the observation), so its callouts cannot tell a real mailbox from a
+	// made-up one. While a domain is catch-all, nothing new of it is discovered.
+	CatchAll Kind = "CatchAll"
 )
 
 // Observation is one fact a relay recorded about an address of a managed domain.
@@ -109,6 +113,9 @@ type State struct {
 	Journals map[string]Watermark `json:"journals,omitempty"`
 	// Addresses are sorted by address.
 	Addresses []Address `json:"addresses,omitempty"`
+	// CatchAll maps a covered domain to the last time a relay found its server accepting
+	// any address; an entry older than CatchAllWindow is dropped.
+	CatchAll map[string]time.Time `json:"catchAll,omitempty"`
 }
 
 // Counts counts addresses by state.

@@ -126,15 +126,18 @@ type Credential struct {
 // DiscoveryPolicy is SMTP Discovery for the domains that name it.
 type DiscoveryPolicy struct {
 	// Name is "<namespace>/<name>" of the DiscoveryPolicy.
-	Name                        string   `json:"name"`
-	Threshold                   int      `json:"threshold"`
-	WindowDays                  int      `json:"windowDays"`
-	ExpiryDays                  int      `json:"expiryDays"`
-	ExpiredAddressesBecomeUsers bool     `json:"expiredAddressesBecomeUsers,omitempty"`
-	AutoAddAliases              bool     `json:"autoAddAliases,omitempty"`
-	AutoAddOutboundUsers        bool     `json:"autoAddOutboundUsers,omitempty"`
-	DefaultRole                 string   `json:"defaultRole,omitempty"`
-	ReportRecipients            []string `json:"reportRecipients,omitempty"`
+	Name                        string `json:"name"`
+	Threshold                   int    `json:"threshold"`
+	WindowDays                  int    `json:"windowDays"`
+	ExpiryDays                  int    `json:"expiryDays"`
+	ExpiredAddressesBecomeUsers bool   `json:"expiredAddressesBecomeUsers,omitempty"`
+	AutoAddAliases              bool   `json:"autoAddAliases,omitempty"`
+	AutoAddOutboundUsers        bool   `json:"autoAddOutboundUsers,omitempty"`
+	DefaultRole                 string `json:"defaultRole,omitempty"`
+	// MaxAddressesPerDomain bounds what discovery tracks per domain (0: the default);
+	// only the operator reads it.
+	MaxAddressesPerDomain int      `json:"maxAddressesPerDomain,omitempty"`
+	ReportRecipients      []string `json:"reportRecipients,omitempty"`
 	// ReportDay is a weekday name and ReportTime is HH:MM in UTC.
 	ReportDay  string `json:"reportDay,omitempty"`
 	ReportTime string `json:"reportTime,omitempty"`

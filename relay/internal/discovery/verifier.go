@@ -63,6 +63,12 @@ type Options struct {
 	MaxPerDest     int
 	MaxConcurrent  int
 	CalloutTimeout time.Duration
+	// CatchAllTTL is how long a domain's catch-all check holds (DefaultCatchAllTTL);
+	// negative turns the checks off.
+	CatchAllTTL time.Duration
+	// ProbeAddress returns the address a catch-all check asks about (nil: a random
+	// one, see ProbeLocalPrefix).
+	ProbeAddress func(domain string) string
 }
 
 // Verifier is SMTP Discovery's smtpd.RecipientVerifier: it answers from its cache or
@@ -80,6 +86,7 @@ type Verifier struct {
 	wg       sync.WaitGroup
 	mu       sync.Mutex
 	inflight map[string]*call
+	catchAll map[string]*catchAllCheck
 	callouts int
 	stats    Stats
 }
@@ -94,6 +101,8 @@ type Stats struct {
 	Limited uint64
 	// Outcomes counts finished callouts by outcome.
 	Accepted, Refused, TempFailed uint64
+	// CatchAll counts catch-all checks that found a domain's server accepting anything.
+	CatchAll uint64
 	// CacheEntries is the cache's current size.
 	CacheEntries int
 }
@@ -121,6 +130,10 @@ func New(opts Options) *Verifier {
 	opts.MaxPerDest = cmp.Or(opts.MaxPerDest, DefaultMaxPerDestination)
 	opts.MaxConcurrent = cmp.Or(opts.MaxConcurrent, DefaultMaxConcurrent)
 	opts.CalloutTimeout = cmp.Or(opts.CalloutTimeout, DefaultCalloutTimeout)
+	opts.CatchAllTTL = cmp.Or(opts.CatchAllTTL, DefaultCatchAllTTL)
+	if opts.ProbeAddress == nil {
+		opts.ProbeAddress = randomProbeAddress
+	}
 	v := &Verifier{
 		opts:     opts,
 		log:      cmp.Or(opts.Logger, slog.Default()),
@@ -128,6 +141,7 @@ func New(opts Options) *Verifier {
 		cache:    newCache(opts.CacheSize),
 		limit:    newLimiter(opts.Rate, opts.Burst, opts.MaxPerDest, opts.MaxConcurrent),
 		inflight: make(map[string]*call),
+		catchAll: make(map[string]*catchAllCheck),
 	}
 	if v.now == nil {
 		v.now = time.Now
@@ -226,12 +240,15 @@ func (v *Verifier) start(d *directory.Domain, address string, now time.Time) *ca
 		ctx, cancel := context.WithTimeout(v.base, v.opts.CalloutTimeout)
 		defer cancel()
 		res := v.opts.Prober.Probe(ctx, ep.Host, ep.Port, d.Name, address)
-		v.finish(c, address, res)
+		catchAll := res.Outcome == Accepted && v.opts.CatchAllTTL > 0 && v.isCatchAll(ctx, d)
+		v.finish(c, address, res, catchAll)
 	})
 	return c
 }
 
-func (v *Verifier) finish(c *call, address string, res Result) {
+// finish caches and records the outcome of a callout; the acceptance of a catch-all
+// server is cached (the mail goes there anyway) but not recorded.
+func (v *Verifier) finish(c *call, address string, res Result, catchAll bool) {
 	now := v.now()
 	e := entry{key: address, outcome: res.Outcome}
 	cacheIt := true
@@ -257,14 +274,12 @@ func (v *Verifier) finish(c *call, address string, res Result) {
 	if res.Err != nil {
 		attrs = append(attrs, "error", res.Err)
 	}
+	if catchAll {
+		attrs = append(attrs, "catchAll", true)
+	}
 	v.log.Info("discovery callout", attrs...)
-	if v.opts.Recorder != nil {
-		kind := map[Outcome]discoverystate.Kind{Accepted: discoverystate.Verified, Refused: discoverystate.Refused}[res.Outcome]
-		if kind != "" {
-			if err := v.opts.Recorder.Record(kind, address, now); err != nil {
-				v.log.Error("recording discovery observation", "rcpt", address, "error", err)
-			}
-		}
+	if kind := map[Outcome]discoverystate.Kind{Accepted: discoverystate.Verified, Refused: discoverystate.Refused}[res.Outcome]; kind != "" && !catchAll {
+		v.record(kind, address, now)
 	}
 	v.mu.Lock()
 	delete(v.inflight, address)
@@ -279,4 +294,14 @@ func (v *Verifier) finish(c *call, address string, res Result) {
 	c.outcome = res.Outcome
 	v.mu.Unlock()
 	close(c.done)
+}
+
+// record hands an observation to the Recorder, if any.
+func (v *Verifier) record(kind discoverystate.Kind, address string, at time.Time) {
+	if v.opts.Recorder == nil {
+		return
+	}
+	if err := v.opts.Recorder.Record(kind, address, at); err != nil {
+		v.log.Error("recording discovery observation", "kind", kind, "address", address, "error", err)
+	}
 }
