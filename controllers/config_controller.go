@@ -138,7 +138,7 @@ func (r *configReconciler) gather(ctx context.Context) (compiler.Input, error) {
 		in.DiscoveryPolicies = append(in.DiscoveryPolicies, &discovery.Items[i])
 		names = append(names, discovery.Items[i].Namespace+"/"+discovery.Items[i].Name)
 	}
-	if in.Discovery, err = r.discovery.states(ctx, r.client, names); err != nil {
+	if in.Discovery, err = r.discovery.states(ctx, r.client, r.opts.Namespace, names); err != nil {
 		return in, err
 	}
 	if in.ReportCredential, err = r.reportCredential(ctx); err != nil {

@@ -65,6 +65,8 @@ type discoveryReconciler struct {
 	policies map[string]*policyMemo
 	// absentSince is when a relay's Lease was first seen missing, by ConfigMap name.
 	absentSince map[string]time.Time
+	// lastStateGC is when collectStates last looked for states of deleted policies.
+	lastStateGC time.Time
 }
 
 type policyMemo struct {
@@ -110,6 +112,7 @@ func (r *discoveryReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ct
 	for name := range r.policies {
 		if !live[name] {
 			delete(r.policies, name)
+			r.lastStateGC = time.Time{} // deleted, perhaps: look for its state now
 		}
 	}
 	if err := r.acknowledge(ctx, batches); err != nil {
@@ -119,6 +122,9 @@ func (r *discoveryReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ct
 		errs = append(errs, err)
 	}
 	if err := r.collectGarbage(ctx, batches, now); err != nil {
+		errs = append(errs, err)
+	}
+	if err := r.collectStates(ctx, now); err != nil {
 		errs = append(errs, err)
 	}
 	if err := errors.Join(errs...); err != nil {

@@ -54,10 +54,11 @@ func waitAck(t testing.TB, pod, want string) {
 	})
 }
 
-// stateOf reads a policy's state as kubectl would.
+// stateOf reads a policy's state as kubectl would: in the operator's namespace.
 func stateOf(t testing.TB, ns, policy string) (discoverystate.State, []corev1.ConfigMap, error) {
 	var list corev1.ConfigMapList
-	if err := k8s.List(context.Background(), &list, client.InNamespace(ns), client.MatchingLabels{discoverystate.LabelState: policy}); err != nil {
+	if err := k8s.List(context.Background(), &list, client.InNamespace(operatorNS),
+		client.MatchingLabels{discoverystate.LabelState: discoverystate.StateLabel(ns, policy)}); err != nil {
 		return discoverystate.State{}, nil, err
 	}
 	if len(list.Items) == 0 {

@@ -99,7 +99,7 @@ func (r *discoveryReconciler) mergePolicy(ctx context.Context, snap *snapshot.Sn
 	if due {
 		next := discoverystate.Merge(cur.state, relevant, p, now)
 		var written bool
-		stored, written, err = writeState(ctx, r.client, r.scheme, &obj, cur, next)
+		stored, written, err = writeState(ctx, r.client, r.opts.Namespace, &obj, cur, next)
 		if err != nil {
 			memo.stored = nil // read it again from the API server
 			block()
@@ -121,7 +121,7 @@ func (r *discoveryReconciler) mergePolicy(ctx context.Context, snap *snapshot.Sn
 // cache shows exactly those ConfigMaps, otherwise read afresh from the API server (at
 // start, after a failed write, after someone else's edit, or while the cache lags).
 func (r *discoveryReconciler) current(ctx context.Context, obj *relayv1alpha1.DiscoveryPolicy, memo *policyMemo) (*storedState, error) {
-	cached, err := stateConfigMaps(ctx, r.client, obj.Namespace, obj.Name)
+	cached, err := stateConfigMaps(ctx, r.client, r.opts.Namespace, obj.Namespace, obj.Name)
 	if err != nil {
 		return nil, err
 	}
@@ -134,9 +134,21 @@ func (r *discoveryReconciler) current(ctx context.Context, obj *relayv1alpha1.Di
 			return memo.stored, nil
 		}
 	}
-	live, err := stateConfigMaps(ctx, r.apiReader, obj.Namespace, obj.Name)
+	live, err := stateConfigMaps(ctx, r.apiReader, r.opts.Namespace, obj.Namespace, obj.Name)
 	if err != nil {
 		return nil, err
+	}
+	if len(live) == 0 {
+		// Upgraded from a release that kept the state in the policy's namespace: carry
+		// it over once; written here, it is never read from there again.
+		if live, err = legacyStateConfigMaps(ctx, r.apiReader, obj.Namespace, obj.Name); err != nil {
+			return nil, err
+		}
+		if len(live) > 0 {
+			logf.FromContext(ctx).Info("moving the discovery state into the operator namespace",
+				"policy", obj.Namespace+"/"+obj.Name, "configMaps", len(live))
+			memo.settle = true // write it to the new place even without observations
+		}
 	}
 	st, err := readState(live, obj.Namespace+"/"+obj.Name)
 	if err != nil {

@@ -8,11 +8,13 @@ import (
 	"time"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 
+	relayv1alpha1 "github.com/postwarden/postwarden/api/v1alpha1"
 	"github.com/postwarden/postwarden/relay/discoverystate"
 	"github.com/postwarden/postwarden/relay/snapshot"
 )
@@ -97,6 +99,9 @@ func (r *discoveryReconciler) collectGarbage(ctx context.Context, batches []*bat
 	return errors.Join(errs...)
 }
 
+// stateGCInterval is how often collectStates looks for states of deleted policies.
+const stateGCInterval = 5 * time.Minute
+
 // fullyAcked reports whether the operator has acknowledged every observation of b.
 func fullyAcked(b *batchCM) bool {
 	journal, seq, ok := discoverystate.ParseAck(b.cm.Annotations[discoverystate.AnnotationAcked])
@@ -106,4 +111,51 @@ func fullyAcked(b *batchCM) bool {
 		}
 	}
 	return true
+}
+
+// collectStates deletes the state ConfigMaps of DiscoveryPolicies that no longer exist.
+// They live in the operator's namespace, so no owner reference can do it; a policy that
+// is only disabled or rejected keeps its state. The policy is looked up past the cache,
+// so a policy the cache has not seen yet is never taken for a deleted one; that costs a
+// read per policy, so it runs at most every stateGCInterval.
+func (r *discoveryReconciler) collectStates(ctx context.Context, now time.Time) error {
+	if !r.lastStateGC.IsZero() && now.Sub(r.lastStateGC) < stateGCInterval {
+		return nil
+	}
+	r.lastStateGC = now
+	var list corev1.ConfigMapList
+	if err := r.client.List(ctx, &list, client.InNamespace(r.opts.Namespace), client.MatchingLabelsSelector{Selector: stateSelector()}); err != nil {
+		return fmt.Errorf("listing discovery state ConfigMaps: %w", err)
+	}
+	var errs []error
+	exists := map[string]bool{}
+	for i := range list.Items {
+		cm := &list.Items[i]
+		policy := cm.Annotations[discoverystate.AnnotationPolicy]
+		ns, name, ok := strings.Cut(policy, "/")
+		if !ok {
+			continue // not written by this release's operator
+		}
+		found, seen := exists[policy]
+		if !seen {
+			var p relayv1alpha1.DiscoveryPolicy
+			err := r.apiReader.Get(ctx, types.NamespacedName{Namespace: ns, Name: name}, &p)
+			if err != nil && !apierrors.IsNotFound(err) {
+				errs = append(errs, err)
+				continue
+			}
+			found = err == nil
+			exists[policy] = found
+		}
+		if found {
+			continue
+		}
+		pre := client.Preconditions{UID: &cm.UID, ResourceVersion: &cm.ResourceVersion}
+		if err := r.client.Delete(ctx, cm, pre); client.IgnoreNotFound(err) != nil {
+			errs = append(errs, fmt.Errorf("deleting the discovery state %s of deleted policy %s: %w", cm.Name, policy, err))
+			continue
+		}
+		logf.FromContext(ctx).Info("deleted the discovery state of a deleted policy", "policy", policy, "configMap", cm.Name)
+	}
+	return errors.Join(errs...)
 }

@@ -246,8 +246,10 @@ func buildReport(p *relayv1alpha1.DiscoveryPolicy, domains []string, st *storedS
 	b.WriteString("\r\n")
 	list("New aliases", aliases, func(a discoverystate.Address) string { return a.Address + " -> " + a.Target })
 	fmt.Fprintf(&b, "\r\nNow tracking: %d users, %d aliases, %d pending, %d invalid.\r\n", c.Users, c.Aliases, c.Pending, c.Invalid)
-	fmt.Fprintf(&b, "The full list is in the ConfigMaps %s of namespace %s (key %s).\r\n",
-		strings.Join(st.names(), ", "), p.Namespace, discoverystate.StateKey)
+	if home := st.namespace(); home != "" {
+		fmt.Fprintf(&b, "The full list is kept by the operator, in the ConfigMaps %s of namespace %s (key %s):\r\n"+
+			"ask your cluster admin for it.\r\n", strings.Join(st.names(), ", "), home, discoverystate.StateKey)
+	}
 	b.WriteString("To make a discovered address permanent, add it to the MailDomain's spec.\r\n")
 	rep.body = b.String()
 	return rep

@@ -10,10 +10,10 @@ import (
 	"sync"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
 	relayv1alpha1 "github.com/postwarden/postwarden/api/v1alpha1"
 	"github.com/postwarden/postwarden/relay/discoverystate"
@@ -38,7 +38,7 @@ func (s *storedState) versions() string {
 }
 
 // readState assembles a policy's state from its ConfigMaps (labelled
-// discoverystate.LabelState=<policy name>, in the policy's namespace). Only a complete
+// discoverystate.LabelState, in the operator's namespace). Only a complete
 // set counts: parts 0..n-1 that all say n parts, where n is what part 0 says. Extra parts
 // beyond n are ignored. No ConfigMap at all is an empty state; an incomplete or
 // undecodable set is an error, and the caller keeps what it had.
@@ -129,20 +129,53 @@ func salvageState(cms []corev1.ConfigMap, policy string) *storedState {
 	return out
 }
 
-// stateConfigMaps lists a policy's state ConfigMaps from r.
-func stateConfigMaps(ctx context.Context, r client.Reader, namespace, name string) ([]corev1.ConfigMap, error) {
+// stateConfigMaps lists the state ConfigMaps of the policy namespace/name from r; they
+// live in home, the operator's namespace.
+func stateConfigMaps(ctx context.Context, r client.Reader, home, namespace, name string) ([]corev1.ConfigMap, error) {
 	var list corev1.ConfigMapList
-	if err := r.List(ctx, &list, client.InNamespace(namespace), client.MatchingLabels{discoverystate.LabelState: name}); err != nil {
+	if err := r.List(ctx, &list, client.InNamespace(home),
+		client.MatchingLabels{discoverystate.LabelState: discoverystate.StateLabel(namespace, name)}); err != nil {
 		return nil, fmt.Errorf("listing discovery state ConfigMaps of %s/%s: %w", namespace, name, err)
 	}
-	return list.Items, nil
+	// A label value that is a hash could, in theory, be shared: keep this policy's own.
+	own := list.Items[:0]
+	for _, cm := range list.Items {
+		if cm.Annotations[discoverystate.AnnotationPolicy] == namespace+"/"+name {
+			own = append(own, cm)
+		}
+	}
+	return own, nil
+}
+
+// legacyStateConfigMaps reads the state a release before this one kept in the policy's
+// own namespace (discoverystate.LegacyStateName), by name: the operator may get, but no
+// longer list or write, ConfigMaps outside its namespace. Nothing found is no error.
+func legacyStateConfigMaps(ctx context.Context, r client.Reader, namespace, name string) ([]corev1.ConfigMap, error) {
+	var out []corev1.ConfigMap
+	for i := 0; ; i++ {
+		var cm corev1.ConfigMap
+		err := r.Get(ctx, types.NamespacedName{Namespace: namespace, Name: discoverystate.LegacyStateName(name, i)}, &cm)
+		if apierrors.IsNotFound(err) || apierrors.IsForbidden(err) {
+			return out, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("reading the earlier discovery state of %s/%s: %w", namespace, name, err)
+		}
+		if cm.Labels[discoverystate.LabelState] != name {
+			return out, nil // not ours
+		}
+		out = append(out, cm)
+		if n, err := strconv.Atoi(cm.Annotations[discoverystate.AnnotationParts]); err != nil || i+1 >= n {
+			return out, nil
+		}
+	}
 }
 
 // writeState writes next over cur: only the parts whose bytes changed, the highest index
 // first and part 0 (the header, with the journal watermarks) last, each update
 // conditional on the resourceVersion read. It returns the stored result and whether
 // anything was written.
-func writeState(ctx context.Context, c client.Client, scheme *runtime.Scheme, policy *relayv1alpha1.DiscoveryPolicy,
+func writeState(ctx context.Context, c client.Client, home string, policy *relayv1alpha1.DiscoveryPolicy,
 	cur *storedState, next discoverystate.State) (*storedState, bool, error) {
 	parts, err := discoverystate.Shard(next, discoverystate.MaxPartBytes, len(cur.parts))
 	if err != nil {
@@ -156,25 +189,29 @@ func writeState(ctx context.Context, c client.Client, scheme *runtime.Scheme, po
 		if i < len(cur.parts) {
 			old = cur.parts[i]
 		}
+		if old != nil && old.Namespace != home {
+			old = nil // read from the earlier location: write it anew here
+		}
 		if old != nil && old.Annotations[discoverystate.AnnotationParts] == count &&
 			bytes.Equal([]byte(old.Data[discoverystate.StateKey]), parts[i]) {
 			out.parts[i] = old
 			continue
 		}
+		// No owner reference: the policy is in another namespace. collectStates deletes
+		// the ConfigMaps of a policy that is gone.
 		cm := &corev1.ConfigMap{
 			ObjectMeta: metav1.ObjectMeta{
-				Namespace: policy.Namespace,
-				Name:      discoverystate.StateName(policy.Name, i),
-				Labels:    map[string]string{discoverystate.LabelState: policy.Name, labelManagedBy: managerName},
+				Namespace: home,
+				Name:      discoverystate.StateName(policy.Namespace, policy.Name, i),
+				Labels: map[string]string{discoverystate.LabelState: discoverystate.StateLabel(policy.Namespace, policy.Name),
+					labelManagedBy: managerName},
 				Annotations: map[string]string{
-					discoverystate.AnnotationPart:  strconv.Itoa(i),
-					discoverystate.AnnotationParts: count,
+					discoverystate.AnnotationPolicy: policy.Namespace + "/" + policy.Name,
+					discoverystate.AnnotationPart:   strconv.Itoa(i),
+					discoverystate.AnnotationParts:  count,
 				},
 			},
 			Data: map[string]string{discoverystate.StateKey: string(parts[i])},
-		}
-		if err := controllerutil.SetControllerReference(policy, cm, scheme); err != nil {
-			return nil, written, fmt.Errorf("owning discovery state %s: %w", cm.Name, err)
 		}
 		if old == nil {
 			err = c.Create(ctx, cm, client.FieldOwner(fieldOwner))
@@ -189,6 +226,16 @@ func writeState(ctx context.Context, c client.Client, scheme *runtime.Scheme, po
 		written = true
 	}
 	return out, written, nil
+}
+
+// namespace is where a stored state's ConfigMaps are, "" when there are none.
+func (s *storedState) namespace() string {
+	for _, cm := range s.parts {
+		if cm != nil {
+			return cm.Namespace
+		}
+	}
+	return ""
 }
 
 // stateNames are the ConfigMap names of a stored state, for status.
@@ -216,7 +263,7 @@ type cachedState struct {
 }
 
 // states returns the state of every policy name given, as the cache holds it.
-func (sc *stateCache) states(ctx context.Context, r client.Reader, policies []string) (map[string]discoverystate.State, error) {
+func (sc *stateCache) states(ctx context.Context, r client.Reader, home string, policies []string) (map[string]discoverystate.State, error) {
 	sc.mu.Lock()
 	defer sc.mu.Unlock()
 	if sc.policies == nil {
@@ -227,7 +274,7 @@ func (sc *stateCache) states(ctx context.Context, r client.Reader, policies []st
 	for _, name := range policies {
 		keep[name] = true
 		ns, n, _ := strings.Cut(name, "/")
-		cms, err := stateConfigMaps(ctx, r, ns, n)
+		cms, err := stateConfigMaps(ctx, r, home, ns, n)
 		if err != nil {
 			return nil, err
 		}

@@ -50,8 +50,8 @@ func TestDiscoveryMergeLoop(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, cm := range cms {
-		if ref := metav1.GetControllerOf(&cm); ref == nil || ref.Kind != "DiscoveryPolicy" || ref.Name != "learn" {
-			t.Errorf("state ConfigMap %s is not owned by the policy: %+v", cm.Name, cm.OwnerReferences)
+		if cm.Namespace != operatorNS || cm.Annotations[discoverystate.AnnotationPolicy] != ns+"/learn" {
+			t.Errorf("state ConfigMap %s/%s is not the policy's, in the operator namespace: %v", cm.Namespace, cm.Name, cm.Annotations)
 		}
 		if cm.Annotations[discoverystate.AnnotationParts] == "" || cm.Annotations[discoverystate.AnnotationPart] == "" {
 			t.Errorf("state ConfigMap %s lacks its part annotations: %v", cm.Name, cm.Annotations)
@@ -70,7 +70,7 @@ func TestDiscoveryMergeLoop(t *testing.T) {
 		}
 		s := policy.Status
 		if s.Discovered.Pending != 2 || len(s.RecentAddresses) != 2 || s.LastMergeTime == nil ||
-			!slices.Equal(s.StateConfigMaps, []string{discoverystate.StateName("learn", 0)}) {
+			!slices.Equal(s.StateConfigMaps, []string{discoverystate.StateName(ns, "learn", 0)}) {
 			return fmt.Errorf("status %+v", s)
 		}
 		return nil

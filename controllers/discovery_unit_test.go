@@ -48,7 +48,7 @@ func TestBuildReportListsWhatIsNewSinceTheLastReport(t *testing.T) {
 		{Address: "new@acme.com", State: snapshot.DiscoveredUser, Reason: discoverystate.ReasonThreshold, Since: last.Add(time.Hour)},
 		{Address: "jane@acme.net", State: snapshot.DiscoveredAlias, Target: "jane@acme.com", Reason: discoverystate.ReasonLocalPart, Since: last.Add(2 * time.Hour)},
 		{Address: "maybe@acme.com", State: snapshot.DiscoveredPending, Since: last.Add(time.Hour)},
-	}}, parts: []*corev1.ConfigMap{{ObjectMeta: metav1.ObjectMeta{Name: discoverystate.StateName("learn", 0)}}}}
+	}}, parts: []*corev1.ConfigMap{{ObjectMeta: metav1.ObjectMeta{Namespace: "postwarden-system", Name: discoverystate.StateName("acme", "learn", 0)}}}}
 	rep := buildReport(p, []string{"acme.net", "acme.com"}, st, last, now)
 	if rep.from != "postmaster@acme.com" {
 		t.Errorf("from %s", rep.from)
@@ -56,7 +56,7 @@ func TestBuildReportListsWhatIsNewSinceTheLastReport(t *testing.T) {
 	if rep.subject != "SMTP Discovery report for acme/learn: 1 new user, 1 new alias" {
 		t.Errorf("subject %q", rep.subject)
 	}
-	for _, want := range []string{"new@acme.com", "jane@acme.net -> jane@acme.com", "postwarden-discovery-learn", "2 users, 1 aliases, 1 pending"} {
+	for _, want := range []string{"new@acme.com", "jane@acme.net -> jane@acme.com", "postwarden-discovery-acme.learn of namespace postwarden-system", "2 users, 1 aliases, 1 pending"} {
 		if !strings.Contains(rep.body, want) {
 			t.Errorf("body lacks %q:\n%s", want, rep.body)
 		}
@@ -81,7 +81,7 @@ func TestReadStateNeedsACompleteSet(t *testing.T) {
 		t.Fatal(err)
 	}
 	cm := func(i, n int, data []byte) corev1.ConfigMap {
-		return corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: discoverystate.StateName("p", i), Annotations: map[string]string{
+		return corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: discoverystate.StateName("mail", "p", i), Annotations: map[string]string{
 			discoverystate.AnnotationPart: strconv.Itoa(i), discoverystate.AnnotationParts: strconv.Itoa(n)}},
 			Data: map[string]string{discoverystate.StateKey: string(data)}}
 	}
@@ -112,7 +112,7 @@ func TestSalvageKeepsWhatDecodes(t *testing.T) {
 		t.Fatal(err)
 	}
 	cm := func(i int, data string) corev1.ConfigMap {
-		return corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: discoverystate.StateName("p", i), Annotations: map[string]string{
+		return corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: discoverystate.StateName("mail", "p", i), Annotations: map[string]string{
 			discoverystate.AnnotationPart: strconv.Itoa(i), discoverystate.AnnotationParts: "2"}},
 			Data: map[string]string{discoverystate.StateKey: data}}
 	}

@@ -245,8 +245,8 @@ func loadKubeconfig(path string) (*rest.Config, error) {
 var testSkipNameValidation *bool
 
 // NewManager creates the operator's manager. Its cache holds relay Leases and the
-// relay Certificate of the operator namespace only, ConfigMaps only when they hold
-// discovery state (by label), and Secrets as metadata only: the operator never reads a
+// relay Certificate of the operator namespace only, ConfigMaps of the operator namespace
+// only when they hold discovery state (by label), and Secrets as metadata only: the operator never reads a
 // whole Secret through the cached client (that would cache every Secret of the
 // cluster), but reads the few whose data it needs with the API reader. The relays'
 // observation ConfigMaps have a cache of their own (see SetupWithManager).
@@ -257,7 +257,10 @@ func NewManager(cfg *rest.Config, opts OperatorOptions) (ctrl.Manager, error) {
 			Namespaces: map[string]cache.Config{opts.Namespace: {}},
 			Label:      labels.SelectorFromSet(labels.Set{snapshot.LabelRelayStatus: "true"}),
 		},
-		&corev1.ConfigMap{}: {Label: stateSelector()},
+		&corev1.ConfigMap{}: {
+			Namespaces: map[string]cache.Config{opts.Namespace: {}},
+			Label:      stateSelector(),
+		},
 	}
 	installed, err := certManagerInstalled(cfg)
 	if err != nil {

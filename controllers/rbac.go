@@ -5,14 +5,14 @@ package controllers
 // in postwarden-system (the default --namespace) for what only the operator namespace
 // holds. Deploying to another namespace means changing the Role's namespace there.
 //
-// smtpcredentials/finalizers, discoverypolicies/finalizers: the credential Secret's and
-// the discovery state ConfigMaps' owner references block owner deletion, which clusters
-// with OwnerReferencesPermissionEnforcement check.
+// smtpcredentials/finalizers: the credential Secret's owner reference blocks owner
+// deletion, which clusters with OwnerReferencesPermissionEnforcement check.
 //
-// ConfigMaps: cluster-wide get/list/watch/create/update for the discovery state, which
-// lives in each policy's namespace (the cache holds only those, by label). In the
-// operator namespace, patch (the acknowledgement on a relay's observations ConfigMap)
-// and delete (the observations of a relay gone for good).
+// ConfigMaps: everything lives in the operator namespace (the discovery state of every
+// policy, the relays' observations and their acknowledgements, the domain claims), so
+// writing them is granted there only. Cluster-wide, only get: to carry over, once, the
+// discovery state that earlier releases kept in each policy's namespace. Tenants' own
+// ConfigMaps are never written.
 //
 // Secrets: cluster-wide get/list/watch (metadata watch; CA bundles read on demand),
 // create and delete (credential Secrets, issued once and replaced by delete-and-create,
@@ -22,9 +22,9 @@ package controllers
 //
 // +kubebuilder:rbac:groups=relay.postwarden.dev,resources=maildomains;smtpcredentials;discoverypolicies;tlsdeliverypolicies,verbs=get;list;watch
 // +kubebuilder:rbac:groups=relay.postwarden.dev,resources=maildomains/status;smtpcredentials/status;discoverypolicies/status;tlsdeliverypolicies/status,verbs=get;update;patch
-// +kubebuilder:rbac:groups=relay.postwarden.dev,resources=smtpcredentials/finalizers;discoverypolicies/finalizers,verbs=update
-// +kubebuilder:rbac:groups="",resources=configmaps,verbs=get;list;watch;create;update
-// +kubebuilder:rbac:groups="",resources=configmaps,verbs=patch;delete,namespace=postwarden-system
+// +kubebuilder:rbac:groups=relay.postwarden.dev,resources=smtpcredentials/finalizers,verbs=update
+// +kubebuilder:rbac:groups="",resources=configmaps,verbs=get
+// +kubebuilder:rbac:groups="",resources=configmaps,verbs=get;list;watch;create;update;patch;delete,namespace=postwarden-system
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;delete
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=update;patch,namespace=postwarden-system
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch

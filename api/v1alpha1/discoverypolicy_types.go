@@ -142,8 +142,11 @@ type DiscoveryPolicyStatus struct {
 	// +kubebuilder:validation:MaxItems=20
 	RecentAddresses []DiscoveredAddress `json:"recentAddresses,omitempty"`
 
-	// stateConfigMaps names the ConfigMaps, in the policy's namespace, that hold every
-	// tracked address (key addresses.jsonl, one JSON object per line).
+	// stateConfigMaps names the ConfigMaps, in the operator's namespace, that hold every
+	// tracked address (key addresses.jsonl, one JSON object per line). They live there,
+	// not in the policy's namespace, so that only the operator can change what the relays
+	// trust; ask a cluster admin for the full list, or read recentAddresses and the weekly
+	// report.
 	// +optional
 	// +listType=atomic
 	// +kubebuilder:validation:MaxItems=1024

@@ -87,7 +87,8 @@ spec:
 		t.Fatal(err)
 	}
 	report("delivery -> discovered address in the policy's status", time.Since(sent))
-	out := kubectl(t, "", "get", "configmap", "-n", ns, "-l", "relay.postwarden.dev/discovery-state=shop-discovery",
+	// The full state is the operator's, in its namespace: an admin reads it there.
+	out := kubectl(t, "", "get", "configmap", "-n", dev.OperatorNamespace, "-l", "relay.postwarden.dev/discovery-state="+ns+".shop-discovery",
 		"-o", `jsonpath={range .items[*]}{.data.addresses\.jsonl}{end}`)
 	if !strings.Contains(out, `"address":"`+newcomer+`"`) {
 		t.Errorf("kubectl shows no %s in the policy's state ConfigMaps:\n%s", newcomer, out)

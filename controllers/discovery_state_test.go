@@ -1,0 +1,94 @@
+package controllers_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/postwarden/postwarden/relay/discoverystate"
+	"github.com/postwarden/postwarden/relay/snapshot"
+)
+
+// The state lives in the operator's namespace, where tenants cannot edit it: a state an
+// earlier release kept in the policy's namespace is carried over once, and the state
+// goes when its policy goes (there is no owner reference across namespaces).
+func TestDiscoveryStateMovesHomeAndLeavesWithItsPolicy(t *testing.T) {
+	ns := newNamespace(t, "dstate")
+	domain := ns + ".example"
+	create(t, mailDomain(ns, "main", domain))
+
+	// The earlier release's state: one pending address, in the tenant's namespace.
+	seen := time.Now().UTC().Truncate(time.Second)
+	legacy := discoverystate.State{Version: discoverystate.StateVersion, Policy: ns + "/learn", Addresses: []discoverystate.Address{{
+		Address: "kept@" + domain, State: snapshot.DiscoveredPending, Reason: discoverystate.ReasonVerified,
+		FirstSeen: seen, LastSeen: seen, Since: seen,
+	}}}
+	parts, err := discoverystate.Shard(legacy, discoverystate.MaxPartBytes, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, p := range parts {
+		create(t, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{
+			Namespace: ns, Name: discoverystate.LegacyStateName("learn", i),
+			Labels: map[string]string{discoverystate.LabelState: "learn"},
+			Annotations: map[string]string{discoverystate.AnnotationPart: strconv.Itoa(i),
+				discoverystate.AnnotationParts: strconv.Itoa(len(parts))},
+		}, Data: map[string]string{discoverystate.StateKey: string(p)}})
+	}
+	policy := discoveryPolicy(ns, "learn", 3, "main")
+	create(t, policy)
+
+	eventually(t, "the earlier state is carried into the operator namespace", func() error {
+		st, cms, err := stateOf(t, ns, "learn")
+		if err != nil {
+			return err
+		}
+		if a := addressIn(st, "kept@"+domain); a == nil || a.State != snapshot.DiscoveredPending {
+			return fmt.Errorf("state %+v", st.Addresses)
+		}
+		for _, cm := range cms {
+			if cm.Namespace != operatorNS || len(cm.OwnerReferences) != 0 {
+				return fmt.Errorf("state ConfigMap %s/%s, owners %v", cm.Namespace, cm.Name, cm.OwnerReferences)
+			}
+		}
+		return nil
+	})
+
+	if err := k8s.Delete(context.Background(), policy); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the state is deleted with its policy", func() error {
+		var list corev1.ConfigMapList
+		if err := k8s.List(context.Background(), &list, client.InNamespace(operatorNS),
+			client.MatchingLabels{discoverystate.LabelState: discoverystate.StateLabel(ns, "learn")}); err != nil {
+			return err
+		}
+		if len(list.Items) != 0 {
+			return errors.New("state ConfigMaps remain")
+		}
+		return nil
+	})
+}
+
+func TestStateNamesFitAndDoNotCollide(t *testing.T) {
+	long := make([]byte, 253)
+	for i := range long {
+		long[i] = 'a'
+	}
+	for _, c := range []struct{ ns, name string }{{"a-b", "c"}, {"a", "b-c"}, {"mail", string(long)}} {
+		name, label := discoverystate.StateName(c.ns, c.name, 12), discoverystate.StateLabel(c.ns, c.name)
+		if len(name) > 253 || len(label) > 63 {
+			t.Errorf("%s/%s: name %d and label %d characters", c.ns, c.name, len(name), len(label))
+		}
+	}
+	if discoverystate.StateName("a-b", "c", 0) == discoverystate.StateName("a", "b-c", 0) {
+		t.Error("two policies share a state name")
+	}
+}
