@@ -44,6 +44,9 @@ type caBundle struct {
 func (r *configReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.Result, error) {
 	log := logf.FromContext(ctx)
 	start := time.Now()
+	if err := r.issueReportCredential(ctx); err != nil {
+		return ctrl.Result{}, err
+	}
 	in, err := r.gather(ctx)
 	if err != nil {
 		return ctrl.Result{}, err

@@ -38,8 +38,42 @@ const (
 	reportListMax = 1000
 )
 
-// reportCredential returns the report credential to compile, creating its Secret the
-// first time. Without --report-relay the operator sends no mail and needs none.
+// issueReportCredential creates the report credential's Secret the first time: its own
+// phase of a render, before gather, which only reads. Without --report-relay the operator
+// sends no mail and needs none. The Secret has no owner: it belongs to the installation
+// (the operator namespace), and the operator issues it again if it is deleted.
+func (r *configReconciler) issueReportCredential(ctx context.Context) error {
+	if r.opts.ReportRelay == "" {
+		return nil
+	}
+	name := types.NamespacedName{Namespace: r.opts.Namespace, Name: ReportSecretName}
+	if err := r.client.Get(ctx, name, secretMeta()); !apierrors.IsNotFound(err) {
+		if err != nil {
+			return fmt.Errorf("reading the report credential Secret: %w", err)
+		}
+		return nil
+	}
+	password := rand.Text()
+	hash, err := snapshot.HashPassword(password)
+	if err != nil {
+		return err
+	}
+	secret := &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Namespace: name.Namespace, Name: name.Name,
+			Labels:      map[string]string{labelManagedBy: managerName},
+			Annotations: map[string]string{AnnotationUsername: reportUsername, AnnotationPasswordHash: hash}},
+		Type:      corev1.SecretTypeOpaque,
+		Immutable: new(true),
+		Data:      map[string][]byte{"username": []byte(reportUsername), "password": []byte(password)},
+	}
+	if err := r.client.Create(ctx, secret, client.FieldOwner(fieldOwner)); err != nil && !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("creating the report credential Secret: %w", err)
+	}
+	return nil
+}
+
+// reportCredential returns the report credential to compile, read past the cache so a
+// Secret issueReportCredential has just created is seen (metadata only is kept).
 func (r *configReconciler) reportCredential(ctx context.Context) (*compiler.ReportCredential, error) {
 	if r.opts.ReportRelay == "" {
 		return nil, nil
@@ -48,29 +82,15 @@ func (r *configReconciler) reportCredential(ctx context.Context) (*compiler.Repo
 	meta := secretMeta()
 	err := r.client.Get(ctx, name, meta)
 	if apierrors.IsNotFound(err) {
-		password := rand.Text()
-		hash, herr := snapshot.HashPassword(password)
-		if herr != nil {
-			return nil, herr
-		}
-		secret := &corev1.Secret{
-			ObjectMeta: metav1.ObjectMeta{Namespace: name.Namespace, Name: name.Name,
-				Labels:      map[string]string{labelManagedBy: managerName},
-				Annotations: map[string]string{AnnotationUsername: reportUsername, AnnotationPasswordHash: hash}},
-			Type:      corev1.SecretTypeOpaque,
-			Immutable: new(true),
-			Data:      map[string][]byte{"username": []byte(reportUsername), "password": []byte(password)},
-		}
-		if err := r.client.Create(ctx, secret, client.FieldOwner(fieldOwner)); err != nil && !apierrors.IsAlreadyExists(err) {
-			return nil, fmt.Errorf("creating the report credential Secret: %w", err)
-		}
-		// Read back what is there (ours, or one created meanwhile), metadata only.
 		var live corev1.Secret
-		if err := r.apiReader.Get(ctx, name, &live); err != nil {
-			return nil, fmt.Errorf("reading the report credential Secret: %w", err)
+		if err = r.apiReader.Get(ctx, name, &live); err == nil {
+			meta.ObjectMeta = live.ObjectMeta
 		}
-		meta.ObjectMeta = live.ObjectMeta
-	} else if err != nil {
+	}
+	if apierrors.IsNotFound(err) {
+		return nil, nil // deleted meanwhile: the next render issues it again
+	}
+	if err != nil {
 		return nil, fmt.Errorf("reading the report credential Secret: %w", err)
 	}
 	return &compiler.ReportCredential{

@@ -137,7 +137,7 @@ func (s *state) status(key compiler.ObjectKey, generation int64) (objectStatus, 
 	return objectStatus{
 		verdict:   *o.verdict,
 		firstHash: o.firstHash,
-		enforced:  o.firstSeq > 0 && readiness(o.firstSeq, s.relays) == 0,
+		enforced:  o.firstSeq > 0 && readinessOf(o.firstSeq, s.relays) == enforcedEverywhere,
 		relays:    s.relays,
 		cert:      s.cert,
 	}, true
@@ -169,22 +169,34 @@ func (s *state) setRelays(live int, hashes []string) []compiler.ObjectKey {
 	}
 	var changed []compiler.ObjectKey
 	for key, o := range s.objects {
-		if o.firstSeq > 0 && readiness(o.firstSeq, old) != readiness(o.firstSeq, view) {
+		if o.firstSeq > 0 && readinessOf(o.firstSeq, old) != readinessOf(o.firstSeq, view) {
 			changed = append(changed, key)
 		}
 	}
 	return changed
 }
 
-// readiness classes an object's Ready condition: enforced, no live relay, or waiting.
-func readiness(firstSeq int64, v relayView) int {
+// readiness is what an object's Ready condition says of the relays.
+type readiness int
+
+const (
+	// enforcedEverywhere: every live relay enforces a snapshot holding the object.
+	enforcedEverywhere readiness = iota
+	// noLiveRelay: no relay reports at all.
+	noLiveRelay
+	// propagating: some live relay still enforces an older snapshot.
+	propagating
+)
+
+// readinessOf classes an object first rendered in the snapshot with seq firstSeq.
+func readinessOf(firstSeq int64, v relayView) readiness {
 	switch {
 	case v.Live == 0:
-		return 1
+		return noLiveRelay
 	case v.MinSeq >= firstSeq:
-		return 0
+		return enforcedEverywhere
 	default:
-		return 2
+		return propagating
 	}
 }
 
