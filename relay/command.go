@@ -1,7 +1,8 @@
 // Package relay is the Postwarden SMTP relay: submission on 587, the inbound gateway on
 // 25, a durable spool and delivery. Its configuration comes from a relay/snapshot
 // document, loaded from a file or from Secrets written by the operator, and is reloaded
-// without a restart.
+// without a restart: each update is compiled once into a compiled.View that the
+// sessions, delivery and discovery all read.
 package relay
 
 import (

@@ -63,7 +63,7 @@ func (r *Relay) newDelivery(cfg *DeliveryConfig) error {
 		smarthost = &delivery.Target{Host: host, Port: port, AdminNamed: true}
 	}
 	r.runner, err = delivery.NewRunner(delivery.RunnerOptions{
-		Spool: r.spool, Client: r.deliveryClient, Config: r.reload.Snapshot, Loaded: r.reload.Loaded(), Smarthost: smarthost,
+		Spool: r.spool, Client: r.deliveryClient, View: r.reload.View, Loaded: r.reload.Loaded(), Smarthost: smarthost,
 		Workers: cfg.Workers, PerDestination: cfg.PerDestination, Retry: cfg.Retry,
 		Hostname: r.cfg.Hostname, DrainTimeout: cfg.DrainTimeout, Metrics: m, Logger: log,
 		// Set before Run, by newDiscovery.

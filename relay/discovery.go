@@ -169,7 +169,7 @@ func (d *discoveryRecorder) OutboundSender(e directory.Entry, sender string) {
 	if e.Kind != directory.KindUnknown && !(e.Discovered && (e.Kind == directory.KindPending || e.Kind == directory.KindInvalid)) {
 		return
 	}
-	if !d.reload.autoAddsOutbound(e.Domain.DiscoveryPolicy) {
+	if !d.reload.View().AutoAddsOutbound(e.Domain.DiscoveryPolicy) {
 		return
 	}
 	_ = d.Record(discoverystate.OutboundSender, sender, d.now())

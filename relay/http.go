@@ -20,7 +20,7 @@ func (r *Relay) httpHandler() http.Handler {
 			http.Error(w, "shutting down", http.StatusServiceUnavailable)
 		case r.reload.Hash() == "":
 			http.Error(w, "no config loaded", http.StatusServiceUnavailable)
-		case !r.certs.Ready():
+		case r.reload.Certificates().Len() == 0:
 			http.Error(w, "no certificate loaded", http.StatusServiceUnavailable)
 		default:
 			_, _ = w.Write([]byte("ok " + r.reload.Hash() + "\n"))

@@ -2,45 +2,33 @@ package relay
 
 import (
 	"crypto/tls"
-	"crypto/x509"
 	"fmt"
 	"log/slog"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/postwarden/postwarden/relay/internal/compiled"
 	"github.com/postwarden/postwarden/relay/internal/configsource"
 	"github.com/postwarden/postwarden/relay/internal/directory"
 	"github.com/postwarden/postwarden/relay/internal/metrics"
 	"github.com/postwarden/postwarden/relay/internal/tlscert"
-	"github.com/postwarden/postwarden/relay/snapshot"
 	"github.com/postwarden/postwarden/relay/tlspolicy"
 )
 
-// loaded is the config in force: immutable, swapped whole.
-type loaded struct {
-	snap      *snapshot.Snapshot
-	dir       *directory.Directory
-	appliedAt time.Time
-	// tls are the snapshot's TLS policies, for verification callouts; tlsErr says why
-	// they do not compile (delivery then defers, and callouts cannot satisfy them).
-	tls    *tlspolicy.Matcher
-	tlsErr error
-}
-
-// reloader is the configsource.Sink of the relay. Each update is parsed and compiled in
-// full (directory, certificates) before anything is swapped in, so a bad update leaves
-// the previous config in force; sessions pin the directory current when they start.
+// reloader is the configsource.Sink of the relay. Each update is compiled in full into a
+// compiled.View (directory, TLS policies, certificates) before anything is swapped in, so
+// a bad update leaves the previous view in force. smtpd, delivery and discovery all read
+// the view in force; sessions pin its directory when they start.
 type reloader struct {
 	hostname string
 	log      *slog.Logger
 	metrics  *metrics.Config
-	certs    *tlscert.Store
 	now      func() time.Time
 	// applied, when set, hears of each applied update (the status Lease is renewed).
 	applied func()
 
-	cur atomic.Pointer[loaded]
+	cur atomic.Pointer[compiled.View]
 	// first is closed when the first config is applied (see newReloader).
 	first     chan struct{}
 	firstOnce sync.Once
@@ -69,24 +57,21 @@ func (r *reloader) Apply(u configsource.Update) error {
 		return r.refuse(u.Snapshot.Hash, err)
 	}
 	prev := r.cur.Load()
-	next := &loaded{snap: u.Snapshot}
-	if prev != nil && prev.snap.Hash == u.Snapshot.Hash {
-		next.dir, next.tls, next.tlsErr = prev.dir, prev.tls, prev.tlsErr // only the certificates changed
+	var next *compiled.View
+	if prev != nil && prev.Hash() == u.Snapshot.Hash {
+		next = prev.WithCertificates(set) // only the certificates changed
 	} else {
-		if next.dir, err = directory.Build(u.Snapshot); err != nil {
+		if next, err = compiled.Build(u.Snapshot, set); err != nil {
 			return r.refuse(u.Snapshot.Hash, fmt.Errorf("compiling snapshot: %w", err))
 		}
-		if next.tls, next.tlsErr = tlspolicy.Compile(u.Snapshot.TLSPolicies); next.tlsErr != nil {
-			r.log.Error("the snapshot's TLS policies do not compile: delivery and callouts will defer", "error", next.tlsErr)
+		if err := next.TLSErr(); err != nil {
+			r.log.Error("the snapshot's TLS policies do not compile: delivery and callouts will defer", "error", err)
 		}
 	}
-	dir := next.dir
 
 	now := r.now()
-	next.appliedAt = now
 	r.cur.Store(next)
 	r.firstOnce.Do(func() { close(r.first) })
-	r.certs.Swap(set)
 	r.metrics.Applied(u.Snapshot.Hash, now)
 	r.metrics.Certificates.Set(float64(set.Len()))
 	if exp := set.EarliestExpiry(); !exp.IsZero() {
@@ -94,7 +79,7 @@ func (r *reloader) Apply(u configsource.Update) error {
 	} else {
 		r.metrics.CertificateExpiry.Set(0)
 	}
-	domains, addresses, credentials := dir.Counts()
+	domains, addresses, credentials := next.Directory().Counts()
 	attrs := []any{"hash", short(u.Snapshot.Hash), "domains", domains, "addresses", addresses,
 		"credentials", credentials, "certificates", set.Len()}
 	if len(u.Missing) > 0 {
@@ -119,7 +104,7 @@ func (r *reloader) refuse(hash string, err error) error {
 		attrs = append(attrs, "hash", short(hash))
 	}
 	if cur := r.cur.Load(); cur != nil {
-		attrs = append(attrs, "keeping", short(cur.snap.Hash))
+		attrs = append(attrs, "keeping", short(cur.Hash()))
 	} else {
 		attrs = append(attrs, "keeping", "nothing (not ready)")
 	}
@@ -127,62 +112,23 @@ func (r *reloader) refuse(hash string, err error) error {
 	return err
 }
 
+// View returns the view in force, or nil before the first load (whose methods answer as
+// for an empty config).
+func (r *reloader) View() *compiled.View { return r.cur.Load() }
+
 // Directory returns the directory in force; nil before the first load, which smtpd
 // treats as empty.
-func (r *reloader) Directory() *directory.Directory {
-	if cur := r.cur.Load(); cur != nil {
-		return cur.dir
-	}
-	return nil
-}
+func (r *reloader) Directory() *directory.Directory { return r.cur.Load().Directory() }
 
-// Snapshot returns the snapshot in force, or nil before the first load. Delivery reads
-// its TLS policies and domains through it.
-func (r *reloader) Snapshot() *snapshot.Snapshot {
-	if cur := r.cur.Load(); cur != nil {
-		return cur.snap
-	}
-	return nil
-}
+// Certificates returns the STARTTLS certificates in force; nil before the first load.
+func (r *reloader) Certificates() *tlscert.Set { return r.cur.Load().Certificates() }
 
-// unusableTLS is the Inbound policy of every domain when the TLS policies do not
-// compile: it needs a certificate that nothing verifies, so callouts defer rather than
-// ignore a policy.
-var unusableTLS = tlspolicy.Policy{Mode: tlspolicy.RequireVerifiedTLS, Roots: x509.NewCertPool(), Source: "(unusable TLS policies)"}
-
-// InboundTLS returns the Inbound TLS policy of a managed domain: how delivery and
-// verification callouts speak to the domain's own server.
-func (r *reloader) InboundTLS(domain string) tlspolicy.Policy {
-	cur := r.cur.Load()
-	switch {
-	case cur == nil:
-		return tlspolicy.Default
-	case cur.tlsErr != nil:
-		return unusableTLS
-	}
-	return cur.tls.Lookup(snapshot.DirectionInbound, domain, domain)
-}
-
-// autoAddsOutbound reports whether the discovery policy name makes the unknown senders
-// of sending servers users.
-func (r *reloader) autoAddsOutbound(name string) bool {
-	if cur := r.cur.Load(); cur != nil {
-		for _, p := range cur.snap.DiscoveryPolicies {
-			if p.Name == name {
-				return p.AutoAddOutboundUsers
-			}
-		}
-	}
-	return false
-}
+// InboundTLS returns the Inbound TLS policy of a managed domain in the view in force:
+// how verification callouts speak to the domain's own server.
+func (r *reloader) InboundTLS(domain string) tlspolicy.Policy { return r.cur.Load().InboundTLS(domain) }
 
 // Hash returns the hash of the snapshot in force, or "".
-func (r *reloader) Hash() string {
-	if cur := r.cur.Load(); cur != nil {
-		return cur.snap.Hash
-	}
-	return ""
-}
+func (r *reloader) Hash() string { return r.cur.Load().Hash() }
 
 func short(hash string) string {
 	if len(hash) > 12 {

@@ -41,7 +41,6 @@ type Relay struct {
 	log      *slog.Logger
 	registry *prometheus.Registry
 	cfgm     *metrics.Config
-	certs    tlscert.Store
 	reload   *reloader
 	spool    *spool.Spool
 	servers  []*smtpServer
@@ -85,7 +84,7 @@ func New(cfg Config) (r *Relay, err error) {
 	r.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	r.cfgm = metrics.NewConfig(r.registry)
 	smtpMetrics := metrics.New(r.registry)
-	r.reload = &reloader{hostname: cfg.Hostname, log: r.log, metrics: r.cfgm, certs: &r.certs, now: time.Now,
+	r.reload = &reloader{hostname: cfg.Hostname, log: r.log, metrics: r.cfgm, now: time.Now,
 		first: make(chan struct{})}
 
 	var extra []configsource.CertFiles
@@ -146,7 +145,7 @@ func New(cfg Config) (r *Relay, err error) {
 		opts := smtpd.Options{
 			Mode:        l.mode,
 			Hostname:    cfg.Hostname,
-			TLSConfig:   r.certs.TLSConfig(),
+			TLSConfig:   tlscert.ServerConfig(r.reload.Certificates),
 			Directory:   r.reload.Directory,
 			Queue:       r.spool,
 			Limits:      cfg.Limits,
@@ -222,7 +221,7 @@ func (r *Relay) Hash() string { return r.reload.Hash() }
 // Ready reports whether the relay serves mail: a snapshot and a certificate are loaded,
 // and it is not shutting down.
 func (r *Relay) Ready() bool {
-	return !r.draining.Load() && r.reload.Hash() != "" && r.certs.Ready()
+	return !r.draining.Load() && r.reload.Hash() != "" && r.reload.Certificates().Len() > 0
 }
 
 // Run serves until ctx ends, then shuts down: it reports not ready, waits DrainDelay,

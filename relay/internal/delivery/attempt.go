@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/postwarden/postwarden/relay/internal/compiled"
 	"github.com/postwarden/postwarden/relay/internal/spool"
 )
 
@@ -51,8 +52,8 @@ func (r *Runner) process(ctx context.Context, m spool.Message) {
 	}
 	defer body.Close()
 
-	rt, err := r.routes.get(r.opts.Config())
-	if err != nil {
+	view := r.opts.View()
+	if err := view.TLSErr(); err != nil {
 		log.Error("delivery: the configuration's TLS policies do not compile; retrying later", "err", err)
 		r.deferPending(&m, pending, "the relay configuration is not usable")
 		r.after(ctx, m, nil, log)
@@ -80,8 +81,8 @@ func (r *Runner) process(ctx context.Context, m spool.Message) {
 	var wg sync.WaitGroup
 	var delivered [][2]string // recipient, direction
 	for _, g := range groups {
-		route, direction := rt.route(m.Envelope.Sender, m.Envelope.OnBehalfOf, g.domain, r.opts.Smarthost)
-		req := Request{Route: route, Sender: m.Envelope.Sender, Recipients: g.rcpts,
+		rt, direction := route(view, m.Envelope.Sender, m.Envelope.OnBehalfOf, g.domain, r.opts.Smarthost)
+		req := Request{Route: rt, Sender: m.Envelope.Sender, Recipients: g.rcpts,
 			Body: io.NewSectionReader(body, 0, m.Size), Size: m.Size}
 		wg.Add(1)
 		go func() {
@@ -98,7 +99,7 @@ func (r *Runner) process(ctx context.Context, m spool.Message) {
 		}()
 	}
 	wg.Wait()
-	r.after(ctx, m, rt, log)
+	r.after(ctx, m, view, log)
 	if r.opts.Delivered != nil {
 		for _, d := range delivered {
 			r.opts.Delivered(d[0], d[1])
@@ -182,7 +183,7 @@ func (r *Runner) apply(m *spool.Message, idx []int, res Result, direction string
 
 // after writes the attempt's outcome: removal when every recipient is final, else the
 // new state, with a delay notice when one is due.
-func (r *Runner) after(ctx context.Context, m spool.Message, rt *routes, log *slog.Logger) {
+func (r *Runner) after(ctx context.Context, m spool.Message, view *compiled.View, log *slog.Logger) {
 	pending := 0
 	for _, rs := range m.Recipients {
 		if rs.Status == spool.StatusPending {
@@ -204,7 +205,7 @@ func (r *Runner) after(ctx context.Context, m spool.Message, rt *routes, log *sl
 	now := r.clock.Now()
 	if r.retry.DelayNotice > 0 && !m.DelayNotified && m.Envelope.Sender != "" &&
 		!now.Before(m.Envelope.ReceivedAt.Add(r.retry.DelayNotice)) {
-		if err := r.notify(ctx, m, rt, true); err != nil {
+		if err := r.notify(ctx, m, view, true); err != nil {
 			log.Error("delivery: cannot queue the delay notice", "err", err)
 		} else {
 			m.DelayNotified = true
@@ -222,9 +223,10 @@ func (r *Runner) finish(ctx context.Context, m spool.Message, log *slog.Logger) 
 		if m.Envelope.Sender == "" {
 			log.Info("delivery: not bouncing a message from the null sender")
 		} else {
-			rt, err := r.routes.get(r.opts.Config())
+			view := r.opts.View()
+			err := view.TLSErr()
 			if err == nil {
-				err = r.notify(ctx, m, rt, false)
+				err = r.notify(ctx, m, view, false)
 			}
 			if err != nil {
 				// Keep the message: the bounce is retried with the next attempt.

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/postwarden/postwarden/relay/internal/compiled"
 	"github.com/postwarden/postwarden/relay/internal/spool"
 	"github.com/postwarden/postwarden/relay/snapshot"
 	"github.com/postwarden/postwarden/test/testkit"
@@ -40,9 +41,12 @@ func benchEndToEnd(b *testing.B, size int, tlsOn bool) {
 		b.Fatal(err)
 	}
 	defer sp.Close()
-	snap := &snapshot.Snapshot{APIVersion: snapshot.APIVersion}
+	view, err := compiled.Build(&snapshot.Snapshot{APIVersion: snapshot.APIVersion}, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
 	runner, err := NewRunner(RunnerOptions{
-		Spool: sp, Client: w.client(), Config: func() *snapshot.Snapshot { return snap },
+		Spool: sp, Client: w.client(), View: func() *compiled.View { return view },
 		Hostname: "relay.test", Workers: 16, PerDestination: 16,
 	})
 	if err != nil {

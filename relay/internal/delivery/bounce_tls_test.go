@@ -54,3 +54,27 @@ func TestBounceFollowsTheManagedDomainsOutboundPolicy(t *testing.T) {
 		t.Fatalf("the bounce went to partner.example in plaintext despite a.example's RequireTLS (%d messages)", n)
 	}
 }
+
+// TLS policies that pass validation but do not compile leave every recipient deferred:
+// mail is never sent under a policy weaker than the one configured.
+func TestUnusableTLSPoliciesDeferDelivery(t *testing.T) {
+	h := newHarness(t, Retry{}, func(s *snapshot.Snapshot) {
+		s.TLSPolicies = []snapshot.TLSPolicy{{
+			Source: snapshot.ObjectRef{Namespace: "ns", Name: "broken"}, Direction: snapshot.DirectionOutbound,
+			Domains: []string{"a.example"}, Mode: snapshot.ModeRequireVerifiedTLS, MinVersion: "1.2",
+			CABundlePEM: "not a certificate",
+		}}
+	})
+	dest := h.mx("dest.example", "mx.dest.example", 10)
+	h.start()
+	id := h.accept("alice@a.example", "b@dest.example", "bob@a.example")
+	m := h.waitAttempt(id, 1)
+	for _, rs := range m.Recipients {
+		if rs.Status != spool.StatusPending || !strings.Contains(rs.LastReply, "4.3.0; ; the relay configuration is not usable") {
+			t.Errorf("%s: %+v, want it deferred because the configuration is not usable", rs.Address, rs)
+		}
+	}
+	if n, m := len(dest.Messages()), len(h.sender.Messages()); n+m != 0 {
+		t.Fatalf("mail went out under unusable TLS policies: %d to the MX, %d to the inbound server", n, m)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/postwarden/postwarden/relay/internal/compiled"
 	"github.com/postwarden/postwarden/relay/internal/dsn"
 	"github.com/postwarden/postwarden/relay/internal/spool"
 )
@@ -27,7 +28,7 @@ func parseReply(s string) (status, host, text string) {
 
 // notify queues a bounce (the failed recipients) or a delay notice (the pending ones)
 // to m's sender, from the null sender so it can never bounce in turn.
-func (r *Runner) notify(ctx context.Context, m spool.Message, rt *routes, delay bool) error {
+func (r *Runner) notify(ctx context.Context, m spool.Message, view *compiled.View, delay bool) error {
 	report := dsn.Report{
 		ReportingMTA: r.opts.Hostname, To: m.Envelope.Sender, QueueID: m.ID,
 		Arrival: m.Envelope.ReceivedAt, Date: r.clock.Now(),
@@ -77,11 +78,11 @@ func (r *Runner) notify(ctx context.Context, m spool.Message, rt *routes, delay 
 		return err
 	}
 	direction := DirectionOutbound
-	if rt.isManaged(domainOf(m.Envelope.Sender)) {
+	if isManaged(view, domainOf(m.Envelope.Sender)) {
 		direction = DirectionInbound
 	}
 	env := spool.Envelope{Sender: "", Recipients: []string{m.Envelope.Sender}, Direction: direction, ReceivedAt: r.clock.Now(),
-		OnBehalfOf: onBehalfOf(m, rt)}
+		OnBehalfOf: onBehalfOf(m, view)}
 	id, err := r.opts.Spool.Accept(ctx, env, bytes.NewReader(raw))
 	if err != nil {
 		return fmt.Errorf("queueing the notification: %w", err)
@@ -98,12 +99,12 @@ func (r *Runner) notify(ctx context.Context, m spool.Message, rt *routes, delay 
 // onBehalfOf names the managed domain a notification about m speaks for: its sender's,
 // or else that of the first recipient of a managed domain (mail received for a customer
 // that its server refused).
-func onBehalfOf(m spool.Message, rt *routes) string {
-	if d := domainOf(m.Envelope.Sender); rt.isManaged(d) {
+func onBehalfOf(m spool.Message, view *compiled.View) string {
+	if d := domainOf(m.Envelope.Sender); isManaged(view, d) {
 		return d
 	}
 	for _, rc := range m.Envelope.Recipients {
-		if d := domainOf(rc); rt.isManaged(d) {
+		if d := domainOf(rc); isManaged(view, d) {
 			return d
 		}
 	}

@@ -4,8 +4,8 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/postwarden/postwarden/relay/internal/compiled"
 	"github.com/postwarden/postwarden/relay/snapshot"
-	"github.com/postwarden/postwarden/relay/tlspolicy"
 )
 
 // Directions, as in the spool's envelopes.
@@ -14,47 +14,24 @@ const (
 	DirectionInbound  = "inbound"
 )
 
-// routes is what routing needs from one snapshot, compiled once per snapshot.
-type routes struct {
-	snap    *snapshot.Snapshot
-	managed map[string]*snapshot.Domain
-	tls     *tlspolicy.Matcher
-}
-
-func compileRoutes(s *snapshot.Snapshot) (*routes, error) {
-	rt := &routes{snap: s, managed: map[string]*snapshot.Domain{}}
-	if s == nil {
-		return rt, nil
-	}
-	for i := range s.Domains {
-		rt.managed[s.Domains[i].Name] = &s.Domains[i]
-	}
-	m, err := tlspolicy.Compile(s.TLSPolicies)
-	if err != nil {
-		return nil, err
-	}
-	rt.tls = m
-	return rt, nil
-}
-
 // route says where mail from sender to domain goes: a managed domain's own server
 // under its Inbound policy, or else the smarthost or the domain's MX hosts under the
 // sender's domain's Outbound policy. A notification has the null sender; it goes out
 // under the Outbound policy of the managed domain it speaks for (onBehalfOf), as the
 // mail it reports on would have.
-func (rt *routes) route(sender, onBehalfOf, domain string, smarthost *Target) (Route, string) {
-	if d := rt.managed[domain]; d != nil && d.InboundDelivery != nil {
+func route(v *compiled.View, sender, onBehalfOf, domain string, smarthost *Target) (Route, string) {
+	if d := v.Domain(domain); d != nil && d.InboundDelivery != nil {
 		return Route{
 			Domain: domain,
 			Hosts:  []Target{{Host: d.InboundDelivery.Host, Port: d.InboundDelivery.Port}},
-			Policy: rt.tls.Lookup(snapshot.DirectionInbound, domain, domain),
+			Policy: v.InboundTLS(domain),
 		}, DirectionInbound
 	}
 	from := domainOf(sender)
 	if sender == "" {
 		from = onBehalfOf
 	}
-	r := Route{Domain: domain, Policy: rt.tls.Lookup(snapshot.DirectionOutbound, from, domain)}
+	r := Route{Domain: domain, Policy: v.TLSPolicy(snapshot.DirectionOutbound, from, domain)}
 	if smarthost != nil {
 		t := *smarthost
 		t.AdminNamed = true // from the relay's --smarthost, never from a tenant
@@ -63,33 +40,14 @@ func (rt *routes) route(sender, onBehalfOf, domain string, smarthost *Target) (R
 	return r, DirectionOutbound
 }
 
-func (rt *routes) isManaged(domain string) bool { return rt != nil && rt.managed[domain] != nil }
+// isManaged reports whether domain is a managed domain of v.
+func isManaged(v *compiled.View, domain string) bool { return v.Domain(domain) != nil }
 
 func domainOf(addr string) string {
 	if i := strings.LastIndexByte(addr, '@'); i >= 0 {
 		return strings.ToLower(addr[i+1:])
 	}
 	return ""
-}
-
-// routeCache compiles routes once per snapshot pointer.
-type routeCache struct {
-	mu   sync.Mutex
-	last *routes
-}
-
-func (c *routeCache) get(s *snapshot.Snapshot) (*routes, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.last != nil && c.last.snap == s {
-		return c.last, nil
-	}
-	rt, err := compileRoutes(s)
-	if err != nil {
-		return nil, err
-	}
-	c.last = rt
-	return rt, nil
 }
 
 // semaphores bounds concurrency per key; entries vanish when unused, so thousands of

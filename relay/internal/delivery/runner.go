@@ -12,8 +12,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/postwarden/postwarden/relay/internal/compiled"
 	"github.com/postwarden/postwarden/relay/internal/spool"
-	"github.com/postwarden/postwarden/relay/snapshot"
 )
 
 // Spool is what the runner needs of the spool (*spool.Spool implements it).
@@ -41,11 +41,12 @@ const (
 type RunnerOptions struct {
 	Spool  Spool
 	Client *Client
-	// Config returns the current snapshot; it is called for every message, so a
-	// reload takes effect with the next attempt.
-	Config func() *snapshot.Snapshot
-	// Loaded, when set, is closed once Config has a snapshot. Run delivers nothing
-	// before: mail queued before a restart must not be routed without its domains'
+	// View returns the compiled config in force, whose managed domains and TLS policies
+	// routing reads; it is called for every message, so a reload takes effect with the
+	// next attempt. A nil view routes as a config without domains or policies.
+	View func() *compiled.View
+	// Loaded, when set, is closed once View has a view. Run delivers nothing before:
+	// mail queued before a restart must not be routed without its domains'
 	// destinations and TLS policies.
 	Loaded <-chan struct{}
 	// Smarthost, when set, takes all mail for unmanaged domains instead of their MX.
@@ -78,7 +79,6 @@ type Runner struct {
 	clock    Clock
 	log      *slog.Logger
 	metrics  *Metrics
-	routes   routeCache
 	perDest  *semaphores
 	sessions chan struct{}
 	wake     chan struct{}
@@ -91,8 +91,8 @@ type Runner struct {
 
 // NewRunner checks opts and returns a Runner; call Run to start it.
 func NewRunner(opts RunnerOptions) (*Runner, error) {
-	if opts.Spool == nil || opts.Client == nil || opts.Config == nil {
-		return nil, errors.New("delivery: a runner needs a spool, a client and a config source")
+	if opts.Spool == nil || opts.Client == nil || opts.View == nil {
+		return nil, errors.New("delivery: a runner needs a spool, a client and a config view")
 	}
 	setDefault(&opts.Workers, DefaultWorkers)
 	setDefault(&opts.PerDestination, DefaultPerDestination)

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/postwarden/postwarden/relay/internal/compiled"
 	"github.com/postwarden/postwarden/relay/internal/spool"
 	"github.com/postwarden/postwarden/relay/snapshot"
 	"github.com/postwarden/postwarden/test/testkit"
@@ -78,8 +79,9 @@ type harness struct {
 	t       *testing.T
 	clock   *fakeClock
 	spool   *spool.Spool
-	snap    atomic.Pointer[snapshot.Snapshot]
-	sender  *testkit.Server // a.example's own server
+	snap    *snapshot.Snapshot            // the config in force, as the test wrote it
+	view    atomic.Pointer[compiled.View] // snap compiled, what the runner reads
+	sender  *testkit.Server               // a.example's own server
 	metrics *Metrics
 	runner  *Runner
 	stop    func()
@@ -100,17 +102,28 @@ func newHarness(t *testing.T, retry Retry, configure ...func(*snapshot.Snapshot)
 	for _, f := range configure {
 		f(snap)
 	}
-	h.snap.Store(snap)
+	h.load(snap)
 	h.metrics, _ = NewMetrics(nil)
 	client := h.client(func(o *ClientOptions) { o.Metrics = h.metrics })
 	h.runner, err = NewRunner(RunnerOptions{
-		Spool: sp, Client: client, Config: h.snap.Load, Retry: retry, Hostname: "relay.test",
+		Spool: sp, Client: client, View: h.view.Load, Retry: retry, Hostname: "relay.test",
 		Clock: h.clock, Metrics: h.metrics, Workers: 4, PerDestination: 2,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	return h
+}
+
+// load compiles s, as the relay's reloader does, and puts it in force.
+func (h *harness) load(s *snapshot.Snapshot) {
+	h.t.Helper()
+	v, err := compiled.Build(s, nil)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	h.snap = s
+	h.view.Store(v)
 }
 
 func (h *harness) start() {

@@ -187,11 +187,11 @@ func TestRunnerAppliesTLSPolicies(t *testing.T) {
 	partner := h.mx("partner.example", "mx.partner.example", 10) // offers no STARTTLS
 	inbound = testkit.Start(t, testkit.WithCertificate(ca.Leaf(t, "mail.m.example")))
 	h.dns.Add(t, "mail.m.example. A 127.0.0.1")
-	snap := *h.snap.Load()
+	snap := *h.snap
 	snap.Domains = append(slices.Clone(snap.Domains), snapshot.Domain{
 		Name: "m.example", InboundDelivery: &snapshot.Endpoint{Host: "mail.m.example", Port: inbound.Port},
 	})
-	h.snap.Store(&snap)
+	h.load(&snap)
 	h.start()
 
 	id := h.accept("alice@a.example", "p@partner.example", "u@m.example")
@@ -249,9 +249,9 @@ func TestRunnerReloadTakesEffect(t *testing.T) {
 	id := h.accept("x@dest.example", "bob@a.example")
 	h.waitGone(id)
 	moved := testkit.Start(t)
-	snap := *h.snap.Load()
+	snap := *h.snap
 	snap.Domains = []snapshot.Domain{{Name: "a.example", InboundDelivery: &snapshot.Endpoint{Host: "127.0.0.1", Port: moved.Port}}}
-	h.snap.Store(&snap)
+	h.load(&snap)
 	id = h.accept("x@dest.example", "bob@a.example")
 	h.waitGone(id)
 	if len(h.sender.Messages()) != 1 || len(moved.Messages()) != 1 {

@@ -1,7 +1,8 @@
-// Package directory is the relay's precompiled, immutable view of a config snapshot: the
-// lookups the SMTP session makes on every command (domains, managed addresses,
-// credentials, sending servers), each answered in constant time. A Directory is built
-// once per snapshot and swapped in whole; sessions pin the one current when they start.
+// Package directory holds the lookups of a config snapshot that the SMTP session makes on
+// every command (domains, managed addresses, credentials, sending servers), each answered
+// in constant time. A Directory is built once per snapshot, as part of the relay's
+// compiled view (relay/internal/compiled), and never changes; sessions pin the one
+// current when they start.
 package directory
 
 import (

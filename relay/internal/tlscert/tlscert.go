@@ -1,6 +1,7 @@
-// Package tlscert serves the relay's STARTTLS certificates. One static *tls.Config reads
-// the current certificate set on every handshake, so a renewed certificate reaches the
-// next session without a restart, and a reload never touches a tls.Config in use.
+// Package tlscert serves the relay's STARTTLS certificates. A Set is indexed once per
+// reload and held by the relay's compiled view; one static *tls.Config asks for the set
+// in force on every handshake, so a renewed certificate reaches the next session without
+// a restart, and a reload never touches a tls.Config in use.
 package tlscert
 
 import (
@@ -9,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync/atomic"
 	"time"
 )
 
@@ -90,12 +90,20 @@ func (s *Set) lookup(name string) *tls.Certificate {
 	return nil
 }
 
-// Len returns the number of certificates.
-func (s *Set) Len() int { return len(s.certs) }
+// Len returns the number of certificates; a nil set has none.
+func (s *Set) Len() int {
+	if s == nil {
+		return 0
+	}
+	return len(s.certs)
+}
 
 // EarliestExpiry returns the earliest NotAfter of the set, or the zero time when empty.
 func (s *Set) EarliestExpiry() time.Time {
 	var t time.Time
+	if s == nil {
+		return t
+	}
 	for _, c := range s.certs {
 		if t.IsZero() || c.Leaf.NotAfter.Before(t) {
 			t = c.Leaf.NotAfter
@@ -104,27 +112,9 @@ func (s *Set) EarliestExpiry() time.Time {
 	return t
 }
 
-// Store holds the current Set. The zero value is empty and ready to use.
-type Store struct {
-	cur atomic.Pointer[Set]
-}
-
-// Swap makes s the current set. A nil s empties the store.
-func (st *Store) Swap(s *Set) { st.cur.Store(s) }
-
-// Current returns the current set, or nil.
-func (st *Store) Current() *Set { return st.cur.Load() }
-
-// Ready reports whether any certificate is loaded.
-func (st *Store) Ready() bool {
-	s := st.cur.Load()
-	return s != nil && s.Len() > 0
-}
-
 // GetCertificate picks the certificate for a handshake: by SNI (exact, then wildcard),
-// else the default one.
-func (st *Store) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
-	s := st.cur.Load()
+// else the default one. A nil or empty set has none to give.
+func (s *Set) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
 	if s == nil || s.fallback == nil {
 		return nil, errors.New("no certificate loaded")
 	}
@@ -134,12 +124,15 @@ func (st *Store) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, e
 	return s.fallback, nil
 }
 
-// TLSConfig returns a server configuration that reads the store on every handshake.
-// TLS 1.2 is the minimum: older versions are broken, and every MTA still in use speaks
-// 1.2.
-func (st *Store) TLSConfig() *tls.Config {
+// ServerConfig returns a server configuration that asks current for the set in force
+// (nil: none loaded yet) on every handshake, so one static configuration serves every
+// reload. TLS 1.2 is the minimum: older versions are broken, and every MTA still in use
+// speaks 1.2.
+func ServerConfig(current func() *Set) *tls.Config {
 	return &tls.Config{
-		MinVersion:     tls.VersionTLS12,
-		GetCertificate: st.GetCertificate,
+		MinVersion: tls.VersionTLS12,
+		GetCertificate: func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+			return current().GetCertificate(hello)
+		},
 	}
 }

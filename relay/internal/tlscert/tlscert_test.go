@@ -2,6 +2,7 @@ package tlscert_test
 
 import (
 	"crypto/tls"
+	"sync/atomic"
 	"testing"
 
 	"github.com/postwarden/postwarden/relay/internal/tlscert"
@@ -23,12 +24,10 @@ func TestGetCertificate(t *testing.T) {
 	mx := parse(t, tlscerttest.Issue(t, ca, "mx.example.com"))
 	wild := parse(t, tlscerttest.Issue(t, ca, "*.example.net"))
 	relay := parse(t, tlscerttest.Issue(t, ca, "relay.example.org", "smtp.example.org"))
-	var store tlscert.Store
 	set, err := tlscert.NewSet([]*tls.Certificate{mx, wild, relay}, "smtp.example.org")
 	if err != nil {
 		t.Fatal(err)
 	}
-	store.Swap(set)
 
 	tests := map[string]struct {
 		sni  string
@@ -45,7 +44,7 @@ func TestGetCertificate(t *testing.T) {
 	}
 	for name, tt := range tests {
 		t.Run(name, func(t *testing.T) {
-			got, err := store.GetCertificate(&tls.ClientHelloInfo{ServerName: tt.sni})
+			got, err := set.GetCertificate(&tls.ClientHelloInfo{ServerName: tt.sni})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -60,27 +59,26 @@ func TestDefaultIsFirstWhenNoneCoversHostname(t *testing.T) {
 	ca := testkit.NewCA(t)
 	a := parse(t, tlscerttest.Issue(t, ca, "a.example.com"))
 	b := parse(t, tlscerttest.Issue(t, ca, "b.example.com"))
-	var store tlscert.Store
 	set, _ := tlscert.NewSet([]*tls.Certificate{a, b}, "relay.example.org")
-	store.Swap(set)
-	got, err := store.GetCertificate(&tls.ClientHelloInfo{})
+	got, err := set.GetCertificate(&tls.ClientHelloInfo{})
 	if err != nil || got != a {
 		t.Fatalf("got %v, %v; want the first certificate", got, err)
 	}
 }
 
-func TestEmptyStoreIsNotReadyAndFailsHandshakes(t *testing.T) {
-	var store tlscert.Store
-	if store.Ready() {
-		t.Error("empty store reports ready")
-	}
-	if _, err := store.GetCertificate(&tls.ClientHelloInfo{}); err == nil {
-		t.Error("empty store returned a certificate")
-	}
-	set, _ := tlscert.NewSet(nil, "")
-	store.Swap(set)
-	if store.Ready() {
-		t.Error("store with an empty set reports ready")
+func TestNoSetAndAnEmptySetFailHandshakes(t *testing.T) {
+	var none *tlscert.Set
+	empty, _ := tlscert.NewSet(nil, "")
+	for name, set := range map[string]*tlscert.Set{"no set": none, "an empty set": empty} {
+		if n := set.Len(); n != 0 {
+			t.Errorf("%s holds %d certificates", name, n)
+		}
+		if _, err := set.GetCertificate(&tls.ClientHelloInfo{}); err == nil {
+			t.Errorf("%s returned a certificate", name)
+		}
+		if !set.EarliestExpiry().IsZero() {
+			t.Errorf("%s has an expiry", name)
+		}
 	}
 }
 
@@ -96,11 +94,11 @@ func TestParseRefusesMismatchedKey(t *testing.T) {
 	}
 }
 
-// A swap is seen by the next handshake over a real connection, with the same tls.Config.
+// A new set is seen by the next handshake over a real connection, with the same tls.Config.
 func TestSwapReachesNextHandshake(t *testing.T) {
 	ca := testkit.NewCA(t)
-	var store tlscert.Store
-	cfg := store.TLSConfig()
+	var cur atomic.Pointer[tlscert.Set]
+	cfg := tlscert.ServerConfig(cur.Load)
 	ln, err := tls.Listen("tcp", "127.0.0.1:0", cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -130,7 +128,7 @@ func TestSwapReachesNextHandshake(t *testing.T) {
 	for range 2 {
 		leaf := parse(t, tlscerttest.Issue(t, ca, "mx.example.com"))
 		set, _ := tlscert.NewSet([]*tls.Certificate{leaf}, "")
-		store.Swap(set)
+		cur.Store(set)
 		if got, want := serial(), leaf.Leaf.SerialNumber.String(); got != want {
 			t.Fatalf("handshake served serial %s, want the new %s", got, want)
 		}
@@ -144,9 +142,7 @@ func TestOverlappingCertificatesPreferLaterExpiry(t *testing.T) {
 	renewed.Leaf.NotAfter = old.Leaf.NotAfter.Add(1)
 	for _, order := range [][]*tls.Certificate{{old, renewed}, {renewed, old}} {
 		set, _ := tlscert.NewSet(order, "")
-		var store tlscert.Store
-		store.Swap(set)
-		got, _ := store.GetCertificate(&tls.ClientHelloInfo{ServerName: "mx.example.com"})
+		got, _ := set.GetCertificate(&tls.ClientHelloInfo{ServerName: "mx.example.com"})
 		if got != renewed {
 			t.Fatal("the certificate that expires first was chosen")
 		}

@@ -1,0 +1,131 @@
+// Package compiled is the relay's one compiled view of a config snapshot: the directory
+// the SMTP sessions consult, the managed domains (with their own servers) and the TLS
+// policy matcher that delivery routes by and discovery calls out under, the STARTTLS
+// certificate set, and the snapshot hash. The reloader builds one View per update and
+// swaps it in whole; smtpd, delivery and discovery read that same View, never the raw
+// snapshot, so nothing compiles a snapshot twice and a feature added here reaches every
+// reader at once.
+package compiled
+
+import (
+	"crypto/x509"
+
+	"github.com/postwarden/postwarden/relay/internal/directory"
+	"github.com/postwarden/postwarden/relay/internal/tlscert"
+	"github.com/postwarden/postwarden/relay/snapshot"
+	"github.com/postwarden/postwarden/relay/tlspolicy"
+)
+
+// View is immutable once built: share it freely between goroutines. The methods of a nil
+// View answer as a relay that has loaded nothing: no domains, no certificates, the
+// default TLS policy.
+type View struct {
+	hash string
+	dir  *directory.Directory
+	// tls are the snapshot's TLS policies; tlsErr says why they do not compile.
+	tls    *tlspolicy.Matcher
+	tlsErr error
+	certs  *tlscert.Set
+	// autoAddOutbound holds the discovery policies whose outbound senders become users.
+	autoAddOutbound map[string]bool
+}
+
+// unusable is the policy of every lookup when the snapshot's TLS policies do not
+// compile: it needs a certificate that nothing verifies, so delivery and callouts defer
+// rather than ignore a policy.
+var unusable = tlspolicy.Policy{Mode: tlspolicy.RequireVerifiedTLS, Roots: x509.NewCertPool(), Source: "(unusable TLS policies)"}
+
+// Build compiles s, which must have passed snapshot.Validate, into a View serving certs.
+// It fails when the directory cannot be built (see directory.Build). TLS policies that
+// do not compile (a CA bundle without a certificate, which Validate does not parse) are
+// no error: the View is built, every policy lookup answers a policy that nothing
+// satisfies, and TLSErr says why.
+func Build(s *snapshot.Snapshot, certs *tlscert.Set) (*View, error) {
+	dir, err := directory.Build(s)
+	if err != nil {
+		return nil, err
+	}
+	v := &View{hash: s.Hash, dir: dir, certs: certs, autoAddOutbound: map[string]bool{}}
+	v.tls, v.tlsErr = tlspolicy.Compile(s.TLSPolicies)
+	for _, p := range s.DiscoveryPolicies {
+		if p.AutoAddOutboundUsers {
+			v.autoAddOutbound[p.Name] = true
+		}
+	}
+	return v, nil
+}
+
+// WithCertificates returns a View that differs from v only in its certificates: an
+// update that changed nothing else compiles nothing again.
+func (v *View) WithCertificates(certs *tlscert.Set) *View {
+	next := *v
+	next.certs = certs
+	return &next
+}
+
+// Hash is the hash of the snapshot compiled, or "" for a nil View.
+func (v *View) Hash() string {
+	if v == nil {
+		return ""
+	}
+	return v.hash
+}
+
+// Directory is the directory the SMTP sessions pin; nil for a nil View.
+func (v *View) Directory() *directory.Directory {
+	if v == nil {
+		return nil
+	}
+	return v.dir
+}
+
+// Certificates is the STARTTLS certificate set; nil for a nil View.
+func (v *View) Certificates() *tlscert.Set {
+	if v == nil {
+		return nil
+	}
+	return v.certs
+}
+
+// Domain returns the managed domain name (lower case), or nil. Its InboundDelivery is
+// the domain's own server, nil for an outbound-only domain.
+func (v *View) Domain(name string) *directory.Domain {
+	if v == nil {
+		return nil
+	}
+	return v.dir.Domain(name)
+}
+
+// TLSErr says why the snapshot's TLS policies do not compile, or is nil.
+func (v *View) TLSErr() error {
+	if v == nil {
+		return nil
+	}
+	return v.tlsErr
+}
+
+// TLSPolicy returns the policy for mail of managed domain domain travelling in direction
+// (snapshot.DirectionOutbound or DirectionInbound) to destination, as
+// tlspolicy.Matcher.Lookup does; when the policies do not compile, a policy that nothing
+// satisfies; for a nil View, the default policy.
+func (v *View) TLSPolicy(direction, domain, destination string) tlspolicy.Policy {
+	switch {
+	case v == nil:
+		return tlspolicy.Default
+	case v.tlsErr != nil:
+		return unusable
+	}
+	return v.tls.Lookup(direction, domain, destination)
+}
+
+// InboundTLS returns the Inbound TLS policy of a managed domain: how delivery and
+// verification callouts speak to the domain's own server.
+func (v *View) InboundTLS(domain string) tlspolicy.Policy {
+	return v.TLSPolicy(snapshot.DirectionInbound, domain, domain)
+}
+
+// AutoAddsOutbound reports whether the discovery policy name makes the unknown senders
+// of sending servers users.
+func (v *View) AutoAddsOutbound(name string) bool {
+	return v != nil && v.autoAddOutbound[name]
+}
