@@ -58,6 +58,9 @@ type discoveryReconciler struct {
 	opts         OperatorOptions
 	shared       *state
 	clock        clock.PassiveClock
+	// wall paces the loop (merge interval, resync, report retries). It is not clock,
+	// which is SMTP Discovery's own time and which tests move by days at once.
+	wall clock.PassiveClock
 	reports      *reporter
 
 	lastPass time.Time
@@ -88,14 +91,14 @@ type batchCM struct {
 
 func (r *discoveryReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.Result, error) {
 	interval := r.opts.DiscoveryMergeInterval
-	if wait := interval - time.Since(r.lastPass); !r.lastPass.IsZero() && wait > 0 {
+	if wait := interval - r.wall.Since(r.lastPass); !r.lastPass.IsZero() && wait > 0 {
 		return ctrl.Result{RequeueAfter: wait}, nil
 	}
 	snap := r.shared.snapshot()
 	if snap == nil {
 		return ctrl.Result{RequeueAfter: interval}, nil // no render yet
 	}
-	r.lastPass = time.Now()
+	r.lastPass = r.wall.Now()
 	now := r.clock.Now()
 	batches, err := r.readBatches(ctx)
 	if err != nil {
@@ -163,7 +166,7 @@ func setupDiscoveryController(mgr ctrl.Manager, st *state, opts OperatorOptions)
 	}
 	r := &discoveryReconciler{client: mgr.GetClient(), observations: obsCache, apiReader: mgr.GetAPIReader(),
 		scheme: mgr.GetScheme(), recorder: mgr.GetEventRecorder(managerName), opts: opts, shared: st,
-		clock: opts.Clock, reports: newReporter(opts, mgr.GetAPIReader())}
+		clock: opts.Clock, wall: clock.RealClock{}, reports: newReporter(opts, mgr.GetAPIReader())}
 	toKey := handler.EnqueueRequestsFromMapFunc(func(context.Context, client.Object) []reconcile.Request {
 		return []reconcile.Request{discoveryRequest}
 	})

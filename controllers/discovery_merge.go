@@ -94,7 +94,7 @@ func (r *discoveryReconciler) mergePolicy(ctx context.Context, snap *snapshot.Sn
 	}
 	input, _ := json.Marshal(p) // plain data: cannot fail
 	due := len(relevant) > 0 || memo.settle || memo.input != string(input) ||
-		time.Since(memo.lastMerge) > discoveryResync || dueAt(cur.state, p, now)
+		r.wall.Since(memo.lastMerge) > discoveryResync || dueAt(cur.state, p, now)
 	stored := cur
 	if due {
 		next := discoverystate.Merge(cur.state, relevant, p, now)
@@ -105,7 +105,7 @@ func (r *discoveryReconciler) mergePolicy(ctx context.Context, snap *snapshot.Sn
 			block()
 			return err
 		}
-		memo.stored, memo.input, memo.lastMerge, memo.settle = stored, string(input), time.Now(), written
+		memo.stored, memo.input, memo.lastMerge, memo.settle = stored, string(input), r.wall.Now(), written
 		if written || len(relevant) > 0 {
 			logf.FromContext(ctx).V(1).Info("merged discovery observations", "policy", name,
 				"observations", countObservations(relevant), "addresses", len(next.Addresses), "written", written)

@@ -76,7 +76,7 @@ func (rp *reporter) run(ctx context.Context, r *discoveryReconciler, snap *snaps
 		if !slot.After(from) || !slot.After(rp.sent[obj.UID]) {
 			continue
 		}
-		if rs, ok := rp.retry[obj.UID]; ok && time.Now().Before(rs.at) {
+		if rs, ok := rp.retry[obj.UID]; ok && r.wall.Now().Before(rs.at) {
 			continue
 		}
 		var domains []string
@@ -91,7 +91,7 @@ func (rp *reporter) run(ctx context.Context, r *discoveryReconciler, snap *snaps
 			if err := rp.send(ctx, rep, now); err != nil {
 				rs := rp.retry[obj.UID]
 				rs.backoff = min(max(2*rs.backoff, r.opts.DiscoveryMergeInterval), time.Hour)
-				rs.at = time.Now().Add(rs.backoff)
+				rs.at = r.wall.Now().Add(rs.backoff)
 				rp.retry[obj.UID] = rs
 				logf.FromContext(ctx).Error(err, "sending the discovery report", "policy", dp.Name, "retryIn", rs.backoff)
 				r.recorder.Eventf(&obj, nil, corev1.EventTypeWarning, relayv1alpha1.EventDiscoveryReportFailed, "Report",
