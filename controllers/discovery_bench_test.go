@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	dstate "github.com/postwarden/postwarden/controllers/discovery/state"
 	"github.com/postwarden/postwarden/relay/discoverystate"
 	"github.com/postwarden/postwarden/relay/snapshot"
 )
@@ -56,7 +57,7 @@ func BenchmarkDiscoveryMergePass(b *testing.B) {
 	}
 	size := 0
 	for _, cm := range cms {
-		size += len(cm.Data[discoverystate.StateKey])
+		size += len(cm.Data[dstate.StateKey])
 	}
 	b.ReportMetric(float64(len(cms)), "parts")
 	b.ReportMetric(float64(size), "state-bytes")

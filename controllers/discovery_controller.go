@@ -24,6 +24,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/recorder"
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
+	dstate "github.com/postwarden/postwarden/controllers/discovery/state"
 	"github.com/postwarden/postwarden/relay/discoverystate"
 )
 
@@ -60,8 +61,8 @@ type discoveryReconciler struct {
 	clock        clock.PassiveClock
 	// wall paces the loop (merge interval, resync, report retries). It is not clock,
 	// which is SMTP Discovery's own time and which tests move by days at once.
-	wall clock.PassiveClock
-	reports      *reporter
+	wall    clock.PassiveClock
+	reports *reporter
 
 	lastPass time.Time
 	// policies remembers, per policy, what the last merge saw.
@@ -139,7 +140,7 @@ func (r *discoveryReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ct
 // stateSelector selects the discovery state ConfigMaps: the only ConfigMaps in the
 // manager's cache.
 func stateSelector() labels.Selector {
-	req, err := labels.NewRequirement(discoverystate.LabelState, selection.Exists, nil)
+	req, err := labels.NewRequirement(dstate.LabelState, selection.Exists, nil)
 	if err != nil {
 		panic(err) // a constant key: cannot fail
 	}

@@ -11,6 +11,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	relayv1alpha1 "github.com/postwarden/postwarden/api/v1alpha1"
+	dstate "github.com/postwarden/postwarden/controllers/discovery/state"
 	"github.com/postwarden/postwarden/relay/discoverystate"
 	"github.com/postwarden/postwarden/relay/snapshot"
 )
@@ -55,24 +56,24 @@ func waitAck(t testing.TB, pod, want string) {
 }
 
 // stateOf reads a policy's state as kubectl would: in the operator's namespace.
-func stateOf(t testing.TB, ns, policy string) (discoverystate.State, []corev1.ConfigMap, error) {
+func stateOf(t testing.TB, ns, policy string) (dstate.State, []corev1.ConfigMap, error) {
 	var list corev1.ConfigMapList
 	if err := k8s.List(context.Background(), &list, client.InNamespace(operatorNS),
-		client.MatchingLabels{discoverystate.LabelState: discoverystate.StateLabel(ns, policy)}); err != nil {
-		return discoverystate.State{}, nil, err
+		client.MatchingLabels{dstate.LabelState: dstate.StateLabel(ns, policy)}); err != nil {
+		return dstate.State{}, nil, err
 	}
 	if len(list.Items) == 0 {
-		return discoverystate.State{}, nil, fmt.Errorf("no state ConfigMaps")
+		return dstate.State{}, nil, fmt.Errorf("no state ConfigMaps")
 	}
 	var parts [][]byte
 	for _, cm := range list.Items {
-		parts = append(parts, []byte(cm.Data[discoverystate.StateKey]))
+		parts = append(parts, []byte(cm.Data[dstate.StateKey]))
 	}
-	st, err := discoverystate.DecodeState(parts...)
+	st, err := dstate.DecodeState(parts...)
 	return st, list.Items, err
 }
 
-func addressIn(st discoverystate.State, addr string) *discoverystate.Address {
+func addressIn(st dstate.State, addr string) *dstate.Address {
 	for i := range st.Addresses {
 		if st.Addresses[i].Address == addr {
 			return &st.Addresses[i]
@@ -82,9 +83,9 @@ func addressIn(st discoverystate.State, addr string) *discoverystate.Address {
 }
 
 // stateWhere polls until the policy's state satisfies check.
-func stateWhere(t testing.TB, ns, policy, what string, check func(discoverystate.State) error) discoverystate.State {
+func stateWhere(t testing.TB, ns, policy, what string, check func(dstate.State) error) dstate.State {
 	t.Helper()
-	var st discoverystate.State
+	var st dstate.State
 	eventually(t, what, func() error {
 		s, _, err := stateOf(t, ns, policy)
 		if err != nil {
@@ -99,7 +100,7 @@ func stateWhere(t testing.TB, ns, policy, what string, check func(discoverystate
 	return st
 }
 
-func wantAddress(st discoverystate.State, addr, state string, clean int) error {
+func wantAddress(st dstate.State, addr, state string, clean int) error {
 	a := addressIn(st, addr)
 	switch {
 	case a == nil && state == "":

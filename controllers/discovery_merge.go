@@ -13,6 +13,7 @@ import (
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 
 	relayv1alpha1 "github.com/postwarden/postwarden/api/v1alpha1"
+	dstate "github.com/postwarden/postwarden/controllers/discovery/state"
 	"github.com/postwarden/postwarden/relay/discoverystate"
 	"github.com/postwarden/postwarden/relay/snapshot"
 )
@@ -41,7 +42,7 @@ func (r *discoveryReconciler) readBatches(ctx context.Context) ([]*batchCM, erro
 // mergePolicy merges what concerns one policy, when there is something to merge or the
 // clock says a transition may be due, writes the changed state, and writes status.
 func (r *discoveryReconciler) mergePolicy(ctx context.Context, snap *snapshot.Snapshot, name string, batches []*batchCM, now time.Time) error {
-	p, ok := discoverystate.PolicyFor(snap, name)
+	p, ok := dstate.PolicyFor(snap, name)
 	if !ok {
 		return nil
 	}
@@ -97,7 +98,7 @@ func (r *discoveryReconciler) mergePolicy(ctx context.Context, snap *snapshot.Sn
 		r.wall.Since(memo.lastMerge) > discoveryResync || dueAt(cur.state, p, now)
 	stored := cur
 	if due {
-		next := discoverystate.Merge(cur.state, relevant, p, now)
+		next := dstate.Merge(cur.state, relevant, p, now)
 		var written bool
 		stored, written, err = writeState(ctx, r.client, r.opts.Namespace, &obj, cur, next)
 		if err != nil {
@@ -199,7 +200,7 @@ func countObservations(bs []discoverystate.Batch) int {
 }
 
 // dueAt reports whether a Pending address has reached its expiry at now.
-func dueAt(st discoverystate.State, p discoverystate.Policy, now time.Time) bool {
+func dueAt(st dstate.State, p dstate.Policy, now time.Time) bool {
 	expiry := time.Duration(max(p.ExpiryDays, 1)) * 24 * time.Hour
 	for _, a := range st.Addresses {
 		if a.State == snapshot.DiscoveredPending && !now.Before(a.FirstSeen.Add(expiry)) {

@@ -15,6 +15,7 @@ import (
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 
 	relayv1alpha1 "github.com/postwarden/postwarden/api/v1alpha1"
+	dstate "github.com/postwarden/postwarden/controllers/discovery/state"
 	"github.com/postwarden/postwarden/relay/discoverystate"
 	"github.com/postwarden/postwarden/relay/snapshot"
 )
@@ -131,7 +132,7 @@ func (r *discoveryReconciler) collectStates(ctx context.Context, now time.Time) 
 	exists := map[string]bool{}
 	for i := range list.Items {
 		cm := &list.Items[i]
-		policy := cm.Annotations[discoverystate.AnnotationPolicy]
+		policy := cm.Annotations[dstate.AnnotationPolicy]
 		ns, name, ok := strings.Cut(policy, "/")
 		if !ok {
 			continue // not written by this release's operator

@@ -22,7 +22,7 @@ import (
 
 	relayv1alpha1 "github.com/postwarden/postwarden/api/v1alpha1"
 	"github.com/postwarden/postwarden/controllers/compiler"
-	"github.com/postwarden/postwarden/relay/discoverystate"
+	dstate "github.com/postwarden/postwarden/controllers/discovery/state"
 	"github.com/postwarden/postwarden/relay/outbound"
 	"github.com/postwarden/postwarden/relay/snapshot"
 	"github.com/postwarden/postwarden/relay/tlspolicy"
@@ -80,7 +80,7 @@ func (rp *reporter) run(ctx context.Context, r *discoveryReconciler, snap *snaps
 			continue
 		}
 		var domains []string
-		if p, ok := discoverystate.PolicyFor(snap, dp.Name); ok {
+		if p, ok := dstate.PolicyFor(snap, dp.Name); ok {
 			for _, d := range p.Domains {
 				domains = append(domains, d.Name)
 			}
@@ -155,7 +155,7 @@ type report struct {
 
 // buildReport lists the users and aliases that entered their state after from.
 func buildReport(p *relayv1alpha1.DiscoveryPolicy, domains []string, st *storedState, from, now time.Time) report {
-	var users, aliases []discoverystate.Address
+	var users, aliases []dstate.Address
 	for _, a := range st.state.Addresses {
 		if !a.Since.After(from) {
 			continue
@@ -180,7 +180,7 @@ func buildReport(p *relayv1alpha1.DiscoveryPolicy, domains []string, st *storedS
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "SMTP Discovery report of DiscoveryPolicy %s\r\nDomains: %s\r\nPeriod: %s\r\n\r\n", name, strings.Join(domains, ", "), period)
-	list := func(title string, as []discoverystate.Address, line func(a discoverystate.Address) string) {
+	list := func(title string, as []dstate.Address, line func(a dstate.Address) string) {
 		fmt.Fprintf(&b, "%s (%d):\r\n", title, len(as))
 		for i, a := range as {
 			if i == reportListMax {
@@ -190,13 +190,13 @@ func buildReport(p *relayv1alpha1.DiscoveryPolicy, domains []string, st *storedS
 			fmt.Fprintf(&b, "  %s  (since %s)\r\n", line(a), a.Since.UTC().Format(time.RFC3339))
 		}
 	}
-	list("New users", users, func(a discoverystate.Address) string { return a.Address + ", " + a.Reason })
+	list("New users", users, func(a dstate.Address) string { return a.Address + ", " + a.Reason })
 	b.WriteString("\r\n")
-	list("New aliases", aliases, func(a discoverystate.Address) string { return a.Address + " -> " + a.Target })
+	list("New aliases", aliases, func(a dstate.Address) string { return a.Address + " -> " + a.Target })
 	fmt.Fprintf(&b, "\r\nNow tracking: %d users, %d aliases, %d pending, %d invalid.\r\n", c.Users, c.Aliases, c.Pending, c.Invalid)
 	if home := st.namespace(); home != "" {
 		fmt.Fprintf(&b, "The full list is kept by the operator, in the ConfigMaps %s of namespace %s (key %s):\r\n"+
-			"ask your cluster admin for it.\r\n", strings.Join(st.names(), ", "), home, discoverystate.StateKey)
+			"ask your cluster admin for it.\r\n", strings.Join(st.names(), ", "), home, dstate.StateKey)
 	}
 	b.WriteString("To make a discovered address permanent, add it to the MailDomain's spec.\r\n")
 	rep.body = b.String()

@@ -14,6 +14,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	relayv1alpha1 "github.com/postwarden/postwarden/api/v1alpha1"
+	dstate "github.com/postwarden/postwarden/controllers/discovery/state"
 	"github.com/postwarden/postwarden/relay/discoverystate"
 	"github.com/postwarden/postwarden/relay/snapshot"
 )
@@ -35,7 +36,7 @@ func TestDiscoveryWeeklyReport(t *testing.T) {
 	publish(t, "relay-"+ns, "journal-"+ns, discoverystate.Observation{Seq: 1, Kind: discoverystate.Delivered,
 		Address: "newbie@" + domain, Time: discoveryClock.Now().UTC().Truncate(time.Second)})
 	waitAck(t, "relay-"+ns, "journal-"+ns+"/1")
-	stateWhere(t, ns, "learn", "newbie is a user", func(st discoverystate.State) error {
+	stateWhere(t, ns, "learn", "newbie is a user", func(st dstate.State) error {
 		return wantAddress(st, "newbie@"+domain, snapshot.DiscoveredUser, 0)
 	})
 	reportsTo := func() []sunkMessage {

@@ -16,12 +16,12 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	relayv1alpha1 "github.com/postwarden/postwarden/api/v1alpha1"
-	"github.com/postwarden/postwarden/relay/discoverystate"
+	dstate "github.com/postwarden/postwarden/controllers/discovery/state"
 )
 
 // storedState is a policy's discovery state as its ConfigMaps hold it.
 type storedState struct {
-	state discoverystate.State
+	state dstate.State
 	// parts are the ConfigMaps by index; a missing index is nil.
 	parts []*corev1.ConfigMap
 }
@@ -38,19 +38,19 @@ func (s *storedState) versions() string {
 }
 
 // readState assembles a policy's state from its ConfigMaps (labelled
-// discoverystate.LabelState, in the operator's namespace). Only a complete
+// dstate.LabelState, in the operator's namespace). Only a complete
 // set counts: parts 0..n-1 that all say n parts, where n is what part 0 says. Extra parts
 // beyond n are ignored. No ConfigMap at all is an empty state; an incomplete or
 // undecodable set is an error, and the caller keeps what it had.
 func readState(cms []corev1.ConfigMap, policy string) (*storedState, error) {
-	out := &storedState{state: discoverystate.State{Version: discoverystate.StateVersion, Policy: policy}}
+	out := &storedState{state: dstate.State{Version: dstate.StateVersion, Policy: policy}}
 	if len(cms) == 0 {
 		return out, nil
 	}
 	byIndex := map[int]*corev1.ConfigMap{}
 	for i := range cms {
 		cm := &cms[i]
-		idx, err := strconv.Atoi(cm.Annotations[discoverystate.AnnotationPart])
+		idx, err := strconv.Atoi(cm.Annotations[dstate.AnnotationPart])
 		if err != nil || idx < 0 {
 			continue
 		}
@@ -60,27 +60,27 @@ func readState(cms []corev1.ConfigMap, policy string) (*storedState, error) {
 	if first == nil {
 		return nil, fmt.Errorf("discovery state of %s has no part 0", policy)
 	}
-	n, err := strconv.Atoi(first.Annotations[discoverystate.AnnotationParts])
+	n, err := strconv.Atoi(first.Annotations[dstate.AnnotationParts])
 	if err != nil || n < 1 || n > 1<<16 {
-		return nil, fmt.Errorf("discovery state of %s: part 0 has a bad %s annotation", policy, discoverystate.AnnotationParts)
+		return nil, fmt.Errorf("discovery state of %s: part 0 has a bad %s annotation", policy, dstate.AnnotationParts)
 	}
 	out.parts = make([]*corev1.ConfigMap, n)
 	data := make([][]byte, 0, n)
 	for i := range n {
 		cm := byIndex[i]
-		if cm == nil || cm.Annotations[discoverystate.AnnotationParts] != strconv.Itoa(n) {
+		if cm == nil || cm.Annotations[dstate.AnnotationParts] != strconv.Itoa(n) {
 			return nil, fmt.Errorf("discovery state of %s: part %d of %d is missing or from another write", policy, i, n)
 		}
 		out.parts[i] = cm
-		data = append(data, []byte(cm.Data[discoverystate.StateKey]))
+		data = append(data, []byte(cm.Data[dstate.StateKey]))
 	}
-	st, err := discoverystate.DecodeState(data...)
+	st, err := dstate.DecodeState(data...)
 	if err != nil {
 		return nil, fmt.Errorf("discovery state of %s: %w", policy, err)
 	}
 	// An address lives in one part; a hand edit could repeat one, which the snapshot
 	// could not hold.
-	st.Addresses = slices.CompactFunc(st.Addresses, func(a, b discoverystate.Address) bool { return a.Address == b.Address })
+	st.Addresses = slices.CompactFunc(st.Addresses, func(a, b dstate.Address) bool { return a.Address == b.Address })
 	if st.Policy != policy {
 		return nil, fmt.Errorf("discovery state in the ConfigMaps of %s names policy %q", policy, st.Policy)
 	}
@@ -93,11 +93,11 @@ func readState(cms []corev1.ConfigMap, policy string) (*storedState, error) {
 // writes the result back as a complete set, so one broken ConfigMap cannot stop
 // discovery. Watermarks lost with part 0 may make a replayed batch count again.
 func salvageState(cms []corev1.ConfigMap, policy string) *storedState {
-	out := &storedState{state: discoverystate.State{Version: discoverystate.StateVersion, Policy: policy}}
+	out := &storedState{state: dstate.State{Version: dstate.StateVersion, Policy: policy}}
 	seen := map[string]bool{}
 	for i := range cms {
 		cm := &cms[i]
-		idx, err := strconv.Atoi(cm.Annotations[discoverystate.AnnotationPart])
+		idx, err := strconv.Atoi(cm.Annotations[dstate.AnnotationPart])
 		if err != nil || idx < 0 || idx >= 1<<16 {
 			continue
 		}
@@ -105,13 +105,13 @@ func salvageState(cms []corev1.ConfigMap, policy string) *storedState {
 			out.parts = append(out.parts, nil)
 		}
 		out.parts[idx] = cm
-		data := []byte(cm.Data[discoverystate.StateKey])
+		data := []byte(cm.Data[dstate.StateKey])
 		if idx != 0 {
 			// A part without the header: give it one to decode.
-			h, _ := discoverystate.EncodeState(discoverystate.State{Policy: policy})
+			h, _ := dstate.EncodeState(dstate.State{Policy: policy})
 			data = append(h, data...)
 		}
-		st, err := discoverystate.DecodeState(data)
+		st, err := dstate.DecodeState(data)
 		if err != nil {
 			continue
 		}
@@ -125,7 +125,7 @@ func salvageState(cms []corev1.ConfigMap, policy string) *storedState {
 			}
 		}
 	}
-	slices.SortFunc(out.state.Addresses, func(a, b discoverystate.Address) int { return strings.Compare(a.Address, b.Address) })
+	slices.SortFunc(out.state.Addresses, func(a, b dstate.Address) int { return strings.Compare(a.Address, b.Address) })
 	return out
 }
 
@@ -134,13 +134,13 @@ func salvageState(cms []corev1.ConfigMap, policy string) *storedState {
 func stateConfigMaps(ctx context.Context, r client.Reader, home, namespace, name string) ([]corev1.ConfigMap, error) {
 	var list corev1.ConfigMapList
 	if err := r.List(ctx, &list, client.InNamespace(home),
-		client.MatchingLabels{discoverystate.LabelState: discoverystate.StateLabel(namespace, name)}); err != nil {
+		client.MatchingLabels{dstate.LabelState: dstate.StateLabel(namespace, name)}); err != nil {
 		return nil, fmt.Errorf("listing discovery state ConfigMaps of %s/%s: %w", namespace, name, err)
 	}
 	// A label value that is a hash could, in theory, be shared: keep this policy's own.
 	own := list.Items[:0]
 	for _, cm := range list.Items {
-		if cm.Annotations[discoverystate.AnnotationPolicy] == namespace+"/"+name {
+		if cm.Annotations[dstate.AnnotationPolicy] == namespace+"/"+name {
 			own = append(own, cm)
 		}
 	}
@@ -148,24 +148,24 @@ func stateConfigMaps(ctx context.Context, r client.Reader, home, namespace, name
 }
 
 // legacyStateConfigMaps reads the state a release before this one kept in the policy's
-// own namespace (discoverystate.LegacyStateName), by name: the operator may get, but no
+// own namespace (dstate.LegacyStateName), by name: the operator may get, but no
 // longer list or write, ConfigMaps outside its namespace. Nothing found is no error.
 func legacyStateConfigMaps(ctx context.Context, r client.Reader, namespace, name string) ([]corev1.ConfigMap, error) {
 	var out []corev1.ConfigMap
 	for i := 0; ; i++ {
 		var cm corev1.ConfigMap
-		err := r.Get(ctx, types.NamespacedName{Namespace: namespace, Name: discoverystate.LegacyStateName(name, i)}, &cm)
+		err := r.Get(ctx, types.NamespacedName{Namespace: namespace, Name: dstate.LegacyStateName(name, i)}, &cm)
 		if apierrors.IsNotFound(err) || apierrors.IsForbidden(err) {
 			return out, nil
 		}
 		if err != nil {
 			return nil, fmt.Errorf("reading the earlier discovery state of %s/%s: %w", namespace, name, err)
 		}
-		if cm.Labels[discoverystate.LabelState] != name {
+		if cm.Labels[dstate.LabelState] != name {
 			return out, nil // not ours
 		}
 		out = append(out, cm)
-		if n, err := strconv.Atoi(cm.Annotations[discoverystate.AnnotationParts]); err != nil || i+1 >= n {
+		if n, err := strconv.Atoi(cm.Annotations[dstate.AnnotationParts]); err != nil || i+1 >= n {
 			return out, nil
 		}
 	}
@@ -176,8 +176,8 @@ func legacyStateConfigMaps(ctx context.Context, r client.Reader, namespace, name
 // conditional on the resourceVersion read. It returns the stored result and whether
 // anything was written.
 func writeState(ctx context.Context, c client.Client, home string, policy *relayv1alpha1.DiscoveryPolicy,
-	cur *storedState, next discoverystate.State) (*storedState, bool, error) {
-	parts, err := discoverystate.Shard(next, discoverystate.MaxPartBytes, len(cur.parts))
+	cur *storedState, next dstate.State) (*storedState, bool, error) {
+	parts, err := dstate.Shard(next, dstate.MaxPartBytes, len(cur.parts))
 	if err != nil {
 		return nil, false, err
 	}
@@ -192,8 +192,8 @@ func writeState(ctx context.Context, c client.Client, home string, policy *relay
 		if old != nil && old.Namespace != home {
 			old = nil // read from the earlier location: write it anew here
 		}
-		if old != nil && old.Annotations[discoverystate.AnnotationParts] == count &&
-			bytes.Equal([]byte(old.Data[discoverystate.StateKey]), parts[i]) {
+		if old != nil && old.Annotations[dstate.AnnotationParts] == count &&
+			bytes.Equal([]byte(old.Data[dstate.StateKey]), parts[i]) {
 			out.parts[i] = old
 			continue
 		}
@@ -202,16 +202,16 @@ func writeState(ctx context.Context, c client.Client, home string, policy *relay
 		cm := &corev1.ConfigMap{
 			ObjectMeta: metav1.ObjectMeta{
 				Namespace: home,
-				Name:      discoverystate.StateName(policy.Namespace, policy.Name, i),
-				Labels: map[string]string{discoverystate.LabelState: discoverystate.StateLabel(policy.Namespace, policy.Name),
+				Name:      dstate.StateName(policy.Namespace, policy.Name, i),
+				Labels: map[string]string{dstate.LabelState: dstate.StateLabel(policy.Namespace, policy.Name),
 					labelManagedBy: managerName},
 				Annotations: map[string]string{
-					discoverystate.AnnotationPolicy: policy.Namespace + "/" + policy.Name,
-					discoverystate.AnnotationPart:   strconv.Itoa(i),
-					discoverystate.AnnotationParts:  count,
+					dstate.AnnotationPolicy: policy.Namespace + "/" + policy.Name,
+					dstate.AnnotationPart:   strconv.Itoa(i),
+					dstate.AnnotationParts:  count,
 				},
 			},
-			Data: map[string]string{discoverystate.StateKey: string(parts[i])},
+			Data: map[string]string{dstate.StateKey: string(parts[i])},
 		}
 		if old == nil {
 			err = c.Create(ctx, cm, client.FieldOwner(fieldOwner))
@@ -259,17 +259,17 @@ type stateCache struct {
 
 type cachedState struct {
 	versions string
-	state    discoverystate.State
+	state    dstate.State
 }
 
 // states returns the state of every policy name given, as the cache holds it.
-func (sc *stateCache) states(ctx context.Context, r client.Reader, home string, policies []string) (map[string]discoverystate.State, error) {
+func (sc *stateCache) states(ctx context.Context, r client.Reader, home string, policies []string) (map[string]dstate.State, error) {
 	sc.mu.Lock()
 	defer sc.mu.Unlock()
 	if sc.policies == nil {
 		sc.policies = map[string]cachedState{}
 	}
-	out := make(map[string]discoverystate.State, len(policies))
+	out := make(map[string]dstate.State, len(policies))
 	keep := map[string]bool{}
 	for _, name := range policies {
 		keep[name] = true

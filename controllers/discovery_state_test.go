@@ -12,7 +12,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"github.com/postwarden/postwarden/relay/discoverystate"
+	dstate "github.com/postwarden/postwarden/controllers/discovery/state"
 	"github.com/postwarden/postwarden/relay/snapshot"
 )
 
@@ -26,21 +26,21 @@ func TestDiscoveryStateMovesHomeAndLeavesWithItsPolicy(t *testing.T) {
 
 	// The earlier release's state: one pending address, in the tenant's namespace.
 	seen := time.Now().UTC().Truncate(time.Second)
-	legacy := discoverystate.State{Version: discoverystate.StateVersion, Policy: ns + "/learn", Addresses: []discoverystate.Address{{
-		Address: "kept@" + domain, State: snapshot.DiscoveredPending, Reason: discoverystate.ReasonVerified,
+	legacy := dstate.State{Version: dstate.StateVersion, Policy: ns + "/learn", Addresses: []dstate.Address{{
+		Address: "kept@" + domain, State: snapshot.DiscoveredPending, Reason: dstate.ReasonVerified,
 		FirstSeen: seen, LastSeen: seen, Since: seen,
 	}}}
-	parts, err := discoverystate.Shard(legacy, discoverystate.MaxPartBytes, 0)
+	parts, err := dstate.Shard(legacy, dstate.MaxPartBytes, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for i, p := range parts {
 		create(t, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{
-			Namespace: ns, Name: discoverystate.LegacyStateName("learn", i),
-			Labels: map[string]string{discoverystate.LabelState: "learn"},
-			Annotations: map[string]string{discoverystate.AnnotationPart: strconv.Itoa(i),
-				discoverystate.AnnotationParts: strconv.Itoa(len(parts))},
-		}, Data: map[string]string{discoverystate.StateKey: string(p)}})
+			Namespace: ns, Name: dstate.LegacyStateName("learn", i),
+			Labels: map[string]string{dstate.LabelState: "learn"},
+			Annotations: map[string]string{dstate.AnnotationPart: strconv.Itoa(i),
+				dstate.AnnotationParts: strconv.Itoa(len(parts))},
+		}, Data: map[string]string{dstate.StateKey: string(p)}})
 	}
 	policy := discoveryPolicy(ns, "learn", 3, "main")
 	create(t, policy)
@@ -67,7 +67,7 @@ func TestDiscoveryStateMovesHomeAndLeavesWithItsPolicy(t *testing.T) {
 	eventually(t, "the state is deleted with its policy", func() error {
 		var list corev1.ConfigMapList
 		if err := k8s.List(context.Background(), &list, client.InNamespace(operatorNS),
-			client.MatchingLabels{discoverystate.LabelState: discoverystate.StateLabel(ns, "learn")}); err != nil {
+			client.MatchingLabels{dstate.LabelState: dstate.StateLabel(ns, "learn")}); err != nil {
 			return err
 		}
 		if len(list.Items) != 0 {
@@ -83,12 +83,12 @@ func TestStateNamesFitAndDoNotCollide(t *testing.T) {
 		long[i] = 'a'
 	}
 	for _, c := range []struct{ ns, name string }{{"a-b", "c"}, {"a", "b-c"}, {"mail", string(long)}} {
-		name, label := discoverystate.StateName(c.ns, c.name, 12), discoverystate.StateLabel(c.ns, c.name)
+		name, label := dstate.StateName(c.ns, c.name, 12), dstate.StateLabel(c.ns, c.name)
 		if len(name) > 253 || len(label) > 63 {
 			t.Errorf("%s/%s: name %d and label %d characters", c.ns, c.name, len(name), len(label))
 		}
 	}
-	if discoverystate.StateName("a-b", "c", 0) == discoverystate.StateName("a", "b-c", 0) {
+	if dstate.StateName("a-b", "c", 0) == dstate.StateName("a", "b-c", 0) {
 		t.Error("two policies share a state name")
 	}
 }

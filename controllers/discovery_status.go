@@ -12,7 +12,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	relayv1alpha1 "github.com/postwarden/postwarden/api/v1alpha1"
-	"github.com/postwarden/postwarden/relay/discoverystate"
+	dstate "github.com/postwarden/postwarden/controllers/discovery/state"
 )
 
 // writeDiscoveryStatus writes the discovery part of a policy's status: counts, the
@@ -61,7 +61,7 @@ func added(before, after []string) []string {
 	return out
 }
 
-func statusAddresses(as []discoverystate.Address) []relayv1alpha1.DiscoveredAddress {
+func statusAddresses(as []dstate.Address) []relayv1alpha1.DiscoveredAddress {
 	if len(as) == 0 {
 		return nil
 	}

@@ -13,6 +13,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	relayv1alpha1 "github.com/postwarden/postwarden/api/v1alpha1"
+	dstate "github.com/postwarden/postwarden/controllers/discovery/state"
 	"github.com/postwarden/postwarden/relay/discoverystate"
 	"github.com/postwarden/postwarden/relay/snapshot"
 )
@@ -38,7 +39,7 @@ func TestDiscoveryMergeLoop(t *testing.T) {
 	}
 	publish(t, relay1, "journal-a", first...)
 	waitAck(t, relay1, "journal-a/4")
-	st := stateWhere(t, ns, "learn", "the first batch is merged", func(st discoverystate.State) error {
+	st := stateWhere(t, ns, "learn", "the first batch is merged", func(st dstate.State) error {
 		return cmpErr(wantAddress(st, at("ann"), snapshot.DiscoveredPending, 1), wantAddress(st, at("bob"), snapshot.DiscoveredPending, 1),
 			wantAddress(st, at("listed"), "", 0))
 	})
@@ -50,10 +51,10 @@ func TestDiscoveryMergeLoop(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, cm := range cms {
-		if cm.Namespace != operatorNS || cm.Annotations[discoverystate.AnnotationPolicy] != ns+"/learn" {
+		if cm.Namespace != operatorNS || cm.Annotations[dstate.AnnotationPolicy] != ns+"/learn" {
 			t.Errorf("state ConfigMap %s/%s is not the policy's, in the operator namespace: %v", cm.Namespace, cm.Name, cm.Annotations)
 		}
-		if cm.Annotations[discoverystate.AnnotationParts] == "" || cm.Annotations[discoverystate.AnnotationPart] == "" {
+		if cm.Annotations[dstate.AnnotationParts] == "" || cm.Annotations[dstate.AnnotationPart] == "" {
 			t.Errorf("state ConfigMap %s lacks its part annotations: %v", cm.Name, cm.Annotations)
 		}
 	}
@@ -70,7 +71,7 @@ func TestDiscoveryMergeLoop(t *testing.T) {
 		}
 		s := policy.Status
 		if s.Discovered.Pending != 2 || len(s.RecentAddresses) != 2 || s.LastMergeTime == nil ||
-			!slices.Equal(s.StateConfigMaps, []string{discoverystate.StateName(ns, "learn", 0)}) {
+			!slices.Equal(s.StateConfigMaps, []string{dstate.StateName(ns, "learn", 0)}) {
 			return fmt.Errorf("status %+v", s)
 		}
 		return nil
@@ -80,14 +81,14 @@ func TestDiscoveryMergeLoop(t *testing.T) {
 	// Only the new one counts: bob reaches the threshold, ann does not.
 	publish(t, relay1, "journal-a", append(first, obs(5, discoverystate.Delivered, "bob"))...)
 	waitAck(t, relay1, "journal-a/5")
-	stateWhere(t, ns, "learn", "a replayed batch counts once", func(st discoverystate.State) error {
+	stateWhere(t, ns, "learn", "a replayed batch counts once", func(st dstate.State) error {
 		return cmpErr(wantAddress(st, at("bob"), snapshot.DiscoveredUser, 0), wantAddress(st, at("ann"), snapshot.DiscoveredPending, 1))
 	})
 
 	// Another replica's journal counts on its own.
 	publish(t, relay2, "journal-b", discoverystate.Observation{Seq: 1, Kind: discoverystate.Delivered, Address: at("ann"), Time: now})
 	waitAck(t, relay2, "journal-b/1")
-	stateWhere(t, ns, "learn", "the second relay's message promotes ann", func(st discoverystate.State) error {
+	stateWhere(t, ns, "learn", "the second relay's message promotes ann", func(st dstate.State) error {
 		return wantAddress(st, at("ann"), snapshot.DiscoveredUser, 0)
 	})
 	eventually(t, "status counts two users", func() error {
@@ -97,7 +98,7 @@ func TestDiscoveryMergeLoop(t *testing.T) {
 		if s := policy.Status.Discovered; s.Users != 2 || s.Pending != 0 {
 			return fmt.Errorf("discovered %+v", s)
 		}
-		if r := policy.Status.RecentAddresses; len(r) != 2 || r[0].State != snapshot.DiscoveredUser || r[0].Reason != discoverystate.ReasonThreshold {
+		if r := policy.Status.RecentAddresses; len(r) != 2 || r[0].State != snapshot.DiscoveredUser || r[0].Reason != dstate.ReasonThreshold {
 			return fmt.Errorf("recent %+v", r)
 		}
 		return nil
@@ -108,15 +109,15 @@ func TestDiscoveryMergeLoop(t *testing.T) {
 	update(t, md, func(md *relayv1alpha1.MailDomain) {
 		md.Spec.Users = append(md.Spec.Users, relayv1alpha1.MailUser{Address: at("bob")})
 	})
-	stateWhere(t, ns, "learn", "the spec wins", func(st discoverystate.State) error { return wantAddress(st, at("bob"), "", 0) })
+	stateWhere(t, ns, "learn", "the spec wins", func(st dstate.State) error { return wantAddress(st, at("bob"), "", 0) })
 
 	// A verified address that never receives enough mail expires.
 	publish(t, relay2, "journal-b", discoverystate.Observation{Seq: 2, Kind: discoverystate.Verified, Address: at("carl"), Time: now})
-	stateWhere(t, ns, "learn", "carl is pending", func(st discoverystate.State) error {
+	stateWhere(t, ns, "learn", "carl is pending", func(st dstate.State) error {
 		return wantAddress(st, at("carl"), snapshot.DiscoveredPending, 0)
 	})
 	discoveryClock.SetTime(discoveryClock.Now().Add(22 * 24 * time.Hour))
-	stateWhere(t, ns, "learn", "carl expired", func(st discoverystate.State) error {
+	stateWhere(t, ns, "learn", "carl expired", func(st dstate.State) error {
 		return wantAddress(st, at("carl"), snapshot.DiscoveredInvalid, 0)
 	})
 	snapshotWhere(t, "the relays refuse carl", func(s *snapshot.Snapshot) error {

@@ -10,7 +10,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	relayv1alpha1 "github.com/postwarden/postwarden/api/v1alpha1"
-	"github.com/postwarden/postwarden/relay/discoverystate"
+	dstate "github.com/postwarden/postwarden/controllers/discovery/state"
 	"github.com/postwarden/postwarden/relay/snapshot"
 )
 
@@ -43,12 +43,12 @@ func TestBuildReportListsWhatIsNewSinceTheLastReport(t *testing.T) {
 	now := last.AddDate(0, 0, 7)
 	p := &relayv1alpha1.DiscoveryPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: "acme", Name: "learn"},
 		Spec: relayv1alpha1.DiscoveryPolicySpec{ReportRecipients: []string{"it@acme.com"}}}
-	st := &storedState{state: discoverystate.State{Addresses: []discoverystate.Address{
-		{Address: "old@acme.com", State: snapshot.DiscoveredUser, Reason: discoverystate.ReasonThreshold, Since: last.Add(-time.Hour)},
-		{Address: "new@acme.com", State: snapshot.DiscoveredUser, Reason: discoverystate.ReasonThreshold, Since: last.Add(time.Hour)},
-		{Address: "jane@acme.net", State: snapshot.DiscoveredAlias, Target: "jane@acme.com", Reason: discoverystate.ReasonLocalPart, Since: last.Add(2 * time.Hour)},
+	st := &storedState{state: dstate.State{Addresses: []dstate.Address{
+		{Address: "old@acme.com", State: snapshot.DiscoveredUser, Reason: dstate.ReasonThreshold, Since: last.Add(-time.Hour)},
+		{Address: "new@acme.com", State: snapshot.DiscoveredUser, Reason: dstate.ReasonThreshold, Since: last.Add(time.Hour)},
+		{Address: "jane@acme.net", State: snapshot.DiscoveredAlias, Target: "jane@acme.com", Reason: dstate.ReasonLocalPart, Since: last.Add(2 * time.Hour)},
 		{Address: "maybe@acme.com", State: snapshot.DiscoveredPending, Since: last.Add(time.Hour)},
-	}}, parts: []*corev1.ConfigMap{{ObjectMeta: metav1.ObjectMeta{Namespace: "postwarden-system", Name: discoverystate.StateName("acme", "learn", 0)}}}}
+	}}, parts: []*corev1.ConfigMap{{ObjectMeta: metav1.ObjectMeta{Namespace: "postwarden-system", Name: dstate.StateName("acme", "learn", 0)}}}}
 	rep := buildReport(p, []string{"acme.net", "acme.com"}, st, last, now)
 	if rep.from != "postmaster@acme.com" {
 		t.Errorf("from %s", rep.from)
@@ -73,17 +73,17 @@ func TestBuildReportListsWhatIsNewSinceTheLastReport(t *testing.T) {
 }
 
 func TestReadStateNeedsACompleteSet(t *testing.T) {
-	st := discoverystate.State{Version: discoverystate.StateVersion, Policy: "ns/p", Addresses: []discoverystate.Address{
+	st := dstate.State{Version: dstate.StateVersion, Policy: "ns/p", Addresses: []dstate.Address{
 		{Address: "a@x.example", State: snapshot.DiscoveredPending}, {Address: "b@x.example", State: snapshot.DiscoveredUser},
 		{Address: "c@x.example", State: snapshot.DiscoveredUser}, {Address: "d@x.example", State: snapshot.DiscoveredUser}}}
-	parts, err := discoverystate.Shard(st, discoverystate.MaxPartBytes, 2)
+	parts, err := dstate.Shard(st, dstate.MaxPartBytes, 2)
 	if err != nil {
 		t.Fatal(err)
 	}
 	cm := func(i, n int, data []byte) corev1.ConfigMap {
-		return corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: discoverystate.StateName("mail", "p", i), Annotations: map[string]string{
-			discoverystate.AnnotationPart: strconv.Itoa(i), discoverystate.AnnotationParts: strconv.Itoa(n)}},
-			Data: map[string]string{discoverystate.StateKey: string(data)}}
+		return corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: dstate.StateName("mail", "p", i), Annotations: map[string]string{
+			dstate.AnnotationPart: strconv.Itoa(i), dstate.AnnotationParts: strconv.Itoa(n)}},
+			Data: map[string]string{dstate.StateKey: string(data)}}
 	}
 	got, err := readState([]corev1.ConfigMap{cm(1, 2, parts[1]), cm(0, 2, parts[0])}, "ns/p")
 	if err != nil || len(got.state.Addresses) != 4 {
@@ -92,7 +92,7 @@ func TestReadStateNeedsACompleteSet(t *testing.T) {
 	if _, err := readState([]corev1.ConfigMap{cm(0, 2, parts[0])}, "ns/p"); err == nil {
 		t.Error("a missing part was accepted")
 	}
-	whole, _ := discoverystate.EncodeState(st)
+	whole, _ := dstate.EncodeState(st)
 	if _, err := readState([]corev1.ConfigMap{cm(0, 2, parts[0]), cm(1, 1, whole)}, "ns/p"); err == nil {
 		t.Error("parts of two writes were mixed")
 	}
@@ -102,19 +102,19 @@ func TestReadStateNeedsACompleteSet(t *testing.T) {
 }
 
 func TestSalvageKeepsWhatDecodes(t *testing.T) {
-	st := discoverystate.State{Version: discoverystate.StateVersion, Policy: "ns/p",
-		Journals: map[string]discoverystate.Watermark{"j": {Seq: 7}}}
+	st := dstate.State{Version: dstate.StateVersion, Policy: "ns/p",
+		Journals: map[string]dstate.Watermark{"j": {Seq: 7}}}
 	for _, a := range []string{"a", "b", "c", "d", "e", "f"} {
-		st.Addresses = append(st.Addresses, discoverystate.Address{Address: a + "@x.example", State: snapshot.DiscoveredUser})
+		st.Addresses = append(st.Addresses, dstate.Address{Address: a + "@x.example", State: snapshot.DiscoveredUser})
 	}
-	parts, err := discoverystate.Shard(st, discoverystate.MaxPartBytes, 2)
+	parts, err := dstate.Shard(st, dstate.MaxPartBytes, 2)
 	if err != nil {
 		t.Fatal(err)
 	}
 	cm := func(i int, data string) corev1.ConfigMap {
-		return corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: discoverystate.StateName("mail", "p", i), Annotations: map[string]string{
-			discoverystate.AnnotationPart: strconv.Itoa(i), discoverystate.AnnotationParts: "2"}},
-			Data: map[string]string{discoverystate.StateKey: data}}
+		return corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: dstate.StateName("mail", "p", i), Annotations: map[string]string{
+			dstate.AnnotationPart: strconv.Itoa(i), dstate.AnnotationParts: "2"}},
+			Data: map[string]string{dstate.StateKey: data}}
 	}
 	cases := map[string]struct {
 		cms           []corev1.ConfigMap

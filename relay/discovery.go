@@ -161,7 +161,8 @@ func (d *discoveryRecorder) Delivered(rcpt, direction string) {
 // OutboundSender implements smtpd.Observer: a sending server used an address of its
 // domain that the directory does not list as a user, which makes it a user when the
 // domain's policy auto-adds outbound senders. Other policies would ignore the
-// observation (discoverystate.Merge), so it is not recorded for them.
+// observation (the operator's merge, controllers/discovery/state), so it is not
+// recorded for them.
 func (d *discoveryRecorder) OutboundSender(e directory.Entry, sender string) {
 	if e.Domain == nil || e.Domain.DiscoveryPolicy == "" {
 		return

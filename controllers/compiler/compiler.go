@@ -17,7 +17,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	relayv1alpha1 "github.com/postwarden/postwarden/api/v1alpha1"
-	"github.com/postwarden/postwarden/relay/discoverystate"
+	"github.com/postwarden/postwarden/controllers/discovery/state"
 	"github.com/postwarden/postwarden/relay/snapshot"
 )
 
@@ -73,8 +73,8 @@ type Input struct {
 	CertificateSecret string
 	// Discovery holds the SMTP Discovery state of each policy, keyed by
 	// "<namespace>/<name>": its addresses become Domain.Discovered of the domains the
-	// policy covers (see discoverystate.Apply).
-	Discovery map[string]discoverystate.State
+	// policy covers (see state.Apply).
+	Discovery map[string]state.State
 	// ReportCredential is the operator's own SMTP identity, which sends the discovery
 	// reports through the relay; nil when the operator sends none.
 	ReportCredential *ReportCredential
@@ -180,7 +180,7 @@ func Compile(in Input) (*Result, error) {
 	c.fingerprintDomains()
 	// Discovered addresses are not a MailDomain's content: they change without its spec,
 	// so they stay out of its fingerprint (and its Ready condition).
-	discoverystate.Apply(s, c.in.Discovery)
+	state.Apply(s, c.in.Discovery)
 	s.Normalize()
 	if err := s.Validate(); err != nil {
 		return nil, fmt.Errorf("compiled snapshot is invalid: %w", err)

@@ -12,7 +12,7 @@ import (
 	"testing"
 
 	relayv1alpha1 "github.com/postwarden/postwarden/api/v1alpha1"
-	"github.com/postwarden/postwarden/relay/discoverystate"
+	"github.com/postwarden/postwarden/controllers/discovery/state"
 	"github.com/postwarden/postwarden/relay/snapshot"
 )
 
@@ -90,15 +90,15 @@ func scenarios(t testing.TB) map[string]Input {
 				domain("acme", "acme-net", "acme.net", 1, users("bob@acme.net"), inbound("mail.acme.com", 25)),
 			},
 			DiscoveryPolicies: []*relayv1alpha1.DiscoveryPolicy{discovery("acme", "learn", 2, "acme-com", "acme-net")},
-			Discovery: map[string]discoverystate.State{"acme/learn": {
-				Version: discoverystate.StateVersion, Policy: "acme/learn",
-				Addresses: []discoverystate.Address{
-					{Address: "new.user@acme.com", State: snapshot.DiscoveredUser, Role: "EndUser", Reason: discoverystate.ReasonThreshold},
-					{Address: "jane.doe@acme.net", State: snapshot.DiscoveredAlias, Target: "jane.doe@acme.com", Reason: discoverystate.ReasonLocalPart},
-					{Address: "maybe@acme.net", State: snapshot.DiscoveredPending, Reason: discoverystate.ReasonVerified},
-					{Address: "gone@acme.com", State: snapshot.DiscoveredInvalid, Reason: discoverystate.ReasonExpired},
+			Discovery: map[string]state.State{"acme/learn": {
+				Version: state.StateVersion, Policy: "acme/learn",
+				Addresses: []state.Address{
+					{Address: "new.user@acme.com", State: snapshot.DiscoveredUser, Role: "EndUser", Reason: state.ReasonThreshold},
+					{Address: "jane.doe@acme.net", State: snapshot.DiscoveredAlias, Target: "jane.doe@acme.com", Reason: state.ReasonLocalPart},
+					{Address: "maybe@acme.net", State: snapshot.DiscoveredPending, Reason: state.ReasonVerified},
+					{Address: "gone@acme.com", State: snapshot.DiscoveredInvalid, Reason: state.ReasonExpired},
 					// The spec lists it: the spec wins.
-					{Address: "bob@acme.net", State: snapshot.DiscoveredInvalid, Reason: discoverystate.ReasonExpired},
+					{Address: "bob@acme.net", State: snapshot.DiscoveredInvalid, Reason: state.ReasonExpired},
 					// Not a covered domain, and not an address: left out, never an invalid snapshot.
 					{Address: "x@elsewhere.example", State: snapshot.DiscoveredUser},
 					{Address: "Bad Address@acme.com", State: snapshot.DiscoveredUser},

@@ -1,24 +1,17 @@
-// Package discoverystate is the shared language of SMTP Discovery between the relays and
-// the operator: the observations a relay records (an address verified or refused by the
-// domain's server, a clean delivery, an outbound sender), the batches in which it
-// publishes them, the authoritative per-policy State the operator keeps, and Merge, the
-// pure function that folds observations into that state and applies the lifecycle of
-// every discovered address. It imports nothing from the relay's internals, so the
-// operator can use it directly. docs/discovery.md describes the formats for humans.
+// Package discoverystate is the wire format of SMTP Discovery from the relays to the
+// operator, and nothing else: the observations a relay records (an address verified or
+// refused by the domain's server, a clean delivery, an outbound sender, a catch-all
+// server), the versioned Batch in which it publishes them, the ConfigMap that carries
+// the batch and the annotation by which the operator acknowledges it. The operator's
+// per-policy state and the merge that folds batches into it are the operator's own
+// (controllers/discovery/state). It imports nothing from either side, so both can use
+// it. docs/discovery.md describes the formats for humans.
 package discoverystate
 
-import (
-	"strings"
-	"time"
-)
+import "time"
 
-// Format versions. A reader refuses any other.
-const (
-	// BatchVersion identifies the format of a Batch.
-	BatchVersion = "relay.postwarden.dev/discovery-batch/v1"
-	// StateVersion identifies the format of a State.
-	StateVersion = "relay.postwarden.dev/discovery-state/v1"
-)
+// BatchVersion identifies the format of a Batch. A reader refuses any other.
+const BatchVersion = "relay.postwarden.dev/discovery-batch/v1"
 
 // Kind is what an Observation saw.
 type Kind string
@@ -53,7 +46,7 @@ type Observation struct {
 
 // Batch is what a relay publishes: the observations of its journal not yet
 // acknowledged, oldest first. The operator may see a batch, or part of it, more than
-// once; Merge skips what it has already merged, by Journal and Seq.
+// once; its merge skips what it has already merged, by Journal and Seq.
 type Batch struct {
 	// Version must be BatchVersion.
 	Version string `json:"version"`
@@ -63,74 +56,4 @@ type Batch struct {
 	// Relay is the pod name of the publishing replica, for humans.
 	Relay        string        `json:"relay,omitempty"`
 	Observations []Observation `json:"observations"`
-}
-
-// Address is one discovered address and the evidence about it.
-type Address struct {
-	Address string `json:"address"`
-	// State is one of the snapshot.Discovered* states.
-	State string `json:"state"`
-	// Target is the user an Alias points to.
-	Target string `json:"target,omitempty"`
-	// Role is a User's role.
-	Role string `json:"role,omitempty"`
-	// Reason says why the address is in its state (one of the Reason* constants).
-	Reason    string    `json:"reason,omitempty"`
-	FirstSeen time.Time `json:"firstSeen"`
-	LastSeen  time.Time `json:"lastSeen"`
-	// Since is when the address entered its current state.
-	Since time.Time `json:"since"`
-	// Clean holds the times of clean messages within the window, at most the threshold's
-	// worth, newest last. Only Pending addresses keep them.
-	Clean []time.Time `json:"clean,omitempty"`
-}
-
-// Reasons for a state.
-const (
-	ReasonVerified  = "Verified"  // Pending: the domain's server accepted it
-	ReasonThreshold = "Threshold" // User: enough clean messages in the window
-	ReasonOutbound  = "Outbound"  // User: seen as an outbound sender
-	ReasonExpired   = "Expired"   // Invalid, or User with expiredAddressesBecomeUsers
-	ReasonLocalPart = "LocalPart" // Alias: same local part as a user of another domain
-)
-
-// Watermark is how far the operator has merged one journal.
-type Watermark struct {
-	// Seq is the highest sequence number merged.
-	Seq uint64 `json:"seq"`
-	// Seen is when the journal last published.
-	Seen time.Time `json:"seen"`
-}
-
-// State is the authoritative discovery state of one DiscoveryPolicy, written only by
-// the operator.
-type State struct {
-	// Version must be StateVersion.
-	Version string `json:"version"`
-	// Policy is "<namespace>/<name>" of the DiscoveryPolicy.
-	Policy string `json:"policy"`
-	// Journals maps a journal identity to how far it has been merged.
-	Journals map[string]Watermark `json:"journals,omitempty"`
-	// Addresses are sorted by address.
-	Addresses []Address `json:"addresses,omitempty"`
-	// CatchAll maps a covered domain to the last time a relay found its server accepting
-	// any address; an entry older than CatchAllWindow is dropped.
-	CatchAll map[string]time.Time `json:"catchAll,omitempty"`
-}
-
-// Counts counts addresses by state.
-type Counts struct {
-	Pending, Users, Aliases, Invalid int
-}
-
-func localpart(addr string) string {
-	i := strings.LastIndexByte(addr, '@')
-	if i < 0 {
-		return addr
-	}
-	return addr[:i]
-}
-
-func domainpart(addr string) string {
-	return addr[strings.LastIndexByte(addr, '@')+1:]
 }

@@ -5,6 +5,7 @@
 // time however many sessions ask, and rate and concurrency limits per destination
 // that defer rather than queue. Journal records what the relay observes (callout
 // outcomes, clean deliveries, outbound senders) durably in the spool volume, and
-// Shipper publishes it through a Publisher (ConfigMapPublisher in Kubernetes) for the
-// operator to merge with discoverystate.Merge. docs/discovery.md has the whole design.
+// Shipper publishes it through a Publisher (ConfigMapPublisher in Kubernetes) as
+// relay/discoverystate batches, for the operator to merge into its own state
+// (controllers/discovery/state). docs/discovery.md has the whole design.
 package discovery

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/postwarden/postwarden/controllers/discovery/state"
 	"github.com/postwarden/postwarden/relay/discoverystate"
 	"github.com/postwarden/postwarden/relay/internal/smtpd"
 	"github.com/postwarden/postwarden/relay/snapshot"
@@ -16,9 +17,9 @@ import (
 // into one policy state and acknowledges what the state's watermark covers.
 type mergingOperator struct {
 	mu     sync.Mutex
-	policy discoverystate.Policy
+	policy state.Policy
 	now    func() time.Time
-	state  discoverystate.State
+	state  state.State
 	// dropAck simulates an operator that merged but crashed before acknowledging.
 	dropAck bool
 }
@@ -26,14 +27,14 @@ type mergingOperator struct {
 func (o *mergingOperator) Publish(_ context.Context, b discoverystate.Batch) (uint64, error) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	o.state = discoverystate.Merge(o.state, []discoverystate.Batch{b}, o.policy, o.now())
+	o.state = state.Merge(o.state, []discoverystate.Batch{b}, o.policy, o.now())
 	if o.dropAck {
 		return 0, nil
 	}
 	return o.state.Journals[b.Journal].Seq, nil
 }
 
-func (o *mergingOperator) address(addr string) *discoverystate.Address {
+func (o *mergingOperator) address(addr string) *state.Address {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	for _, a := range o.state.Addresses {
@@ -65,8 +66,8 @@ func startReplica(t *testing.T, dir, name string, clk *clock, op *mergingOperato
 	}
 }
 
-func testPolicy() discoverystate.Policy {
-	return discoverystate.Policy{
+func testPolicy() state.Policy {
+	return state.Policy{
 		DiscoveryPolicy: snapshot.DiscoveryPolicy{Name: "mail/discovery", Threshold: 3, WindowDays: 30, ExpiryDays: 21},
 		Domains:         []snapshot.Domain{{Name: "example.com"}},
 	}

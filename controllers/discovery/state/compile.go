@@ -1,4 +1,4 @@
-package discoverystate
+package state
 
 import (
 	"github.com/postwarden/postwarden/relay/snapshot"

@@ -1,4 +1,4 @@
-package discoverystate
+package state
 
 import (
 	"cmp"
@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/postwarden/postwarden/relay/discoverystate"
 	"github.com/postwarden/postwarden/relay/snapshot"
 )
 
@@ -101,7 +102,7 @@ func newScope(p Policy) *scope {
 //     further address of it is promoted: Pending ones expire as Invalid.
 //
 // The spec always wins: an address it lists is dropped from the state.
-func Merge(st State, batches []Batch, p Policy, now time.Time) State {
+func Merge(st State, batches []discoverystate.Batch, p Policy, now time.Time) State {
 	sc := newScope(p)
 	out := State{Version: StateVersion, Policy: p.Name, Journals: make(map[string]Watermark, len(st.Journals))}
 	for id, w := range st.Journals {
@@ -118,7 +119,7 @@ func Merge(st State, batches []Batch, p Policy, now time.Time) State {
 		byAddr[a.Address] = &a
 	}
 	for _, b := range batches {
-		if b.Version != BatchVersion || b.Journal == "" {
+		if b.Version != discoverystate.BatchVersion || b.Journal == "" {
 			continue
 		}
 		w := out.Journals[b.Journal]
@@ -151,20 +152,20 @@ func Merge(st State, batches []Batch, p Policy, now time.Time) State {
 	return out
 }
 
-func (sc *scope) apply(byAddr map[string]*Address, o Observation) {
+func (sc *scope) apply(byAddr map[string]*Address, o discoverystate.Observation) {
 	addr := strings.ToLower(o.Address)
 	// Only addresses the snapshot can carry: anything else would make it invalid.
 	if !snapshot.IsAddress(addr) || !sc.covered[domainpart(addr)] || sc.listed[addr] {
 		return
 	}
 	a := byAddr[addr]
-	if o.Kind == CatchAll {
+	if o.Kind == discoverystate.CatchAll {
 		if d := domainpart(addr); o.Time.After(sc.catchAll[d]) {
 			sc.catchAll[d] = o.Time
 		}
 		return
 	}
-	if t, ok := sc.catchAll[domainpart(addr)]; ok && a == nil && (o.Kind == Verified || o.Kind == Delivered) &&
+	if t, ok := sc.catchAll[domainpart(addr)]; ok && a == nil && (o.Kind == discoverystate.Verified || o.Kind == discoverystate.Delivered) &&
 		o.Time.Sub(t) <= CatchAllWindow {
 		return // a catch-all server vouches for no address
 	}
@@ -179,16 +180,16 @@ func (sc *scope) apply(byAddr map[string]*Address, o Observation) {
 		byAddr[addr] = a
 	}
 	switch o.Kind {
-	case Verified:
+	case discoverystate.Verified:
 		if a == nil {
 			create()
 		}
 		touch()
-	case Refused:
+	case discoverystate.Refused:
 		if a != nil && a.State == snapshot.DiscoveredPending {
 			delete(byAddr, addr)
 		}
-	case Delivered:
+	case discoverystate.Delivered:
 		if a == nil {
 			create()
 		}
@@ -200,7 +201,7 @@ func (sc *scope) apply(byAddr map[string]*Address, o Observation) {
 				a.Clean = slices.Delete(a.Clean, 0, len(a.Clean)-t)
 			}
 		}
-	case OutboundSender:
+	case discoverystate.OutboundSender:
 		if !sc.p.AutoAddOutboundUsers {
 			return
 		}

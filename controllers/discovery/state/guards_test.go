@@ -1,21 +1,22 @@
-package discoverystate
+package state
 
 import (
 	"fmt"
 	"testing"
 
+	"github.com/postwarden/postwarden/relay/discoverystate"
 	"github.com/postwarden/postwarden/relay/snapshot"
 )
 
 func TestCatchAllDomainLearnsNothingNew(t *testing.T) {
 	p := testPolicy()
-	st := Merge(State{}, []Batch{obs("j", 1,
-		o(Verified, "known@example.com", days(0)),
-		o(CatchAll, "pw-probe-1f2e@example.com", days(1)),
-		o(Verified, "guessed@example.com", days(1)),
-		o(Delivered, "other@example.com", days(1)),
-		o(Delivered, "known@example.com", days(1)),
-		o(Verified, "bob@example.net", days(1)),
+	st := Merge(State{}, []discoverystate.Batch{obs("j", 1,
+		o(discoverystate.Verified, "known@example.com", days(0)),
+		o(discoverystate.CatchAll, "pw-probe-1f2e@example.com", days(1)),
+		o(discoverystate.Verified, "guessed@example.com", days(1)),
+		o(discoverystate.Delivered, "other@example.com", days(1)),
+		o(discoverystate.Delivered, "known@example.com", days(1)),
+		o(discoverystate.Verified, "bob@example.net", days(1)),
 	)}, p, days(1))
 	if find(st, "guessed@example.com") != nil || find(st, "other@example.com") != nil {
 		t.Errorf("a catch-all domain's callouts and deliveries created addresses: %+v", st.Addresses)
@@ -36,7 +37,7 @@ func TestCatchAllDomainLearnsNothingNew(t *testing.T) {
 	// Relays probe again while the server accepts everything; once they stop finding it
 	// catch-all, the mark lapses after the window and learning resumes.
 	later := days(1).Add(CatchAllWindow + day)
-	st = Merge(st, []Batch{obs("j", 7, o(Verified, "new@example.com", later))}, p, later)
+	st = Merge(st, []discoverystate.Batch{obs("j", 7, o(discoverystate.Verified, "new@example.com", later))}, p, later)
 	if len(st.CatchAllDomains()) != 0 {
 		t.Errorf("the catch-all mark outlived its window: %v", st.CatchAll)
 	}
@@ -46,7 +47,7 @@ func TestCatchAllDomainLearnsNothingNew(t *testing.T) {
 }
 
 func TestCatchAllOfUncoveredDomainIsIgnored(t *testing.T) {
-	st := Merge(State{}, []Batch{obs("j", 1, o(CatchAll, "x@elsewhere.org", days(0)))}, testPolicy(), days(0))
+	st := Merge(State{}, []discoverystate.Batch{obs("j", 1, o(discoverystate.CatchAll, "x@elsewhere.org", days(0)))}, testPolicy(), days(0))
 	if len(st.CatchAll) != 0 {
 		t.Errorf("CatchAll = %v, want nothing for a domain the policy does not cover", st.CatchAll)
 	}
@@ -54,13 +55,13 @@ func TestCatchAllOfUncoveredDomainIsIgnored(t *testing.T) {
 
 func TestUsersStopAtTheDomainLimit(t *testing.T) {
 	p := testPolicy(func(p *Policy) { p.MaxAddressesPerDomain = 2; p.Threshold = 1; p.AutoAddOutboundUsers = true })
-	var items []Observation
+	var items []discoverystate.Observation
 	for i := range 4 {
 		a := fmt.Sprintf("u%d@example.com", i)
-		items = append(items, o(Verified, a, days(0)), o(Delivered, a, days(0)))
+		items = append(items, o(discoverystate.Verified, a, days(0)), o(discoverystate.Delivered, a, days(0)))
 	}
-	st := Merge(State{}, []Batch{obs("j", 1, items...)}, p, days(0))
-	st = Merge(st, []Batch{obs("j", 9, o(OutboundSender, "sender@example.com", days(0)))}, p, days(0))
+	st := Merge(State{}, []discoverystate.Batch{obs("j", 1, items...)}, p, days(0))
+	st = Merge(st, []discoverystate.Batch{obs("j", 9, o(discoverystate.OutboundSender, "sender@example.com", days(0)))}, p, days(0))
 	c := st.Counts()
 	if c.Users != 2 {
 		t.Errorf("users = %d, want the limit, 2 (%+v)", c.Users, st.Addresses)
@@ -73,7 +74,7 @@ func TestUsersStopAtTheDomainLimit(t *testing.T) {
 	}
 	// Which two: the first in address order, whatever the map order.
 	for range 5 {
-		again := Merge(State{}, []Batch{obs("j", 1, items...)}, p, days(0))
+		again := Merge(State{}, []discoverystate.Batch{obs("j", 1, items...)}, p, days(0))
 		if fmt.Sprint(again.Addresses) != fmt.Sprint(st.Addresses) {
 			t.Fatal("the merge at the limit is not deterministic")
 		}

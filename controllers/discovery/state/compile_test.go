@@ -1,9 +1,10 @@
-package discoverystate
+package state
 
 import (
 	"reflect"
 	"testing"
 
+	"github.com/postwarden/postwarden/relay/discoverystate"
 	"github.com/postwarden/postwarden/relay/snapshot"
 )
 
@@ -24,10 +25,10 @@ func TestApplyCompilesAValidSnapshot(t *testing.T) {
 	if _, ok := PolicyFor(s, "mail/other"); ok {
 		t.Fatal("PolicyFor found a policy the snapshot does not hold")
 	}
-	st := Merge(State{}, []Batch{obs("j", 1,
-		o(Verified, "bob@example.com", days(0)),
-		o(Verified, "ann@example.net", days(0)),
-		o(Verified, "eve@example.org", days(0)))}, p, days(0))
+	st := Merge(State{}, []discoverystate.Batch{obs("j", 1,
+		o(discoverystate.Verified, "bob@example.com", days(0)),
+		o(discoverystate.Verified, "ann@example.net", days(0)),
+		o(discoverystate.Verified, "eve@example.org", days(0)))}, p, days(0))
 	// State written by hand (or by an older operator) that the snapshot must not carry.
 	st.Addresses = append(st.Addresses,
 		Address{Address: "jane@example.com", State: snapshot.DiscoveredInvalid},
