@@ -20,7 +20,7 @@ func Run(ctx context.Context, args []string) error {
 	fs.StringVar(&opts.Dir, "dir", ".dev", "folder for the CA, kubeconfig, spool, received mail and logs")
 	fs.StringVar(&opts.SubmissionAddr, "submission-listen", "127.0.0.1:2587", "relay submission address (STARTTLS and AUTH)")
 	fs.StringVar(&opts.InboundAddr, "inbound-listen", "127.0.0.1:2525", "relay inbound address (mail for the managed domains)")
-	fs.StringVar(&opts.SinkAddr, "sink-listen", "127.0.0.1:2526", "catch-all mail server: the smarthost and the samples' inbound destination")
+	fs.StringVar(&opts.SinkAddr, "sink-listen", "127.0.0.1:2526", "stand-in mail server: the smarthost and the samples' inbound destination")
 	fs.StringVar(&opts.HTTPAddr, "http-listen", "127.0.0.1:9090", "relay /metrics, /healthz and /readyz")
 	fs.StringVar(&opts.SamplesNamespace, "namespace", "mail", "namespace for config/samples")
 	fs.BoolVar(&opts.NoSamples, "no-samples", false, "apply no samples: start empty")

@@ -1,7 +1,7 @@
 // Package dev is Postwarden's local development environment, the `postwarden dev`
 // command that `make run` starts: an embedded control plane (kube-apiserver and etcd,
 // with Postwarden's and cert-manager's CRDs), the operator, a stand-in for cert-manager's
-// CA issuer, a relay with delivery on, a loopback DNS server and a catch-all mail
+// CA issuer, a relay with delivery on, a loopback DNS server and a stand-in mail
 // server, all in one process and on loopback only. The end-to-end tests start it too.
 package dev
 

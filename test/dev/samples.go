@@ -21,7 +21,7 @@ type sampleFacts struct {
 }
 
 // applySamples creates config/samples in namespace, with the MailDomain's inbound
-// delivery pointed at the catch-all (the dev command is the user here: it applies a
+// delivery pointed at the stand-in mail server (the dev command is the user here: it applies a
 // changed copy, the operator never writes spec).
 func applySamples(ctx context.Context, c client.Client, root, namespace, inboundHost string, inboundPort int) (sampleFacts, error) {
 	var facts sampleFacts

@@ -13,7 +13,7 @@ import (
 	"github.com/postwarden/postwarden/test/testkit"
 )
 
-// startSink starts the catch-all destination mail server on addr: testkit's SMTP server,
+// startSink starts the stand-in destination mail server on addr: testkit's SMTP server,
 // which accepts every message (unless told to refuse some recipients) and saves each as
 // one .eml file in dir, printing a summary of each and its headers to out.
 func startSink(addr, dir string, out io.Writer) (*testkit.Server, error) {

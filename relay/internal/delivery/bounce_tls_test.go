@@ -14,9 +14,12 @@ import (
 
 // A bounce of mail received for a managed domain goes back to the (foreign) sender
 // under that domain's Outbound TLS policy, as the domain's own mail to that destination
-// would: RequireTLS towards a destination without STARTTLS keeps it queued.
+// would: RequireTLS towards a destination without STARTTLS keeps it queued. The message
+// was also for another tenant's domain, b.example, which took it: the bounce speaks for
+// a.example, whose recipient failed.
 func TestBounceFollowsTheManagedDomainsOutboundPolicy(t *testing.T) {
 	h := newHarness(t, Retry{}, func(s *snapshot.Snapshot) {
+		s.Domains = append(s.Domains, snapshot.Domain{Name: "b.example", InboundDelivery: s.Domains[0].InboundDelivery})
 		s.TLSPolicies = []snapshot.TLSPolicy{{
 			Source: snapshot.ObjectRef{Namespace: "ns", Name: "strict-partner"}, Direction: snapshot.DirectionOutbound,
 			Domains: []string{"a.example"}, Destinations: []string{"partner.example"}, Mode: snapshot.ModeRequireTLS,
@@ -27,7 +30,7 @@ func TestBounceFollowsTheManagedDomainsOutboundPolicy(t *testing.T) {
 	h.start()
 
 	id, err := h.spool.Accept(context.Background(), spool.Envelope{
-		Sender: "someone@partner.example", Recipients: []string{"gone@a.example"}, Direction: DirectionInbound,
+		Sender: "someone@partner.example", Recipients: []string{"ok@b.example", "gone@a.example"}, Direction: DirectionInbound,
 	}, bytes.NewReader([]byte(message("test"))))
 	if err != nil {
 		t.Fatal(err)

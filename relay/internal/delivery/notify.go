@@ -82,7 +82,7 @@ func (r *Runner) notify(ctx context.Context, m spool.Message, view *compiled.Vie
 		direction = DirectionInbound
 	}
 	env := spool.Envelope{Sender: "", Recipients: []string{m.Envelope.Sender}, Direction: direction, ReceivedAt: r.clock.Now(),
-		OnBehalfOf: onBehalfOf(m, view)}
+		OnBehalfOf: onBehalfOf(m.Envelope.Sender, report.Recipients, view)}
 	id, err := r.opts.Spool.Accept(ctx, env, bytes.NewReader(raw))
 	if err != nil {
 		return fmt.Errorf("queueing the notification: %w", err)
@@ -96,15 +96,16 @@ func (r *Runner) notify(ctx context.Context, m spool.Message, view *compiled.Vie
 	return nil
 }
 
-// onBehalfOf names the managed domain a notification about m speaks for: its sender's,
-// or else that of the first recipient of a managed domain (mail received for a customer
-// that its server refused).
-func onBehalfOf(m spool.Message, view *compiled.View) string {
-	if d := domainOf(m.Envelope.Sender); isManaged(view, d) {
+// onBehalfOf names the managed domain a notification speaks for: the sender's, or else
+// that of the first reported recipient of a managed domain (mail received for a customer
+// that its server refused). Only reported recipients count: a message received for
+// several tenants' domains is reported on by the tenant whose recipient failed.
+func onBehalfOf(sender string, reported []dsn.Recipient, view *compiled.View) string {
+	if d := domainOf(sender); isManaged(view, d) {
 		return d
 	}
-	for _, rc := range m.Envelope.Recipients {
-		if d := domainOf(rc); isManaged(view, d) {
+	for _, rc := range reported {
+		if d := domainOf(rc.Address); isManaged(view, d) {
 			return d
 		}
 	}
