@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
 	"time"
 
 	certmanagerv1 "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
@@ -61,7 +62,9 @@ type certificateManager struct {
 	client    client.Client
 	opts      OperatorOptions
 	installed bool
-	state     *state
+	view      *certTracker
+	notifier  *notifier
+	ledger    *renderLedger
 }
 
 // enabled says the operator owns a Certificate.
@@ -88,8 +91,8 @@ func (m *certificateManager) ensure(ctx context.Context, hostnames []string) (ti
 		}
 		view.Ready, view.Message, view.NotAfter = certificateReadiness(cert)
 	}
-	if m.state.setCert(view) {
-		m.state.notify(ctx, m.state.keys(compiler.KindMailDomain))
+	if m.view.set(view) {
+		m.notifier.notify(ctx, m.ledger.keys(compiler.KindMailDomain))
 	}
 	if view.Ready && view.NotAfter != nil {
 		// Recheck at expiry, in case cert-manager cannot renew in time.
@@ -146,4 +149,44 @@ func certificateReadiness(cert *certmanagerv1.Certificate) (bool, string, *metav
 		}
 	}
 	return false, "cert-manager has not reported on the Certificate yet", cert.Status.NotAfter
+}
+
+// certView is the state of the relay certificate, as MailDomains report it.
+type certView struct {
+	// Managed says the operator owns a Certificate; Missing says cert-manager's CRDs are
+	// not installed.
+	Managed, Missing bool
+	SecretName       string
+	Ready            bool
+	Message          string
+	NotAfter         *metav1.Time
+}
+
+// certTracker holds the certificate manager's last view of the certificate.
+type certTracker struct {
+	mu   sync.Mutex
+	view certView
+}
+
+// set records c and reports whether it differs from the view before.
+func (t *certTracker) set(c certView) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	same := t.view.Managed == c.Managed && t.view.Missing == c.Missing && t.view.SecretName == c.SecretName &&
+		t.view.Ready == c.Ready && t.view.Message == c.Message && timesEqual(t.view.NotAfter, c.NotAfter)
+	t.view = c
+	return !same
+}
+
+func (t *certTracker) current() certView {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.view
+}
+
+func timesEqual(a, b *metav1.Time) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return a.Equal(b)
 }

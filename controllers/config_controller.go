@@ -15,6 +15,7 @@ import (
 
 	relayv1alpha1 "github.com/postwarden/postwarden/api/v1alpha1"
 	"github.com/postwarden/postwarden/controllers/compiler"
+	"github.com/postwarden/postwarden/controllers/discovery"
 )
 
 // configReconciler renders every object into one snapshot and writes it. Every event
@@ -24,8 +25,11 @@ type configReconciler struct {
 	client    client.Client // cached; Secrets only as metadata
 	apiReader client.Reader // uncached, for the few Secret contents needed
 	opts      OperatorOptions
-	state     *state
-	certs     *certificateManager
+	// ledger is owned here: only this reconciler writes it.
+	ledger   *renderLedger
+	relays   *relayTracker
+	notifier *notifier
+	certs    *certificateManager
 	// maxShardBytes is snapshot.MaxShardBytes, smaller in tests.
 	maxShardBytes int
 
@@ -33,7 +37,7 @@ type configReconciler struct {
 	// data only when it changed.
 	caBundles map[types.NamespacedName]caBundle
 	// discovery decodes the policies' discovery states from the cache.
-	discovery stateCache
+	discovery discovery.StateCache
 }
 
 type caBundle struct {
@@ -66,18 +70,18 @@ func (r *configReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	r.state.setWriting(res.Snapshot.Hash)
+	r.ledger.setWriting(res.Snapshot.Hash)
 	written, err := r.writeShards(ctx, res.Snapshot)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	changed := r.state.applyResult(res)
+	changed := r.ledger.record(res)
 	if written {
 		log.Info("relay config written", "hash", res.Snapshot.Hash, "domains", len(res.Snapshot.Domains),
 			"credentials", len(res.Snapshot.Credentials), "duration", time.Since(start).Round(time.Millisecond))
 	}
-	r.state.notify(ctx, changed)
-	r.state.notify(ctx, r.state.refreshRelays())
+	r.notifier.notify(ctx, changed)
+	r.notifier.notify(ctx, r.relays.refresh())
 	requeue := certRequeue
 	if next := res.NextClaimRelease(in.Now, in.ClaimReleaseAfter); next > 0 && (requeue == 0 || next < requeue) {
 		requeue = next // render again when a vacant claim is due for release
@@ -132,16 +136,16 @@ func (r *configReconciler) gather(ctx context.Context) (compiler.Input, error) {
 		in.Credentials = append(in.Credentials, c)
 	}
 
-	var discovery relayv1alpha1.DiscoveryPolicyList
-	if err := r.client.List(ctx, &discovery, noCopy); err != nil {
+	var policies relayv1alpha1.DiscoveryPolicyList
+	if err := r.client.List(ctx, &policies, noCopy); err != nil {
 		return in, fmt.Errorf("listing DiscoveryPolicies: %w", err)
 	}
-	names := make([]string, 0, len(discovery.Items))
-	for i := range discovery.Items {
-		in.DiscoveryPolicies = append(in.DiscoveryPolicies, &discovery.Items[i])
-		names = append(names, discovery.Items[i].Namespace+"/"+discovery.Items[i].Name)
+	names := make([]string, 0, len(policies.Items))
+	for i := range policies.Items {
+		in.DiscoveryPolicies = append(in.DiscoveryPolicies, &policies.Items[i])
+		names = append(names, policies.Items[i].Namespace+"/"+policies.Items[i].Name)
 	}
-	if in.Discovery, err = r.discovery.states(ctx, r.client, r.opts.Namespace, names); err != nil {
+	if in.Discovery, err = r.discovery.States(ctx, r.client, r.opts.Namespace, names); err != nil {
 		return in, err
 	}
 	if in.ReportCredential, err = r.reportCredential(ctx); err != nil {

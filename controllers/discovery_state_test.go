@@ -78,19 +78,3 @@ func TestDiscoveryStateMovesHomeAndLeavesWithItsPolicy(t *testing.T) {
 		return nil
 	})
 }
-
-func TestStateNamesFitAndDoNotCollide(t *testing.T) {
-	long := make([]byte, 253)
-	for i := range long {
-		long[i] = 'a'
-	}
-	for _, c := range []struct{ ns, name string }{{"a-b", "c"}, {"a", "b-c"}, {"mail", string(long)}} {
-		name, label := dstate.StateName(c.ns, c.name, 12), dstate.StateLabel(c.ns, c.name)
-		if len(name) > 253 || len(label) > 63 {
-			t.Errorf("%s/%s: name %d and label %d characters", c.ns, c.name, len(name), len(label))
-		}
-	}
-	if dstate.StateName("a-b", "c", 0) == dstate.StateName("a", "b-c", 0) {
-		t.Error("two policies share a state name")
-	}
-}

@@ -7,7 +7,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/recorder"
 
 	relayv1alpha1 "github.com/postwarden/postwarden/api/v1alpha1"
 	"github.com/postwarden/postwarden/controllers/compiler"
@@ -16,9 +15,9 @@ import (
 // mailDomainReconciler writes MailDomain status from the last render: the conditions,
 // the counts and policies in effect, the relay certificate, and the config hash.
 type mailDomainReconciler struct {
-	client   client.Client
-	recorder recorder.EventRecorder
-	state    *state
+	client client.Client
+	views  statusViews
+	status statusWriter
 }
 
 func (r *mailDomainReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
@@ -29,7 +28,7 @@ func (r *mailDomainReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	if !md.DeletionTimestamp.IsZero() {
 		return ctrl.Result{}, nil
 	}
-	st, ok := r.state.status(compiler.ObjectKey{Kind: compiler.KindMailDomain, Namespace: md.Namespace, Name: md.Name}, md.Generation)
+	st, ok := r.views.status(compiler.ObjectKey{Kind: compiler.KindMailDomain, Namespace: md.Namespace, Name: md.Name}, md.Generation)
 	if !ok {
 		return ctrl.Result{}, nil // the next render sends it again
 	}
@@ -45,7 +44,7 @@ func (r *mailDomainReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 		meta.RemoveStatusCondition(&s.Conditions, relayv1alpha1.ConditionCertificateReady)
 	}
 	s.ObservedGeneration = md.Generation
-	return ctrl.Result{}, writeStatus(ctx, r.client, r.recorder, &md, before, md.Status, before.Status, s.Conditions, before.Status.Conditions)
+	return ctrl.Result{}, r.status.write(ctx, &md, before)
 }
 
 // setCertificateStatus reports the relay certificate on a served domain.

@@ -1,7 +1,8 @@
 // Package controllers is the Postwarden operator: it reconciles MailDomains,
 // SMTPCredentials, DiscoveryPolicies and TLSDeliveryPolicies into one relay config
 // snapshot, issues SMTP credentials, manages the relay's certificate, and reports what
-// the relays enforce. docs/operator.md describes the design.
+// the relays enforce. The SMTP Discovery loop is package discovery below, which this
+// package wires in. docs/operator.md describes the design.
 package controllers
 
 import (
@@ -34,6 +35,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	relayv1alpha1 "github.com/postwarden/postwarden/api/v1alpha1"
+	"github.com/postwarden/postwarden/controllers/discovery"
 	"github.com/postwarden/postwarden/relay/snapshot"
 )
 
@@ -74,8 +76,8 @@ type OperatorOptions struct {
 	CertificateName string
 
 	// DiscoveryMergeInterval bounds how often SMTP Discovery state is merged (default
-	// DefaultDiscoveryMergeInterval). DiscoveryGCAfter is how long a relay must be gone
-	// before its observations ConfigMap is deleted (default DefaultDiscoveryGCAfter).
+	// discovery.DefaultMergeInterval). DiscoveryGCAfter is how long a relay must be gone
+	// before its observations ConfigMap is deleted (default discovery.DefaultGCAfter).
 	DiscoveryMergeInterval time.Duration
 	DiscoveryGCAfter       time.Duration
 	// ReportRelay is the relay's submission address (host:port) through which the
@@ -121,8 +123,8 @@ func (o *OperatorOptions) BindFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.IssuerKind, "issuer-kind", "ClusterIssuer", "kind of the cert-manager issuer: Issuer or ClusterIssuer")
 	fs.StringVar(&o.IssuerGroup, "issuer-group", "cert-manager.io", "API group of the cert-manager issuer")
 	fs.StringVar(&o.CertificateName, "certificate-name", "postwarden-relay", "name of the cert-manager Certificate the operator owns; its Secret is <name>-tls")
-	fs.DurationVar(&o.DiscoveryMergeInterval, "discovery-merge-interval", DefaultDiscoveryMergeInterval, "how often, at most, SMTP Discovery observations are merged into the policies' state")
-	fs.DurationVar(&o.DiscoveryGCAfter, "discovery-gc-after", DefaultDiscoveryGCAfter, "delete a relay's acknowledged discovery observations this long after its Lease expired")
+	fs.DurationVar(&o.DiscoveryMergeInterval, "discovery-merge-interval", discovery.DefaultMergeInterval, "how often, at most, SMTP Discovery observations are merged into the policies' state")
+	fs.DurationVar(&o.DiscoveryGCAfter, "discovery-gc-after", discovery.DefaultGCAfter, "delete a relay's acknowledged discovery observations this long after its Lease expired")
 	fs.DurationVar(&o.DomainClaimReleaseAfter, "domain-claim-release-after", DefaultDomainClaimReleaseAfter, "how long a namespace keeps its claim on a domain after its last MailDomain for it is deleted")
 	fs.StringVar(&o.ReportRelay, "report-relay", "", "submission address (host:port) of the relay, through which discovery reports are mailed; empty: reports are Events only")
 	fs.StringVar(&o.ReportRelayServerName, "report-relay-server-name", "", "name to verify on the relay's certificate when mailing reports (default: the first --relay-hostnames entry)")
@@ -151,14 +153,8 @@ func (o OperatorOptions) withDefaults() OperatorOptions {
 	if o.IssuerGroup == "" {
 		o.IssuerGroup = "cert-manager.io"
 	}
-	if o.DiscoveryMergeInterval <= 0 {
-		o.DiscoveryMergeInterval = DefaultDiscoveryMergeInterval
-	}
 	if o.DomainClaimReleaseAfter <= 0 {
 		o.DomainClaimReleaseAfter = DefaultDomainClaimReleaseAfter
-	}
-	if o.DiscoveryGCAfter <= 0 {
-		o.DiscoveryGCAfter = DefaultDiscoveryGCAfter
 	}
 	if o.Clock == nil {
 		o.Clock = clock.RealClock{}
@@ -249,7 +245,7 @@ var testSkipNameValidation *bool
 // only when they hold discovery state (by label), and Secrets as metadata only: the operator never reads a
 // whole Secret through the cached client (that would cache every Secret of the
 // cluster), but reads the few whose data it needs with the API reader. The relays'
-// observation ConfigMaps have a cache of their own (see SetupWithManager).
+// observation ConfigMaps have a cache of their own (see discovery.Setup).
 func NewManager(cfg *rest.Config, opts OperatorOptions) (ctrl.Manager, error) {
 	opts = opts.withDefaults()
 	byObject := map[client.Object]cache.ByObject{
@@ -259,7 +255,7 @@ func NewManager(cfg *rest.Config, opts OperatorOptions) (ctrl.Manager, error) {
 		},
 		&corev1.ConfigMap{}: {
 			Namespaces: map[string]cache.Config{opts.Namespace: {}},
-			Label:      stateSelector(),
+			Label:      discovery.StateSelector(),
 		},
 	}
 	installed, err := certManagerInstalled(cfg)

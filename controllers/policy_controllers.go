@@ -6,7 +6,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/recorder"
 
 	relayv1alpha1 "github.com/postwarden/postwarden/api/v1alpha1"
 	"github.com/postwarden/postwarden/controllers/compiler"
@@ -31,13 +30,13 @@ func tlsDeliveryPolicyStatus(p *relayv1alpha1.TLSDeliveryPolicy) policyStatus {
 // render: the two kinds report the same things.
 type policyReconciler[P any, PT interface {
 	*P
-	client.Object
+	conditioned
 }] struct {
-	client   client.Client
-	recorder recorder.EventRecorder
-	state    *state
-	kind     compiler.Kind
-	status   func(PT) policyStatus
+	client client.Client
+	views  statusViews
+	writer statusWriter
+	kind   compiler.Kind
+	status func(PT) policyStatus
 }
 
 func (r *policyReconciler[P, PT]) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
@@ -48,7 +47,7 @@ func (r *policyReconciler[P, PT]) Reconcile(ctx context.Context, req ctrl.Reques
 	if !p.GetDeletionTimestamp().IsZero() {
 		return ctrl.Result{}, nil
 	}
-	st, ok := r.state.status(compiler.ObjectKey{Kind: r.kind, Namespace: p.GetNamespace(), Name: p.GetName()}, p.GetGeneration())
+	st, ok := r.views.status(compiler.ObjectKey{Kind: r.kind, Namespace: p.GetNamespace(), Name: p.GetName()}, p.GetGeneration())
 	if !ok {
 		return ctrl.Result{}, nil
 	}
@@ -57,7 +56,5 @@ func (r *policyReconciler[P, PT]) Reconcile(ctx context.Context, req ctrl.Reques
 	setConditions(s.conditions, p.GetGeneration(), st)
 	*s.mailDomains = st.verdict.MailDomains
 	*s.observedGeneration = p.GetGeneration()
-	// Only status differs between p and before, so comparing the objects compares status.
-	return ctrl.Result{}, writeStatus(ctx, r.client, r.recorder, p, before, p, before,
-		*s.conditions, *r.status(before).conditions)
+	return ctrl.Result{}, r.writer.write(ctx, p, before)
 }

@@ -15,10 +15,11 @@ import (
 // relaysReconciler reads the relay status Leases: which replicas are live and which
 // snapshot each enforces. When that changes, every object's Ready is recomputed.
 type relaysReconciler struct {
-	client client.Client
-	opts   OperatorOptions
-	state  *state
-	now    func() time.Time
+	client   client.Client
+	opts     OperatorOptions
+	view     *relayTracker
+	notifier *notifier
+	now      func() time.Time
 }
 
 // maxRelayRecheck bounds the wait before a Lease is looked at again.
@@ -35,7 +36,7 @@ func (r *relaysReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.
 	var hashes []string
 	var next time.Duration
 	for i := range leases.Items {
-		expires, ok := leaseExpiry(&leases.Items[i])
+		expires, ok := snapshot.LeaseExpiry(&leases.Items[i])
 		if !ok || !expires.After(now) {
 			continue
 		}
@@ -45,18 +46,10 @@ func (r *relaysReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.
 			next = d
 		}
 	}
-	r.state.notify(ctx, r.state.setRelays(live, hashes))
+	r.notifier.notify(ctx, r.view.set(live, hashes))
 	if next == 0 {
 		return ctrl.Result{}, nil
 	}
 	// Look again when the first Lease would expire, unless it is renewed before.
 	return ctrl.Result{RequeueAfter: min(next+100*time.Millisecond, maxRelayRecheck)}, nil
-}
-
-// leaseExpiry is renewTime + leaseDurationSeconds; false when either is missing.
-func leaseExpiry(l *coordinationv1.Lease) (time.Time, bool) {
-	if l.Spec.RenewTime == nil || l.Spec.LeaseDurationSeconds == nil {
-		return time.Time{}, false
-	}
-	return l.Spec.RenewTime.Add(time.Duration(*l.Spec.LeaseDurationSeconds) * time.Second), true
 }

@@ -21,8 +21,6 @@ import (
 const (
 	ReportSecretName = "postwarden-discovery-report"
 	reportUsername   = "postwarden-discovery-report"
-	// reportListMax bounds each list in a report mail.
-	reportListMax = 1000
 )
 
 // issueReportCredential creates the report credential's Secret the first time: its own

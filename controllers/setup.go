@@ -24,6 +24,7 @@ import (
 
 	relayv1alpha1 "github.com/postwarden/postwarden/api/v1alpha1"
 	"github.com/postwarden/postwarden/controllers/compiler"
+	"github.com/postwarden/postwarden/controllers/discovery"
 	"github.com/postwarden/postwarden/relay/snapshot"
 )
 
@@ -46,22 +47,28 @@ func SetupWithManager(mgr ctrl.Manager, opts OperatorOptions) error {
 		return err
 	}
 
-	st := newState()
+	// The config reconciler owns the ledger, the relays reconciler the relay view, the
+	// certificate manager the certificate's; the per-kind reconcilers read all three
+	// and hear from the notifier when to.
+	ledger, notes := newRenderLedger(), newNotifier()
+	relayView, cert := &relayTracker{ledger: ledger}, &certTracker{}
+	views := statusViews{ledger: ledger, relays: relayView, cert: cert}
 	rec := mgr.GetEventRecorder(managerName)
 	c := mgr.GetClient()
-	certs := &certificateManager{client: c, opts: opts, installed: installed, state: st}
-	cfg := &configReconciler{client: c, apiReader: mgr.GetAPIReader(), opts: opts, state: st, certs: certs,
-		maxShardBytes: shardBytes, caBundles: map[types.NamespacedName]caBundle{}}
+	status := statusWriter{client: c, recorder: rec}
+	certs := &certificateManager{client: c, opts: opts, installed: installed, view: cert, notifier: notes, ledger: ledger}
+	cfg := &configReconciler{client: c, apiReader: mgr.GetAPIReader(), opts: opts, ledger: ledger, relays: relayView,
+		notifier: notes, certs: certs, maxShardBytes: shardBytes, caBundles: map[types.NamespacedName]caBundle{}}
 	if err := setupConfigController(mgr, cfg, installed); err != nil {
 		return err
 	}
 
-	if err := setupDiscoveryController(mgr, st, opts); err != nil {
+	if err := discovery.Setup(mgr, ledger, discoveryOptions(opts)); err != nil {
 		return err
 	}
 
 	toConfig := func(context.Context, client.Object) []reconcile.Request { return []reconcile.Request{configRequest} }
-	relays := &relaysReconciler{client: c, opts: opts, state: st, now: time.Now}
+	relays := &relaysReconciler{client: c, opts: opts, view: relayView, notifier: notes, now: time.Now}
 	if err := ctrl.NewControllerManagedBy(mgr).Named("relaystatus").
 		Watches(&coordinationv1.Lease{}, handler.EnqueueRequestsFromMapFunc(toConfig)).
 		Complete(relays); err != nil {
@@ -70,11 +77,8 @@ func SetupWithManager(mgr ctrl.Manager, opts OperatorOptions) error {
 
 	workers := controller.Options{MaxConcurrentReconciles: 4}
 	generation := builder.WithPredicates(predicate.GenerationChangedPredicate{})
-	fromState := func(kind compiler.Kind) source.Source {
-		return source.Channel(st.events[kind], &handler.EnqueueRequestForObject{})
-	}
 
-	creds := &smtpCredentialReconciler{client: c, apiReader: mgr.GetAPIReader(), scheme: mgr.GetScheme(), recorder: rec, state: st, opts: opts}
+	creds := &smtpCredentialReconciler{client: c, apiReader: mgr.GetAPIReader(), scheme: mgr.GetScheme(), recorder: rec, views: views, opts: opts}
 	if err := ctrl.NewControllerManagedBy(mgr).
 		For(&relayv1alpha1.SMTPCredential{}, generation).
 		WatchesMetadata(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(credentialsOfSecret(c))).
@@ -84,32 +88,32 @@ func SetupWithManager(mgr ctrl.Manager, opts OperatorOptions) error {
 				UpdateFunc: func(event.UpdateEvent) bool { return false },
 				DeleteFunc: func(event.DeleteEvent) bool { return false },
 			})).
-		WatchesRawSource(fromState(compiler.KindSMTPCredential)).
+		WatchesRawSource(notes.source(compiler.KindSMTPCredential)).
 		WithOptions(workers).
 		Complete(creds); err != nil {
 		return fmt.Errorf("setting up the SMTPCredential controller: %w", err)
 	}
 	if err := ctrl.NewControllerManagedBy(mgr).
 		For(&relayv1alpha1.MailDomain{}, generation).
-		WatchesRawSource(fromState(compiler.KindMailDomain)).
+		WatchesRawSource(notes.source(compiler.KindMailDomain)).
 		WithOptions(workers).
-		Complete(&mailDomainReconciler{client: c, recorder: rec, state: st}); err != nil {
+		Complete(&mailDomainReconciler{client: c, views: views, status: status}); err != nil {
 		return fmt.Errorf("setting up the MailDomain controller: %w", err)
 	}
 	if err := ctrl.NewControllerManagedBy(mgr).
 		For(&relayv1alpha1.DiscoveryPolicy{}, generation).
-		WatchesRawSource(fromState(compiler.KindDiscoveryPolicy)).
+		WatchesRawSource(notes.source(compiler.KindDiscoveryPolicy)).
 		WithOptions(workers).
 		Complete(&policyReconciler[relayv1alpha1.DiscoveryPolicy, *relayv1alpha1.DiscoveryPolicy]{
-			client: c, recorder: rec, state: st, kind: compiler.KindDiscoveryPolicy, status: discoveryPolicyStatus}); err != nil {
+			client: c, views: views, writer: status, kind: compiler.KindDiscoveryPolicy, status: discoveryPolicyStatus}); err != nil {
 		return fmt.Errorf("setting up the DiscoveryPolicy controller: %w", err)
 	}
 	if err := ctrl.NewControllerManagedBy(mgr).
 		For(&relayv1alpha1.TLSDeliveryPolicy{}, generation).
-		WatchesRawSource(fromState(compiler.KindTLSDeliveryPolicy)).
+		WatchesRawSource(notes.source(compiler.KindTLSDeliveryPolicy)).
 		WithOptions(workers).
 		Complete(&policyReconciler[relayv1alpha1.TLSDeliveryPolicy, *relayv1alpha1.TLSDeliveryPolicy]{
-			client: c, recorder: rec, state: st, kind: compiler.KindTLSDeliveryPolicy, status: tlsDeliveryPolicyStatus}); err != nil {
+			client: c, views: views, writer: status, kind: compiler.KindTLSDeliveryPolicy, status: tlsDeliveryPolicyStatus}); err != nil {
 		return fmt.Errorf("setting up the TLSDeliveryPolicy controller: %w", err)
 	}
 	return nil
@@ -174,7 +178,7 @@ func (r *configReconciler) secretEvents() handler.EventHandler {
 				return true
 			}
 			if o.GetLabels()[snapshot.LabelConfig] == r.opts.ConfigName {
-				return deleted || !r.state.isOwnHash(o.GetAnnotations()[snapshot.AnnotationHash])
+				return deleted || !r.ledger.isOwnHash(o.GetAnnotations()[snapshot.AnnotationHash])
 			}
 		}
 		var policies relayv1alpha1.TLSDeliveryPolicyList

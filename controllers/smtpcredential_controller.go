@@ -37,7 +37,7 @@ type smtpCredentialReconciler struct {
 	apiReader client.Reader // uncached: whether a Secret exists right now
 	scheme    *runtime.Scheme
 	recorder  recorder.EventRecorder
-	state     *state
+	views     statusViews
 	opts      OperatorOptions
 }
 
@@ -251,9 +251,9 @@ func (r *smtpCredentialReconciler) updateStatus(ctx context.Context, scope *cred
 				ObservedGeneration: cred.Generation, Reason: p.Reason, Message: p.Message})
 		}
 		s.ObservedGeneration = cred.Generation
-	} else if st, ok := r.state.status(compiler.ObjectKey{Kind: compiler.KindSMTPCredential, Namespace: cred.Namespace, Name: cred.Name}, cred.Generation); ok {
+	} else if st, ok := r.views.status(compiler.ObjectKey{Kind: compiler.KindSMTPCredential, Namespace: cred.Namespace, Name: cred.Name}, cred.Generation); ok {
 		setConditions(&s.Conditions, cred.Generation, st)
 		s.ObservedGeneration = cred.Generation
 	}
-	return writeStatus(ctx, r.client, r.recorder, cred, before, cred.Status, before.Status, s.Conditions, before.Status.Conditions)
+	return statusWriter{r.client, r.recorder}.write(ctx, cred, before)
 }

@@ -13,6 +13,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/recorder"
 
 	relayv1alpha1 "github.com/postwarden/postwarden/api/v1alpha1"
+	"github.com/postwarden/postwarden/controllers/compiler"
 )
 
 // setConditions writes Accepted and Ready from what the last render decided and what
@@ -21,6 +22,34 @@ import (
 // Accepted=True: the object is in the written snapshot. Ready=True (Enforced): every
 // live relay replica reports a snapshot at least as new as the first one that held the
 // object's current content. With no live replica, nothing is enforced.
+// objectStatus is what a per-kind reconciler needs to write an object's status.
+type objectStatus struct {
+	verdict   compiler.Verdict
+	firstHash string
+	// readiness is what the relays enforce of an accepted object.
+	readiness readiness
+	cert      certView
+}
+
+// statusViews joins, read-only, what the config reconciler, the relays reconciler and
+// the certificate manager each own, for the per-kind reconcilers.
+type statusViews struct {
+	ledger *renderLedger
+	relays *relayTracker
+	cert   *certTracker
+}
+
+// status returns the object's status inputs, or false when the last render has not
+// seen generation yet.
+func (v statusViews) status(key compiler.ObjectKey, generation int64) (objectStatus, bool) {
+	o, ok := v.ledger.object(key, generation)
+	if !ok {
+		return objectStatus{}, false
+	}
+	return objectStatus{verdict: *o.verdict, firstHash: o.firstHash,
+		readiness: readinessOf(o.firstSeq, v.relays.current()), cert: v.cert.current()}, true
+}
+
 func setConditions(conds *[]metav1.Condition, generation int64, st objectStatus) {
 	v := st.verdict
 	accepted := metav1.Condition{Type: relayv1alpha1.ConditionAccepted, ObservedGeneration: generation,
@@ -29,11 +58,11 @@ func setConditions(conds *[]metav1.Condition, generation int64, st objectStatus)
 	ready.Type = relayv1alpha1.ConditionReady
 	if v.Accepted {
 		accepted.Status = metav1.ConditionTrue
-		switch {
-		case st.enforced:
+		switch st.readiness {
+		case enforcedEverywhere:
 			ready.Status, ready.Reason = metav1.ConditionTrue, relayv1alpha1.ReasonEnforced
 			ready.Message = fmt.Sprintf("every live relay replica enforces config %s or newer", short(st.firstHash))
-		case st.relays.Live == 0:
+		case noLiveRelay:
 			ready.Reason = relayv1alpha1.ReasonPropagating
 			ready.Message = fmt.Sprintf("config %s is written; no live relay replica reports what it enforces", short(st.firstHash))
 		default:
@@ -56,21 +85,34 @@ func acceptedFlipped(before, after []metav1.Condition) (*metav1.Condition, bool)
 	return now, was == nil || was.Status != metav1.ConditionFalse || was.Reason != now.Reason
 }
 
-// writeStatus patches obj's status when it differs from before's, and sends a Warning
+// conditioned is any of the operator's kinds: each has status conditions.
+type conditioned interface {
+	client.Object
+	GetConditions() []metav1.Condition
+}
+
+// statusWriter writes the status of any kind the same way.
+type statusWriter struct {
+	client   client.Client
+	recorder recorder.EventRecorder
+}
+
+// write patches obj's status when it differs from before's, and sends a Warning
 // Event when the object has just been left out of the relay config.
-func writeStatus(ctx context.Context, c client.Client, rec recorder.EventRecorder, obj, before client.Object,
-	status, beforeStatus any, conds, beforeConds []metav1.Condition) error {
-	if equality.Semantic.DeepEqual(status, beforeStatus) {
+// Reconcilers change only status between before and obj, so comparing the objects
+// compares status; anything else that differed would cost a patch, never lose one.
+func (w statusWriter) write(ctx context.Context, obj, before conditioned) error {
+	if equality.Semantic.DeepEqual(obj, before) {
 		return nil
 	}
-	if err := c.Status().Patch(ctx, obj, client.MergeFrom(before), client.FieldOwner(fieldOwner)); err != nil {
+	if err := w.client.Status().Patch(ctx, obj, client.MergeFrom(before), client.FieldOwner(fieldOwner)); err != nil {
 		if apierrors.IsNotFound(err) {
 			return nil // deleted meanwhile
 		}
 		return fmt.Errorf("writing status: %w", err)
 	}
-	if cond, ok := acceptedFlipped(beforeConds, conds); ok && rec != nil {
-		rec.Eventf(obj, nil, corev1.EventTypeWarning, cond.Reason, "Compile", "left out of the relay config: %s", cond.Message)
+	if cond, ok := acceptedFlipped(before.GetConditions(), obj.GetConditions()); ok && w.recorder != nil {
+		w.recorder.Eventf(obj, nil, corev1.EventTypeWarning, cond.Reason, "Compile", "left out of the relay config: %s", cond.Message)
 	}
 	return nil
 }

@@ -7,10 +7,6 @@ import (
 	"slices"
 	"strings"
 	"testing"
-	"time"
-
-	coordinationv1 "k8s.io/api/coordination/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/postwarden/postwarden/controllers/compiler"
 	"github.com/postwarden/postwarden/relay/snapshot"
@@ -61,8 +57,8 @@ func TestNewPasswordHasAtLeast128BitsInASafeCharset(t *testing.T) {
 
 func TestReadyRule(t *testing.T) {
 	key := compiler.ObjectKey{Kind: compiler.KindMailDomain, Namespace: "ns", Name: "d"}
-	render := func(s *state, hash, fingerprint string) {
-		s.applyResult(&compiler.Result{
+	render := func(l *renderLedger, hash, fingerprint string) {
+		l.record(&compiler.Result{
 			Snapshot: &snapshot.Snapshot{Hash: hash},
 			Verdicts: map[compiler.ObjectKey]*compiler.Verdict{key: {Generation: 1, Accepted: true, Fingerprint: fingerprint}},
 		})
@@ -83,50 +79,29 @@ func TestReadyRule(t *testing.T) {
 	}
 	for name, c := range cases {
 		t.Run(name, func(t *testing.T) {
-			s := newState()
+			v := newStatusViews()
 			for _, r := range c.renders {
-				render(s, r[0], r[1])
+				render(v.ledger, r[0], r[1])
 			}
-			s.setRelays(c.live, c.reported)
-			st, ok := s.status(key, 1)
+			v.relays.set(c.live, c.reported)
+			st, ok := v.status(key, 1)
 			if !ok {
 				t.Fatal("no status")
 			}
-			if st.enforced != c.want {
-				t.Errorf("enforced = %v, want %v", st.enforced, c.want)
+			if enforced := st.readiness == enforcedEverywhere; enforced != c.want {
+				t.Errorf("enforced = %v, want %v", enforced, c.want)
 			}
 		})
 	}
 }
 
 func TestStatusWaitsForTheRenderOfTheCurrentGeneration(t *testing.T) {
-	s := newState()
+	v := newStatusViews()
 	key := compiler.ObjectKey{Kind: compiler.KindMailDomain, Namespace: "ns", Name: "d"}
-	s.applyResult(&compiler.Result{Snapshot: &snapshot.Snapshot{Hash: "h"},
+	v.ledger.record(&compiler.Result{Snapshot: &snapshot.Snapshot{Hash: "h"},
 		Verdicts: map[compiler.ObjectKey]*compiler.Verdict{key: {Generation: 1, Accepted: true}}})
-	if _, ok := s.status(key, 2); ok {
+	if _, ok := v.status(key, 2); ok {
 		t.Error("a verdict about generation 1 was used for generation 2")
-	}
-}
-
-func TestLeaseExpiry(t *testing.T) {
-	at := metav1.NewMicroTime(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
-	d := int32(10)
-	cases := map[string]struct {
-		spec coordinationv1.LeaseSpec
-		ok   bool
-	}{
-		"renewTime plus duration":                {coordinationv1.LeaseSpec{RenewTime: &at, LeaseDurationSeconds: &d}, true},
-		"a Lease never renewed is not live":      {coordinationv1.LeaseSpec{LeaseDurationSeconds: &d}, false},
-		"a Lease without a duration is not live": {coordinationv1.LeaseSpec{RenewTime: &at}, false},
-	}
-	for name, c := range cases {
-		t.Run(name, func(t *testing.T) {
-			exp, ok := leaseExpiry(&coordinationv1.Lease{Spec: c.spec})
-			if ok != c.ok || ok && !exp.Equal(at.Add(10*time.Second)) {
-				t.Errorf("got %v, %v", exp, ok)
-			}
-		})
 	}
 }
 
@@ -174,21 +149,28 @@ func TestFlags(t *testing.T) {
 }
 
 func TestRelayReportsNotifyOnlyObjectsWhoseReadyChanges(t *testing.T) {
-	s := newState()
+	v := newStatusViews()
 	old := compiler.ObjectKey{Kind: compiler.KindMailDomain, Namespace: "ns", Name: "old"}
 	changed := compiler.ObjectKey{Kind: compiler.KindMailDomain, Namespace: "ns", Name: "changed"}
-	s.applyResult(&compiler.Result{Snapshot: &snapshot.Snapshot{Hash: "h1"}, Verdicts: map[compiler.ObjectKey]*compiler.Verdict{
+	v.ledger.record(&compiler.Result{Snapshot: &snapshot.Snapshot{Hash: "h1"}, Verdicts: map[compiler.ObjectKey]*compiler.Verdict{
 		old: {Generation: 1, Accepted: true, Fingerprint: "a"}, changed: {Generation: 1, Accepted: true, Fingerprint: "b"}}})
-	s.applyResult(&compiler.Result{Snapshot: &snapshot.Snapshot{Hash: "h2"}, Verdicts: map[compiler.ObjectKey]*compiler.Verdict{
+	v.ledger.record(&compiler.Result{Snapshot: &snapshot.Snapshot{Hash: "h2"}, Verdicts: map[compiler.ObjectKey]*compiler.Verdict{
 		old: {Generation: 1, Accepted: true, Fingerprint: "a"}, changed: {Generation: 2, Accepted: true, Fingerprint: "c"}}})
 
-	if got := s.setRelays(1, []string{"h1"}); len(got) != 2 {
+	if got := v.relays.set(1, []string{"h1"}); len(got) != 2 {
 		t.Errorf("the first live relay changes every object's Ready, got %v", got)
 	}
-	if got := s.setRelays(1, []string{"h1"}); len(got) != 0 {
+	if got := v.relays.set(1, []string{"h1"}); len(got) != 0 {
 		t.Errorf("a renewal that reports the same hash changes nothing, got %v", got)
 	}
-	if got := s.setRelays(1, []string{"h2"}); !slices.Equal(got, []compiler.ObjectKey{changed}) {
+	if got := v.relays.set(1, []string{"h2"}); !slices.Equal(got, []compiler.ObjectKey{changed}) {
 		t.Errorf("applying h2 changes only the object h2 changed, got %v", got)
 	}
+}
+
+// newStatusViews wires a ledger, a relay view and a certificate view as the operator
+// does.
+func newStatusViews() statusViews {
+	l := newRenderLedger()
+	return statusViews{ledger: l, relays: &relayTracker{ledger: l}, cert: &certTracker{}}
 }

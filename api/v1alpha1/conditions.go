@@ -1,5 +1,7 @@
 package v1alpha1
 
+import metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
 // Condition types shared by every kind.
 const (
 	// ConditionAccepted says the object made it into the relay config snapshot.
@@ -92,3 +94,16 @@ const (
 	// maxAddressesPerDomain (Warning).
 	EventDiscoveryLimitReached = "DiscoveryLimitReached"
 )
+
+// GetConditions returns the object's status conditions. Every kind has them, so the
+// operator writes any kind's status through one function.
+func (d *MailDomain) GetConditions() []metav1.Condition { return d.Status.Conditions }
+
+// GetConditions returns the object's status conditions.
+func (c *SMTPCredential) GetConditions() []metav1.Condition { return c.Status.Conditions }
+
+// GetConditions returns the object's status conditions.
+func (p *DiscoveryPolicy) GetConditions() []metav1.Condition { return p.Status.Conditions }
+
+// GetConditions returns the object's status conditions.
+func (p *TLSDeliveryPolicy) GetConditions() []metav1.Condition { return p.Status.Conditions }

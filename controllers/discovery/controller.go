@@ -1,4 +1,10 @@
-package controllers
+// Package discovery is the operator's side of SMTP Discovery (docs/discovery.md): the
+// loop that merges the observations the relays publish into each DiscoveryPolicy's
+// state ConfigMaps, writes the discovery part of the policies' status, mails the weekly
+// reports and deletes what relays gone for good left behind. The merge itself, a pure
+// function, and the state's encoding are in package state below; this package reads
+// and writes the API server around it. The operator wires it in with Setup.
+package discovery
 
 import (
 	"context"
@@ -9,7 +15,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/selection"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/util/workqueue"
@@ -28,36 +33,28 @@ import (
 	"github.com/postwarden/postwarden/relay/discoverystate"
 )
 
-// Defaults of the discovery loop.
 const (
-	// DefaultDiscoveryMergeInterval bounds how often a policy's state is merged, and so
-	// how often discovery alone changes the relay config.
-	DefaultDiscoveryMergeInterval = time.Minute
-	// DefaultDiscoveryGCAfter is how long a relay replica's Lease must have been expired
-	// (or absent) before its acknowledged observations ConfigMap is deleted.
-	DefaultDiscoveryGCAfter = 24 * time.Hour
-	// discoveryResync merges every policy at least this often (wall time), even without
+	// resync merges every policy at least this often (wall time), even without
 	// observations, so that time-driven transitions never wait for traffic.
-	discoveryResync = time.Hour
+	resync = time.Hour
 	// recentAddresses is how many addresses status.recentAddresses shows.
 	recentAddresses = 20
 )
 
-// discoveryReconciler is the operator side of SMTP Discovery (docs/discovery.md): every
+// reconciler is the operator side of SMTP Discovery (docs/discovery.md): every
 // pass it reads the relays' observation batches, merges them into the state of each
 // policy they concern, writes the state parts that changed, then acknowledges the
 // batches; it also writes the policies' discovery status, sends the weekly reports and
 // deletes the observations of relays gone for good. One request key, one worker: passes
 // never overlap, and a pass runs at most once per merge interval (wall time), so what
 // arrives meanwhile is merged together.
-type discoveryReconciler struct {
+type reconciler struct {
 	client       client.Client // cached: policies, state ConfigMaps, relay Leases
 	observations client.Reader // cache of the observation ConfigMaps of opts.Namespace
 	apiReader    client.Reader
-	scheme       *runtime.Scheme
 	recorder     recorder.EventRecorder
-	opts         OperatorOptions
-	shared       *state
+	opts         Options
+	snapshots    Snapshots
 	clock        clock.PassiveClock
 	// wall paces the loop (merge interval, resync, report retries). It is not clock,
 	// which is SMTP Discovery's own time and which tests move by days at once.
@@ -90,12 +87,12 @@ type batchCM struct {
 	blocked bool
 }
 
-func (r *discoveryReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.Result, error) {
-	interval := r.opts.DiscoveryMergeInterval
+func (r *reconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.Result, error) {
+	interval := r.opts.MergeInterval
 	if wait := interval - r.wall.Since(r.lastPass); !r.lastPass.IsZero() && wait > 0 {
 		return ctrl.Result{RequeueAfter: wait}, nil
 	}
-	snap := r.shared.snapshot()
+	snap := r.snapshots.Snapshot()
 	if snap == nil {
 		return ctrl.Result{RequeueAfter: interval}, nil // no render yet
 	}
@@ -137,9 +134,9 @@ func (r *discoveryReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ct
 	return ctrl.Result{RequeueAfter: interval}, nil
 }
 
-// stateSelector selects the discovery state ConfigMaps: the only ConfigMaps in the
-// manager's cache.
-func stateSelector() labels.Selector {
+// StateSelector selects the discovery state ConfigMaps. The operator caches them (and
+// no other ConfigMap) in its manager: the loop reads them there, and so does the render.
+func StateSelector() labels.Selector {
 	req, err := labels.NewRequirement(dstate.LabelState, selection.Exists, nil)
 	if err != nil {
 		panic(err) // a constant key: cannot fail
@@ -147,10 +144,13 @@ func stateSelector() labels.Selector {
 	return labels.NewSelector().Add(*req)
 }
 
-// setupDiscoveryController starts a cache of the observation ConfigMaps (in
-// --namespace, by label), and the discovery loop. Every event maps to one request; the
-// loop also requeues itself every merge interval.
-func setupDiscoveryController(mgr ctrl.Manager, st *state, opts OperatorOptions) error {
+// Setup starts a cache of the observation ConfigMaps (in opts.Namespace, by label), and
+// the discovery loop, which merges the policies of what snapshots gives. Every event
+// maps to one request; the loop also requeues itself every merge interval. The
+// manager's own cache must hold the state ConfigMaps (StateSelector) and the relay
+// Leases of opts.Namespace.
+func Setup(mgr ctrl.Manager, snapshots Snapshots, opts Options) error {
+	opts = opts.withDefaults()
 	obsCache, err := cache.New(mgr.GetConfig(), cache.Options{
 		HTTPClient:           mgr.GetHTTPClient(),
 		Scheme:               mgr.GetScheme(),
@@ -165,11 +165,11 @@ func setupDiscoveryController(mgr ctrl.Manager, st *state, opts OperatorOptions)
 	if err := mgr.Add(obsCache); err != nil {
 		return fmt.Errorf("adding the discovery observations cache: %w", err)
 	}
-	r := &discoveryReconciler{client: mgr.GetClient(), observations: obsCache, apiReader: mgr.GetAPIReader(),
-		scheme: mgr.GetScheme(), recorder: mgr.GetEventRecorder(managerName), opts: opts, shared: st,
+	r := &reconciler{client: mgr.GetClient(), observations: obsCache, apiReader: mgr.GetAPIReader(),
+		recorder: mgr.GetEventRecorder(opts.ManagerName), opts: opts, snapshots: snapshots,
 		clock: opts.Clock, wall: clock.RealClock{}, reports: newReporter(opts, mgr.GetAPIReader())}
 	toKey := handler.EnqueueRequestsFromMapFunc(func(context.Context, client.Object) []reconcile.Request {
-		return []reconcile.Request{discoveryRequest}
+		return []reconcile.Request{request}
 	})
 	prime := make(chan event.GenericEvent, 1)
 	prime <- event.GenericEvent{Object: &metav1.PartialObjectMetadata{}}
@@ -184,4 +184,4 @@ func setupDiscoveryController(mgr ctrl.Manager, st *state, opts OperatorOptions)
 	return nil
 }
 
-var discoveryRequest = reconcile.Request{NamespacedName: types.NamespacedName{Name: "discovery"}}
+var request = reconcile.Request{NamespacedName: types.NamespacedName{Name: "discovery"}}

@@ -1,4 +1,4 @@
-package controllers
+package discovery
 
 import (
 	"context"
@@ -23,7 +23,7 @@ import (
 // acknowledge sets each batch's acknowledgement to its highest seq, once every policy it
 // concerns has merged it. Observations of no policy's domains are acknowledged too:
 // nothing will ever merge them.
-func (r *discoveryReconciler) acknowledge(ctx context.Context, batches []*batchCM) error {
+func (r *reconciler) acknowledge(ctx context.Context, batches []*batchCM) error {
 	var errs []error
 	for _, b := range batches {
 		if b.blocked || len(b.batch.Observations) == 0 {
@@ -42,7 +42,7 @@ func (r *discoveryReconciler) acknowledge(ctx context.Context, batches []*batchC
 			patched.Annotations = map[string]string{}
 		}
 		patched.Annotations[discoverystate.AnnotationAcked] = want
-		if err := r.client.Patch(ctx, patched, client.MergeFrom(b.cm), client.FieldOwner(fieldOwner)); client.IgnoreNotFound(err) != nil {
+		if err := r.client.Patch(ctx, patched, client.MergeFrom(b.cm), client.FieldOwner(r.opts.FieldOwner)); client.IgnoreNotFound(err) != nil {
 			errs = append(errs, fmt.Errorf("acknowledging %s: %w", b.cm.Name, err))
 		}
 	}
@@ -50,10 +50,10 @@ func (r *discoveryReconciler) acknowledge(ctx context.Context, batches []*batchC
 }
 
 // collectGarbage deletes the observations ConfigMap of a relay replica gone for good:
-// its Lease expired (or vanished) more than DiscoveryGCAfter ago, and everything it
+// its Lease expired (or vanished) more than Options.GCAfter ago, and everything it
 // published is acknowledged. The delete is conditional on the ConfigMap not having
 // changed since it was read.
-func (r *discoveryReconciler) collectGarbage(ctx context.Context, batches []*batchCM, now time.Time) error {
+func (r *reconciler) collectGarbage(ctx context.Context, batches []*batchCM, now time.Time) error {
 	var errs []error
 	seen := map[string]bool{}
 	for _, b := range batches {
@@ -65,7 +65,7 @@ func (r *discoveryReconciler) collectGarbage(ctx context.Context, batches []*bat
 		switch {
 		case err == nil:
 			delete(r.absentSince, b.cm.Name)
-			expires, ok := leaseExpiry(&lease)
+			expires, ok := snapshot.LeaseExpiry(&lease)
 			if !ok {
 				continue
 			}
@@ -82,7 +82,7 @@ func (r *discoveryReconciler) collectGarbage(ctx context.Context, batches []*bat
 			errs = append(errs, err)
 			continue
 		}
-		if now.Sub(gone) < r.opts.DiscoveryGCAfter || !fullyAcked(b) {
+		if now.Sub(gone) < r.opts.GCAfter || !fullyAcked(b) {
 			continue
 		}
 		pre := client.Preconditions{UID: &b.cm.UID, ResourceVersion: &b.cm.ResourceVersion}
@@ -119,13 +119,13 @@ func fullyAcked(b *batchCM) bool {
 // is only disabled or rejected keeps its state. The policy is looked up past the cache,
 // so a policy the cache has not seen yet is never taken for a deleted one; that costs a
 // read per policy, so it runs at most every stateGCInterval.
-func (r *discoveryReconciler) collectStates(ctx context.Context, now time.Time) error {
+func (r *reconciler) collectStates(ctx context.Context, now time.Time) error {
 	if !r.lastStateGC.IsZero() && now.Sub(r.lastStateGC) < stateGCInterval {
 		return nil
 	}
 	r.lastStateGC = now
 	var list corev1.ConfigMapList
-	if err := r.client.List(ctx, &list, client.InNamespace(r.opts.Namespace), client.MatchingLabelsSelector{Selector: stateSelector()}); err != nil {
+	if err := r.client.List(ctx, &list, client.InNamespace(r.opts.Namespace), client.MatchingLabelsSelector{Selector: StateSelector()}); err != nil {
 		return fmt.Errorf("listing discovery state ConfigMaps: %w", err)
 	}
 	var errs []error

@@ -1,4 +1,4 @@
-package controllers
+package discovery
 
 import (
 	"bytes"
@@ -28,10 +28,13 @@ import (
 	"github.com/postwarden/postwarden/relay/tlspolicy"
 )
 
+// reportListMax bounds each list in a report mail.
+const reportListMax = 1000
+
 // reporter sends each policy's weekly report: an Event on the policy, and a mail to its
 // reportRecipients through the relay's submission port.
 type reporter struct {
-	opts      OperatorOptions
+	opts      Options
 	apiReader client.Reader
 	// sent is the slot last reported per policy, so a status the cache has not caught up
 	// with yet never causes a second mail.
@@ -47,14 +50,14 @@ type retryState struct {
 	backoff time.Duration
 }
 
-func newReporter(opts OperatorOptions, apiReader client.Reader) *reporter {
+func newReporter(opts Options, apiReader client.Reader) *reporter {
 	d := &net.Dialer{Timeout: 10 * time.Second}
 	return &reporter{opts: opts, apiReader: apiReader, sent: map[types.UID]time.Time{}, retry: map[types.UID]retryState{},
 		dial: func(ctx context.Context, addr string) (net.Conn, error) { return d.DialContext(ctx, "tcp", addr) }}
 }
 
 // run reports every policy whose scheduled slot has passed since its last report.
-func (rp *reporter) run(ctx context.Context, r *discoveryReconciler, snap *snapshot.Snapshot, now time.Time) error {
+func (rp *reporter) run(ctx context.Context, r *reconciler, snap *snapshot.Snapshot, now time.Time) error {
 	for _, dp := range snap.DiscoveryPolicies {
 		memo := r.policies[dp.Name]
 		if memo == nil || memo.stored == nil {
@@ -90,7 +93,7 @@ func (rp *reporter) run(ctx context.Context, r *discoveryReconciler, snap *snaps
 		if len(obj.Spec.ReportRecipients) > 0 && rp.opts.ReportRelay != "" {
 			if err := rp.send(ctx, rep, now); err != nil {
 				rs := rp.retry[obj.UID]
-				rs.backoff = min(max(2*rs.backoff, r.opts.DiscoveryMergeInterval), time.Hour)
+				rs.backoff = min(max(2*rs.backoff, r.opts.MergeInterval), time.Hour)
 				rs.at = r.wall.Now().Add(rs.backoff)
 				rp.retry[obj.UID] = rs
 				logf.FromContext(ctx).Error(err, "sending the discovery report", "policy", dp.Name, "retryIn", rs.backoff)
@@ -106,7 +109,7 @@ func (rp *reporter) run(ctx context.Context, r *discoveryReconciler, snap *snaps
 		before := obj.DeepCopy()
 		t := metav1.NewTime(now.UTC().Truncate(time.Second))
 		obj.Status.LastReportTime = &t
-		if err := r.client.Status().Patch(ctx, &obj, client.MergeFrom(before), client.FieldOwner(fieldOwner)); client.IgnoreNotFound(err) != nil {
+		if err := r.client.Status().Patch(ctx, &obj, client.MergeFrom(before), client.FieldOwner(r.opts.FieldOwner)); client.IgnoreNotFound(err) != nil {
 			return fmt.Errorf("recording the report of %s: %w", dp.Name, err)
 		}
 	}
@@ -226,7 +229,7 @@ func (rep report) message(now time.Time, hostname string) []byte {
 	return b.Bytes()
 }
 
-// send submits the report to --report-relay through the outbound client: STARTTLS
+// send submits the report to Options.ReportRelay through the outbound client: STARTTLS
 // verified for the relay's own name (against the CA of the relay certificate's Secret
 // when it has one, else the system roots), then AUTH with the report credential.
 func (rp *reporter) send(ctx context.Context, rep report, now time.Time) error {
@@ -234,12 +237,12 @@ func (rp *reporter) send(ctx context.Context, rep report, now time.Time) error {
 		return fmt.Errorf("the policy covers no domain to send from")
 	}
 	var secret corev1.Secret
-	if err := rp.apiReader.Get(ctx, types.NamespacedName{Namespace: rp.opts.Namespace, Name: ReportSecretName}, &secret); err != nil {
+	if err := rp.apiReader.Get(ctx, types.NamespacedName{Namespace: rp.opts.Namespace, Name: rp.opts.ReportSecret}, &secret); err != nil {
 		return fmt.Errorf("reading the report credential: %w", err)
 	}
 	policy := tlspolicy.Policy{Mode: tlspolicy.RequireVerifiedTLS, MinVersion: tls.VersionTLS12}
 	var certSecret corev1.Secret
-	err := rp.apiReader.Get(ctx, types.NamespacedName{Namespace: rp.opts.Namespace, Name: rp.opts.certificateSecretName()}, &certSecret)
+	err := rp.apiReader.Get(ctx, types.NamespacedName{Namespace: rp.opts.Namespace, Name: rp.opts.CertificateSecret}, &certSecret)
 	switch {
 	case err == nil && len(certSecret.Data["ca.crt"]) > 0:
 		pool := x509.NewCertPool()
@@ -261,7 +264,7 @@ func (rp *reporter) send(ctx context.Context, rep report, now time.Time) error {
 		Dial:           func(ctx context.Context, _, addr string) (net.Conn, error) { return rp.dial(ctx, addr) },
 		ConnectTimeout: 10 * time.Second, CommandTimeout: time.Minute, DataTimeout: time.Minute,
 	})
-	serverName := rp.opts.reportServerName()
+	serverName := rp.opts.ReportServerName
 	// AdminNamed: the guard against non-public addresses stops tenants and DNS from
 	// pointing the relay at internal services; --report-relay is named by the admin and
 	// is the relay's own Service, on a cluster address the guard would refuse.

@@ -1,13 +1,13 @@
-package controllers
+package discovery
 
 import (
 	"bytes"
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -175,8 +175,9 @@ func legacyStateConfigMaps(ctx context.Context, r client.Reader, namespace, name
 // first and part 0 (the header, with the journal watermarks) last, each update
 // conditional on the resourceVersion read. It returns the stored result and whether
 // anything was written.
-func writeState(ctx context.Context, c client.Client, home string, policy *relayv1alpha1.DiscoveryPolicy,
+func (r *reconciler) writeState(ctx context.Context, policy *relayv1alpha1.DiscoveryPolicy,
 	cur *storedState, next dstate.State) (*storedState, bool, error) {
+	home := r.opts.Namespace
 	parts, err := dstate.Shard(next, dstate.MaxPartBytes, len(cur.parts))
 	if err != nil {
 		return nil, false, err
@@ -199,12 +200,14 @@ func writeState(ctx context.Context, c client.Client, home string, policy *relay
 		}
 		// No owner reference: the policy is in another namespace. collectStates deletes
 		// the ConfigMaps of a policy that is gone.
+		labels := map[string]string{}
+		maps.Copy(labels, r.opts.Labels)
+		labels[dstate.LabelState] = dstate.StateLabel(policy.Namespace, policy.Name)
 		cm := &corev1.ConfigMap{
 			ObjectMeta: metav1.ObjectMeta{
 				Namespace: home,
 				Name:      dstate.StateName(policy.Namespace, policy.Name, i),
-				Labels: map[string]string{dstate.LabelState: dstate.StateLabel(policy.Namespace, policy.Name),
-					labelManagedBy: managerName},
+				Labels:    labels,
 				Annotations: map[string]string{
 					dstate.AnnotationPolicy: policy.Namespace + "/" + policy.Name,
 					dstate.AnnotationPart:   strconv.Itoa(i),
@@ -214,10 +217,10 @@ func writeState(ctx context.Context, c client.Client, home string, policy *relay
 			Data: map[string]string{dstate.StateKey: string(parts[i])},
 		}
 		if old == nil {
-			err = c.Create(ctx, cm, client.FieldOwner(fieldOwner))
+			err = r.client.Create(ctx, cm, client.FieldOwner(r.opts.FieldOwner))
 		} else {
 			cm.ResourceVersion = old.ResourceVersion
-			err = c.Update(ctx, cm, client.FieldOwner(fieldOwner))
+			err = r.client.Update(ctx, cm, client.FieldOwner(r.opts.FieldOwner))
 		}
 		if err != nil {
 			return nil, written, fmt.Errorf("writing discovery state %s/%s: %w", cm.Namespace, cm.Name, err)
@@ -247,61 +250,4 @@ func (s *storedState) names() []string {
 		}
 	}
 	return names
-}
-
-// stateCache decodes the policies' states for the config render from the informer
-// cache, and decodes again only when a policy's ConfigMaps change. A set caught halfway
-// through a write keeps the last complete state.
-type stateCache struct {
-	mu       sync.Mutex
-	policies map[string]cachedState
-}
-
-type cachedState struct {
-	versions string
-	state    dstate.State
-}
-
-// states returns the state of every policy name given, as the cache holds it.
-func (sc *stateCache) states(ctx context.Context, r client.Reader, home string, policies []string) (map[string]dstate.State, error) {
-	sc.mu.Lock()
-	defer sc.mu.Unlock()
-	if sc.policies == nil {
-		sc.policies = map[string]cachedState{}
-	}
-	out := make(map[string]dstate.State, len(policies))
-	keep := map[string]bool{}
-	for _, name := range policies {
-		keep[name] = true
-		ns, n, _ := strings.Cut(name, "/")
-		cms, err := stateConfigMaps(ctx, r, home, ns, n)
-		if err != nil {
-			return nil, err
-		}
-		probe := &storedState{}
-		for i := range cms {
-			probe.parts = append(probe.parts, &cms[i])
-		}
-		slices.SortFunc(probe.parts, func(a, b *corev1.ConfigMap) int { return strings.Compare(a.Name, b.Name) })
-		versions := probe.versions()
-		if c, ok := sc.policies[name]; ok && c.versions == versions {
-			out[name] = c.state
-			continue
-		}
-		st, err := readState(cms, name)
-		if err != nil {
-			if c, ok := sc.policies[name]; ok {
-				out[name] = c.state // mid-write or damaged: keep the last complete state
-			}
-			continue
-		}
-		sc.policies[name] = cachedState{versions: versions, state: st.state}
-		out[name] = st.state
-	}
-	for name := range sc.policies {
-		if !keep[name] {
-			delete(sc.policies, name)
-		}
-	}
-	return out, nil
 }

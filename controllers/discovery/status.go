@@ -1,4 +1,4 @@
-package controllers
+package discovery
 
 import (
 	"context"
@@ -19,7 +19,7 @@ import (
 // most recently changed addresses, where the full list is, and (when merged is set)
 // lastMergeTime. The status reconciler writes conditions and mailDomains; both patch
 // only the fields they own, so they never undo each other.
-func (r *discoveryReconciler) writeDiscoveryStatus(ctx context.Context, obj *relayv1alpha1.DiscoveryPolicy,
+func (r *reconciler) writeDiscoveryStatus(ctx context.Context, obj *relayv1alpha1.DiscoveryPolicy,
 	stored *storedState, merged bool, now time.Time) error {
 	before := obj.DeepCopy()
 	s := &obj.Status
@@ -44,7 +44,7 @@ func (r *discoveryReconciler) writeDiscoveryStatus(ctx context.Context, obj *rel
 	if equality.Semantic.DeepEqual(before.Status, obj.Status) {
 		return nil
 	}
-	if err := r.client.Status().Patch(ctx, obj, client.MergeFrom(before), client.FieldOwner(fieldOwner)); client.IgnoreNotFound(err) != nil {
+	if err := r.client.Status().Patch(ctx, obj, client.MergeFrom(before), client.FieldOwner(r.opts.FieldOwner)); client.IgnoreNotFound(err) != nil {
 		return fmt.Errorf("writing the discovery status of %s/%s: %w", obj.Namespace, obj.Name, err)
 	}
 	return nil

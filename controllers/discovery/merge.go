@@ -1,4 +1,4 @@
-package controllers
+package discovery
 
 import (
 	"context"
@@ -20,7 +20,7 @@ import (
 
 // readBatches decodes every observations ConfigMap. One that does not decode is logged
 // and left alone: it is never acknowledged, so nothing in it is lost.
-func (r *discoveryReconciler) readBatches(ctx context.Context) ([]*batchCM, error) {
+func (r *reconciler) readBatches(ctx context.Context) ([]*batchCM, error) {
 	var list corev1.ConfigMapList
 	if err := r.observations.List(ctx, &list, client.InNamespace(r.opts.Namespace),
 		client.MatchingLabels{discoverystate.LabelObservations: "true"}); err != nil {
@@ -41,7 +41,7 @@ func (r *discoveryReconciler) readBatches(ctx context.Context) ([]*batchCM, erro
 
 // mergePolicy merges what concerns one policy, when there is something to merge or the
 // clock says a transition may be due, writes the changed state, and writes status.
-func (r *discoveryReconciler) mergePolicy(ctx context.Context, snap *snapshot.Snapshot, name string, batches []*batchCM, now time.Time) error {
+func (r *reconciler) mergePolicy(ctx context.Context, snap *snapshot.Snapshot, name string, batches []*batchCM, now time.Time) error {
 	p, ok := dstate.PolicyFor(snap, name)
 	if !ok {
 		return nil
@@ -95,12 +95,12 @@ func (r *discoveryReconciler) mergePolicy(ctx context.Context, snap *snapshot.Sn
 	}
 	input, _ := json.Marshal(p) // plain data: cannot fail
 	due := len(relevant) > 0 || memo.settle || memo.input != string(input) ||
-		r.wall.Since(memo.lastMerge) > discoveryResync || dueAt(cur.state, p, now)
+		r.wall.Since(memo.lastMerge) > resync || dueAt(cur.state, p, now)
 	stored := cur
 	if due {
 		next := dstate.Merge(cur.state, relevant, p, now)
 		var written bool
-		stored, written, err = writeState(ctx, r.client, r.opts.Namespace, &obj, cur, next)
+		stored, written, err = r.writeState(ctx, &obj, cur, next)
 		if err != nil {
 			memo.stored = nil // read it again from the API server
 			block()
@@ -121,7 +121,7 @@ func (r *discoveryReconciler) mergePolicy(ctx context.Context, snap *snapshot.Sn
 // current returns the policy's stored state: the one this loop last wrote when the
 // cache shows exactly those ConfigMaps, otherwise read afresh from the API server (at
 // start, after a failed write, after someone else's edit, or while the cache lags).
-func (r *discoveryReconciler) current(ctx context.Context, obj *relayv1alpha1.DiscoveryPolicy, memo *policyMemo) (*storedState, error) {
+func (r *reconciler) current(ctx context.Context, obj *relayv1alpha1.DiscoveryPolicy, memo *policyMemo) (*storedState, error) {
 	cached, err := stateConfigMaps(ctx, r.client, r.opts.Namespace, obj.Namespace, obj.Name)
 	if err != nil {
 		return nil, err
