@@ -2,6 +2,7 @@ package relay
 
 import (
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -173,6 +174,9 @@ func TestDeliveryInterruptedBySIGKILLResumesAfterRestart(t *testing.T) {
 	}
 }
 
+// deliveryWaiting is 1 while delivery holds the queue back until a config is loaded.
+const deliveryWaiting = "postwarden_relay_delivery_waiting_for_config"
+
 // TestQueuedMailWaitsForTheFirstConfig: a relay that starts with mail in its spool routes
 // none of it before a config is loaded, since without one it knows neither the domain's
 // own server nor the TLS policies.
@@ -194,20 +198,29 @@ func TestQueuedMailWaitsForTheFirstConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg := Config{Hostname: relayName, Inbound: Listener{Addr: "127.0.0.1:0"}, ConfigFile: f.config,
-		SpoolDir: filepath.Join(f.dir, "spool"), GracePeriod: 5 * time.Second}
+		SpoolDir: filepath.Join(f.dir, "spool"), HTTPAddr: "127.0.0.1:0", GracePeriod: 5 * time.Second}
 	deliverVia(t, smarthost)(&cfg)
 	r, _ := run(t, cfg)
-	// Without the wait for a config, the message goes to the smarthost at once.
-	time.Sleep(500 * time.Millisecond)
-	if n := len(smarthost.Messages()) + len(customer.Messages()); n != 0 {
-		t.Fatalf("%d messages were delivered before any config was loaded", n)
+	// Without the wait for a config, the runner's first pass over the spool sends the
+	// message to the smarthost at once, and the gauge never shows the wait.
+	waitFor(t, "delivery to hold the queue back for a config", func() bool {
+		if n := len(smarthost.Messages()) + len(customer.Messages()); n != 0 {
+			t.Fatalf("%d messages were delivered before any config was loaded", n)
+		}
+		return scrapeMetrics(t, r, deliveryWaiting)[deliveryWaiting] == 1
+	})
+	if code := readyz(t, r); code != http.StatusServiceUnavailable {
+		t.Errorf("/readyz = %d without a config, want %d", code, http.StatusServiceUnavailable)
 	}
-	if r.Spool().Len() != 1 {
-		t.Fatalf("the spool holds %d messages, want the queued one", r.Spool().Len())
+	if got := queueMetrics(t, r)[queueActive]; got != 1 || r.Spool().Len() != 1 {
+		t.Fatalf("the spool holds %d messages (%v active), want the queued one", r.Spool().Len(), got)
 	}
 
 	writeConfig(t, f.config, s)
 	got := customer.WaitMessages(t, 1, 30*time.Second)
+	if v := scrapeMetrics(t, r, deliveryWaiting)[deliveryWaiting]; v != 0 {
+		t.Errorf("%s = %v once a config is loaded, want 0", deliveryWaiting, v)
+	}
 	if !strings.Contains(string(got[0].Data), "queued") {
 		t.Errorf("the domain's server received:\n%s", got[0].Data)
 	}

@@ -16,6 +16,13 @@ import (
 // by name and labels as exposed (`postwarden_relay_queue_messages{state="active"}`).
 func queueMetrics(t testing.TB, r *Relay) map[string]float64 {
 	t.Helper()
+	return scrapeMetrics(t, r, "postwarden_relay_queue_")
+}
+
+// scrapeMetrics scrapes /metrics and returns the samples whose name starts with prefix,
+// keyed by name and labels as exposed.
+func scrapeMetrics(t testing.TB, r *Relay, prefix string) map[string]float64 {
+	t.Helper()
 	resp, err := http.Get("http://" + r.HTTPAddr().String() + "/metrics")
 	if err != nil {
 		t.Fatal(err)
@@ -25,7 +32,7 @@ func queueMetrics(t testing.TB, r *Relay) map[string]float64 {
 	sc := bufio.NewScanner(resp.Body)
 	for sc.Scan() {
 		name, value, ok := strings.Cut(sc.Text(), " ")
-		if !ok || !strings.HasPrefix(name, "postwarden_relay_queue_") {
+		if !ok || !strings.HasPrefix(name, prefix) {
 			continue
 		}
 		v, err := strconv.ParseFloat(value, 64)

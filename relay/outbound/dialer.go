@@ -1,6 +1,7 @@
 package outbound
 
 import (
+	"cmp"
 	"context"
 	"iter"
 	"net"
@@ -68,17 +69,11 @@ func New(opts Options) *Dialer {
 	if opts.HELOName == "" {
 		opts.HELOName = "localhost"
 	}
-	setDefault(&opts.ConnectTimeout, DefaultConnectTimeout)
-	setDefault(&opts.CommandTimeout, DefaultCommandTimeout)
-	setDefault(&opts.DataTimeout, DefaultDataTimeout)
-	setDefault(&opts.MaxAddresses, DefaultMaxAddresses)
+	opts.ConnectTimeout = cmp.Or(opts.ConnectTimeout, DefaultConnectTimeout)
+	opts.CommandTimeout = cmp.Or(opts.CommandTimeout, DefaultCommandTimeout)
+	opts.DataTimeout = cmp.Or(opts.DataTimeout, DefaultDataTimeout)
+	opts.MaxAddresses = cmp.Or(opts.MaxAddresses, DefaultMaxAddresses)
 	return &Dialer{opts: opts, guard: newGuard(opts.AllowedNetworks, opts.DeniedNetworks)}
-}
-
-func setDefault[T int | time.Duration](v *T, d T) {
-	if *v <= 0 {
-		*v = d
-	}
 }
 
 // Host is a server to try: a name or an IP literal, and its port (0: DefaultPort).

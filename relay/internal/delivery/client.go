@@ -1,6 +1,7 @@
 package delivery
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -93,14 +94,14 @@ func NewClient(opts ClientOptions) (*Client, error) {
 		}
 		opts.HELOName = h
 	}
-	setDefault(&opts.Port, DefaultPort)
-	setDefault(&opts.ConnectTimeout, DefaultConnectTimeout)
-	setDefault(&opts.CommandTimeout, DefaultCommandTimeout)
-	setDefault(&opts.DataTimeout, DefaultDataTimeout)
-	setDefault(&opts.IdleTimeout, DefaultIdleTimeout)
-	setDefault(&opts.MaxSessionAge, DefaultMaxSessionAge)
-	setDefault(&opts.MaxIdlePerHost, DefaultMaxIdlePerHost)
-	setDefault(&opts.MaxAddresses, DefaultMaxAddresses)
+	if opts.Port < 0 || opts.Port > 65535 {
+		return nil, fmt.Errorf("delivery: MX port %d is out of range", opts.Port)
+	}
+	// The timeouts and MaxAddresses take their defaults in outbound.New.
+	opts.Port = cmp.Or(opts.Port, DefaultPort)
+	opts.IdleTimeout = cmp.Or(opts.IdleTimeout, DefaultIdleTimeout)
+	opts.MaxSessionAge = cmp.Or(opts.MaxSessionAge, DefaultMaxSessionAge)
+	opts.MaxIdlePerHost = cmp.Or(opts.MaxIdlePerHost, DefaultMaxIdlePerHost)
 	if opts.Metrics == nil {
 		opts.Metrics, _ = NewMetrics(nil)
 	}
@@ -136,12 +137,6 @@ func (cl *Client) keepIdle(n int) {
 	cl.mu.Lock()
 	defer cl.mu.Unlock()
 	cl.opts.MaxIdlePerHost = max(cl.opts.MaxIdlePerHost, n)
-}
-
-func setDefault[T int | time.Duration](v *T, d T) {
-	if *v <= 0 {
-		*v = d
-	}
 }
 
 // Target is one host to try, with its port (0: the client's port).

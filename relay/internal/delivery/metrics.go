@@ -31,6 +31,9 @@ type Metrics struct {
 	PossibleDuplicates prometheus.Counter
 	// InFlight is the number of messages being delivered.
 	InFlight prometheus.Gauge
+	// WaitingForConfig is 1 while the runner holds the queue back because no config
+	// has been loaded yet (RunnerOptions.Loaded), 0 otherwise.
+	WaitingForConfig prometheus.Gauge
 }
 
 const namespace, subsystem = "postwarden_relay", "delivery"
@@ -70,12 +73,14 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			"Recipients retried after an interrupted attempt, which the remote server may already have.")),
 		InFlight: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace, Subsystem: subsystem,
 			Name: "in_flight_messages", Help: "Messages being delivered."}),
+		WaitingForConfig: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace, Subsystem: subsystem,
+			Name: "waiting_for_config", Help: "1 while delivery holds the queue back until a first config is loaded."}),
 	}
 	if reg == nil {
 		return m, nil
 	}
 	for _, c := range []prometheus.Collector{m.Recipients, m.TLS, m.TLSFallbacks, m.Connections,
-		m.TransactionSeconds, m.Notifications, m.PossibleDuplicates, m.InFlight} {
+		m.TransactionSeconds, m.Notifications, m.PossibleDuplicates, m.InFlight, m.WaitingForConfig} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("registering delivery metrics: %w", err)
 		}

@@ -1,6 +1,7 @@
 package delivery
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -37,7 +38,8 @@ const (
 	DefaultDrainTimeout   = 30 * time.Second
 )
 
-// RunnerOptions configure a Runner. Zero values take the defaults.
+// RunnerOptions configure a Runner. Zero values take the defaults; a negative Workers,
+// PerDestination or DrainTimeout is refused.
 type RunnerOptions struct {
 	Spool  Spool
 	Client *Client
@@ -94,9 +96,12 @@ func NewRunner(opts RunnerOptions) (*Runner, error) {
 	if opts.Spool == nil || opts.Client == nil || opts.View == nil {
 		return nil, errors.New("delivery: a runner needs a spool, a client and a config view")
 	}
-	setDefault(&opts.Workers, DefaultWorkers)
-	setDefault(&opts.PerDestination, DefaultPerDestination)
-	setDefault(&opts.DrainTimeout, DefaultDrainTimeout)
+	if opts.Workers < 0 || opts.PerDestination < 0 || opts.DrainTimeout < 0 {
+		return nil, errors.New("delivery: negative workers, per-destination limit or drain timeout")
+	}
+	opts.Workers = cmp.Or(opts.Workers, DefaultWorkers)
+	opts.PerDestination = cmp.Or(opts.PerDestination, DefaultPerDestination)
+	opts.DrainTimeout = cmp.Or(opts.DrainTimeout, DefaultDrainTimeout)
 	if opts.Hostname == "" {
 		h, err := os.Hostname()
 		if err != nil {
@@ -126,12 +131,8 @@ func NewRunner(opts RunnerOptions) (*Runner, error) {
 // deliveries in progress DrainTimeout to finish, cuts the rest (their recipients are
 // recorded as deferred) and returns once every outcome is written.
 func (r *Runner) Run(ctx context.Context) error {
-	if r.opts.Loaded != nil {
-		select {
-		case <-r.opts.Loaded:
-		case <-ctx.Done():
-			return nil
-		}
+	if !r.waitForConfig(ctx) {
+		return nil
 	}
 	work, cutWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer cutWork()
@@ -230,6 +231,29 @@ func (r *Runner) Run(ctx context.Context) error {
 		case <-r.wake:
 		case <-timer:
 		}
+	}
+}
+
+// waitForConfig returns once Loaded is closed (true), or when ctx ends first (false).
+// While it waits, Metrics.WaitingForConfig is 1.
+func (r *Runner) waitForConfig(ctx context.Context) bool {
+	if r.opts.Loaded == nil {
+		return true
+	}
+	select {
+	case <-r.opts.Loaded:
+		return true
+	default:
+	}
+	r.log.Info("delivery waits for the first config: queued mail stays in the spool until one is loaded")
+	r.metrics.WaitingForConfig.Set(1)
+	defer r.metrics.WaitingForConfig.Set(0)
+	select {
+	case <-r.opts.Loaded:
+		r.log.Info("config loaded: delivery starts")
+		return true
+	case <-ctx.Done():
+		return false
 	}
 }
 

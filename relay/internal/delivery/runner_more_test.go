@@ -218,3 +218,31 @@ func TestRunnerKeepsASessionForEachDeliveryAtOnce(t *testing.T) {
 		t.Fatalf("%d messages over %d connections, want 12 over 6", got, n)
 	}
 }
+
+func TestNegativeLimitsAreRefused(t *testing.T) {
+	h := newHarness(t, Retry{})
+	runner := func(edit func(*RunnerOptions)) func() error {
+		return func() error {
+			opts := h.runner.opts
+			edit(&opts)
+			_, err := NewRunner(opts)
+			return err
+		}
+	}
+	tests := map[string]func() error{
+		"negative workers are refused":          runner(func(o *RunnerOptions) { o.Workers = -1 }),
+		"a negative per-destination is refused": runner(func(o *RunnerOptions) { o.PerDestination = -1 }),
+		"a negative drain timeout is refused":   runner(func(o *RunnerOptions) { o.DrainTimeout = -time.Second }),
+		"a negative MX port is refused": func() error {
+			_, err := NewClient(ClientOptions{HELOName: "relay.test", Resolver: h.resolver, Port: -1})
+			return err
+		},
+	}
+	for name, build := range tests {
+		t.Run(name, func(t *testing.T) {
+			if err := build(); err == nil {
+				t.Fatal("built without an error")
+			}
+		})
+	}
+}
