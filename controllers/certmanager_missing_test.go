@@ -41,7 +41,7 @@ func TestWithoutCertManager(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	mgr, err := controllers.NewTestManager(cfg, operatorOptions())
+	mgr, err := controllers.NewManager(cfg, operatorOptions())
 	if err != nil {
 		t.Fatalf("the manager must start without cert-manager: %v", err)
 	}

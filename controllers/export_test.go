@@ -1,17 +1,9 @@
 package controllers
 
-import (
-	"k8s.io/client-go/rest"
-	ctrl "sigs.k8s.io/controller-runtime"
-)
-
-// NewTestManager is NewManager for tests that start several managers in one process:
-// controller names may repeat.
-func NewTestManager(cfg *rest.Config, opts OperatorOptions) (ctrl.Manager, error) {
-	skip := true
-	testSkipNameValidation = &skip
-	return NewManager(cfg, opts)
+// ForTests returns opts for tests: managers may share a process (controller names
+// repeat), and the config is split into shards of shardBytes, so that every test reads
+// a config split over several Secrets.
+func ForTests(opts OperatorOptions, shardBytes int) OperatorOptions {
+	opts.tests = testSettings{skipNameValidation: true, shardBytes: shardBytes}
+	return opts
 }
-
-// SetShardBytes sets the shard size of managers set up afterwards.
-func SetShardBytes(n int) { shardBytes = n }

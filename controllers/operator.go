@@ -92,6 +92,9 @@ type OperatorOptions struct {
 	// DomainClaimReleaseAfter is how long a namespace must have had no MailDomain for a
 	// domain before its claim on the domain is released (DefaultDomainClaimReleaseAfter).
 	DomainClaimReleaseAfter time.Duration
+
+	// tests are settings only tests change (export_test.go).
+	tests testSettings
 }
 
 // DefaultDomainClaimReleaseAfter keeps a domain with its namespace for a day after its
@@ -237,8 +240,14 @@ func loadKubeconfig(path string) (*rest.Config, error) {
 	return clientcmd.BuildConfigFromFlags("", path)
 }
 
-// testSkipNameValidation lets tests run several managers in one process.
-var testSkipNameValidation *bool
+// testSettings are what tests change that no flag does.
+type testSettings struct {
+	// skipNameValidation lets one process run several managers.
+	skipNameValidation bool
+	// shardBytes, when not 0, is the largest config shard, small so that tests exercise
+	// sharding.
+	shardBytes int
+}
 
 // NewManager creates the operator's manager. Its cache holds relay Leases and the
 // relay Certificate of the operator namespace only, ConfigMaps of the operator namespace
@@ -277,7 +286,7 @@ func NewManager(cfg *rest.Config, opts OperatorOptions) (ctrl.Manager, error) {
 		// standby takes over without waiting for it to expire.
 		LeaderElectionReleaseOnCancel: true,
 		Cache:                         cache.Options{ByObject: byObject},
-		Controller:                    ctrlconfig.Controller{SkipNameValidation: testSkipNameValidation},
+		Controller:                    ctrlconfig.Controller{SkipNameValidation: &opts.tests.skipNameValidation},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("creating manager: %w", err)

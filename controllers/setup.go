@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"strings"
@@ -58,7 +59,7 @@ func SetupWithManager(mgr ctrl.Manager, opts OperatorOptions) error {
 	status := statusWriter{client: c, recorder: rec}
 	certs := &certificateManager{client: c, opts: opts, installed: installed, view: cert, notifier: notes, ledger: ledger}
 	cfg := &configReconciler{client: c, apiReader: mgr.GetAPIReader(), opts: opts, ledger: ledger, relays: relayView,
-		notifier: notes, certs: certs, maxShardBytes: shardBytes, caBundles: map[types.NamespacedName]caBundle{}}
+		notifier: notes, certs: certs, maxShardBytes: cmp.Or(opts.tests.shardBytes, snapshot.MaxShardBytes), caBundles: map[types.NamespacedName]caBundle{}}
 	if err := setupConfigController(mgr, cfg, installed); err != nil {
 		return err
 	}
@@ -118,9 +119,6 @@ func SetupWithManager(mgr ctrl.Manager, opts OperatorOptions) error {
 	}
 	return nil
 }
-
-// shardBytes is the largest shard; tests make it small to exercise sharding.
-var shardBytes = snapshot.MaxShardBytes
 
 var configRequest = reconcile.Request{NamespacedName: types.NamespacedName{Name: configKey}}
 

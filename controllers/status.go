@@ -14,6 +14,7 @@ import (
 
 	relayv1alpha1 "github.com/postwarden/postwarden/api/v1alpha1"
 	"github.com/postwarden/postwarden/controllers/compiler"
+	"github.com/postwarden/postwarden/relay/snapshot"
 )
 
 // setConditions writes Accepted and Ready from what the last render decided and what
@@ -61,13 +62,13 @@ func setConditions(conds *[]metav1.Condition, generation int64, st objectStatus)
 		switch st.readiness {
 		case enforcedEverywhere:
 			ready.Status, ready.Reason = metav1.ConditionTrue, relayv1alpha1.ReasonEnforced
-			ready.Message = fmt.Sprintf("every live relay replica enforces config %s or newer", short(st.firstHash))
+			ready.Message = fmt.Sprintf("every live relay replica enforces config %s or newer", snapshot.ShortHash(st.firstHash))
 		case noLiveRelay:
 			ready.Reason = relayv1alpha1.ReasonPropagating
-			ready.Message = fmt.Sprintf("config %s is written; no live relay replica reports what it enforces", short(st.firstHash))
+			ready.Message = fmt.Sprintf("config %s is written; no live relay replica reports what it enforces", snapshot.ShortHash(st.firstHash))
 		default:
 			ready.Reason = relayv1alpha1.ReasonPropagating
-			ready.Message = fmt.Sprintf("config %s is written; not every live relay replica has applied it yet", short(st.firstHash))
+			ready.Message = fmt.Sprintf("config %s is written; not every live relay replica has applied it yet", snapshot.ShortHash(st.firstHash))
 		}
 	}
 	meta.SetStatusCondition(conds, accepted)
@@ -115,11 +116,4 @@ func (w statusWriter) write(ctx context.Context, obj, before conditioned) error 
 		w.recorder.Eventf(obj, nil, corev1.EventTypeWarning, cond.Reason, "Compile", "left out of the relay config: %s", cond.Message)
 	}
 	return nil
-}
-
-func short(hash string) string {
-	if len(hash) > 12 {
-		return hash[:12]
-	}
-	return hash
 }

@@ -52,18 +52,16 @@ var (
 )
 
 func operatorOptions() controllers.OperatorOptions {
-	return controllers.OperatorOptions{
+	return controllers.ForTests(controllers.OperatorOptions{
 		MetricsAddr: "0", ProbeAddr: "0", Namespace: operatorNS, ConfigName: configName,
 		RelayHostnames: []string{relayHostname}, SubmissionPort: 587,
 		IssuerName: "test-issuer", IssuerKind: "ClusterIssuer", IssuerGroup: "cert-manager.io",
 		DiscoveryMergeInterval: 100 * time.Millisecond, Clock: discoveryClock, ReportRelay: sink.Addr,
-	}
+	}, 1024)
 }
 
 func TestMain(m *testing.M) {
 	ctrl.SetLogger(zap.New(zap.WriteTo(&logs), zap.UseDevMode(true)))
-	// Small shards, so that every test reads a config split over several Secrets.
-	controllers.SetShardBytes(1024)
 	var err error
 	if sink, err = startReportSink(); err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -160,7 +158,7 @@ func grantOperatorRole(ctx context.Context) error {
 func startOperator() error {
 	operatorMu.Lock()
 	defer operatorMu.Unlock()
-	mgr, err := controllers.NewTestManager(operatorConfig(), operatorOptions())
+	mgr, err := controllers.NewManager(operatorConfig(), operatorOptions())
 	if err != nil {
 		return err
 	}

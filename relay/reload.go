@@ -13,6 +13,7 @@ import (
 	"github.com/postwarden/postwarden/relay/internal/directory"
 	"github.com/postwarden/postwarden/relay/internal/metrics"
 	"github.com/postwarden/postwarden/relay/internal/tlscert"
+	"github.com/postwarden/postwarden/relay/snapshot"
 	"github.com/postwarden/postwarden/relay/tlspolicy"
 )
 
@@ -80,7 +81,7 @@ func (r *reloader) Apply(u configsource.Update) error {
 		r.metrics.CertificateExpiry.Set(0)
 	}
 	domains, addresses, credentials := next.Directory().Counts()
-	attrs := []any{"hash", short(u.Snapshot.Hash), "domains", domains, "addresses", addresses,
+	attrs := []any{"hash", snapshot.ShortHash(u.Snapshot.Hash), "domains", domains, "addresses", addresses,
 		"credentials", credentials, "certificates", set.Len()}
 	if len(u.Missing) > 0 {
 		attrs = append(attrs, "missingCertificates", u.Missing)
@@ -101,10 +102,10 @@ func (r *reloader) refuse(hash string, err error) error {
 	r.metrics.Refused(r.now())
 	attrs := []any{"error", err}
 	if hash != "" {
-		attrs = append(attrs, "hash", short(hash))
+		attrs = append(attrs, "hash", snapshot.ShortHash(hash))
 	}
 	if cur := r.cur.Load(); cur != nil {
-		attrs = append(attrs, "keeping", short(cur.Hash()))
+		attrs = append(attrs, "keeping", snapshot.ShortHash(cur.Hash()))
 	} else {
 		attrs = append(attrs, "keeping", "nothing (not ready)")
 	}
@@ -129,10 +130,3 @@ func (r *reloader) InboundTLS(domain string) tlspolicy.Policy { return r.cur.Loa
 
 // Hash returns the hash of the snapshot in force, or "".
 func (r *reloader) Hash() string { return r.cur.Load().Hash() }
-
-func short(hash string) string {
-	if len(hash) > 12 {
-		return hash[:12]
-	}
-	return hash
-}

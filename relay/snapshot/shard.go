@@ -110,35 +110,37 @@ func Assemble(shards []Shard) (*Snapshot, error) {
 	for _, sh := range sorted {
 		if sh.Hash != hash || sh.Count != count {
 			return nil, fmt.Errorf("snapshot %s: shards do not belong together (shard %d of %d for %s)",
-				short(hash), sh.Index, sh.Count, short(sh.Hash))
+				ShortHash(hash), sh.Index, sh.Count, ShortHash(sh.Hash))
 		}
 	}
 	var packed bytes.Buffer
 	for i, sh := range sorted {
 		if sh.Index != i || len(sorted) != count {
-			return nil, fmt.Errorf("snapshot %s: shard %d of %d is missing (have %d)", short(hash), i, count, len(sorted))
+			return nil, fmt.Errorf("snapshot %s: shard %d of %d is missing (have %d)", ShortHash(hash), i, count, len(sorted))
 		}
 		packed.Write(sh.Data)
 	}
 	zr, err := gzip.NewReader(&packed)
 	if err != nil {
-		return nil, fmt.Errorf("snapshot %s: %w", short(hash), err)
+		return nil, fmt.Errorf("snapshot %s: %w", ShortHash(hash), err)
 	}
 	body, err := io.ReadAll(zr)
 	if err != nil {
-		return nil, fmt.Errorf("snapshot %s: decompressing: %w", short(hash), err)
+		return nil, fmt.Errorf("snapshot %s: decompressing: %w", ShortHash(hash), err)
 	}
 	s, err := Unmarshal(body)
 	if err != nil {
 		return nil, err
 	}
 	if s.Hash != hash {
-		return nil, fmt.Errorf("snapshot content hashes to %s, shards say %s", short(s.Hash), short(hash))
+		return nil, fmt.Errorf("snapshot content hashes to %s, shards say %s", ShortHash(s.Hash), ShortHash(hash))
 	}
 	return s, nil
 }
 
-func short(hash string) string {
+// ShortHash is the first 12 characters of a snapshot hash: enough to tell snapshots
+// apart in logs, status and Events.
+func ShortHash(hash string) string {
 	if len(hash) > 12 {
 		return hash[:12]
 	}
