@@ -33,14 +33,15 @@ type configReconciler struct {
 	// maxShardBytes is snapshot.MaxShardBytes, smaller in tests.
 	maxShardBytes int
 
-	// caBundles caches CA bundle Secrets by resourceVersion, so a render reads a Secret's
+	// secrets caches the tenant Secrets a render needs the data of (CA bundles, route
+	// credentials) by resourceVersion, so a render reads a Secret's
 	// data only when it changed.
-	caBundles map[types.NamespacedName]caBundle
+	secrets map[types.NamespacedName]cachedSecret
 	// discovery decodes the policies' discovery states from the cache.
 	discovery discovery.StateCache
 }
 
-type caBundle struct {
+type cachedSecret struct {
 	resourceVersion string
 	data            map[string][]byte
 }
@@ -70,9 +71,20 @@ func (r *configReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.
 	if err != nil {
 		return ctrl.Result{}, err
 	}
+	// Route credentials before the snapshot that names them, stale ones after the
+	// snapshot that no longer does.
+	// A copy that cannot be written only holds back mail on that hop: the render goes
+	// on for everyone else and tries again soon.
+	routeCopies, routeErr := r.writeRouteCopies(ctx, in, res)
+	if routeErr != nil {
+		log.Error(routeErr, "route credentials not copied; mail on those hops waits")
+	}
 	r.ledger.setWriting(res.Snapshot.Hash)
 	written, err := r.writeShards(ctx, res.Snapshot)
 	if err != nil {
+		return ctrl.Result{}, err
+	}
+	if err := r.deleteStaleRouteCopies(ctx, routeCopies); err != nil {
 		return ctrl.Result{}, err
 	}
 	changed := r.ledger.record(res)
@@ -86,8 +98,14 @@ func (r *configReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.
 	if next := res.NextClaimRelease(in.Now, in.ClaimReleaseAfter); next > 0 && (requeue == 0 || next < requeue) {
 		requeue = next // render again when a vacant claim is due for release
 	}
+	if routeErr != nil && (requeue == 0 || requeue > routeRetry) {
+		requeue = routeRetry
+	}
 	return ctrl.Result{RequeueAfter: requeue}, nil
 }
+
+// routeRetry is how soon a render that could not copy route credentials runs again.
+const routeRetry = 10 * time.Second
 
 // gather reads every input of a render from the cache.
 func (r *configReconciler) gather(ctx context.Context) (compiler.Input, error) {
@@ -163,7 +181,7 @@ func (r *configReconciler) gather(ctx context.Context) (compiler.Input, error) {
 		in.TLSPolicies = append(in.TLSPolicies, p)
 		if ref := p.Spec.CABundleSecretRef; ref != nil {
 			referenced[types.NamespacedName{Namespace: p.Namespace, Name: ref.Name}] = true
-			data, err := r.caBundle(ctx, types.NamespacedName{Namespace: p.Namespace, Name: ref.Name})
+			data, err := r.secretData(ctx, types.NamespacedName{Namespace: p.Namespace, Name: ref.Name})
 			if err != nil {
 				return in, err
 			}
@@ -177,9 +195,12 @@ func (r *configReconciler) gather(ctx context.Context) (compiler.Input, error) {
 		}
 	}
 
-	for name := range r.caBundles {
+	if in.RouteSecrets, err = r.routeSecrets(ctx, in.MailDomains, referenced); err != nil {
+		return in, err
+	}
+	for name := range r.secrets {
 		if !referenced[name] {
-			delete(r.caBundles, name) // no policy names it any more
+			delete(r.secrets, name) // no policy or MailDomain names it any more
 		}
 	}
 
@@ -210,18 +231,18 @@ func (r *configReconciler) labelledSecrets(ctx context.Context, opts ...client.L
 	return out, nil
 }
 
-// caBundle returns a Secret's data, read from the API server only when the cached
+// secretData returns a Secret's data, read from the API server only when the cached
 // metadata shows a new resourceVersion. A missing Secret gives nil.
-func (r *configReconciler) caBundle(ctx context.Context, name types.NamespacedName) (map[string][]byte, error) {
+func (r *configReconciler) secretData(ctx context.Context, name types.NamespacedName) (map[string][]byte, error) {
 	meta := secretMeta()
 	if err := r.client.Get(ctx, name, meta); err != nil {
 		if apierrors.IsNotFound(err) {
-			delete(r.caBundles, name)
+			delete(r.secrets, name)
 			return nil, nil
 		}
 		return nil, fmt.Errorf("reading Secret %s: %w", name, err)
 	}
-	if c, ok := r.caBundles[name]; ok && c.resourceVersion == meta.ResourceVersion {
+	if c, ok := r.secrets[name]; ok && c.resourceVersion == meta.ResourceVersion {
 		return c.data, nil
 	}
 	var secret corev1.Secret
@@ -231,7 +252,7 @@ func (r *configReconciler) caBundle(ctx context.Context, name types.NamespacedNa
 		}
 		return nil, fmt.Errorf("reading Secret %s: %w", name, err)
 	}
-	r.caBundles[name] = caBundle{resourceVersion: secret.ResourceVersion, data: secret.Data}
+	r.secrets[name] = cachedSecret{resourceVersion: secret.ResourceVersion, data: secret.Data}
 	return secret.Data, nil
 }
 

@@ -26,6 +26,7 @@ const (
 	indexCredentialUsername = "postwarden.status.username"
 	indexCredentialDomain   = "postwarden.spec.mailDomainRef"
 	indexTLSPolicyCASecret  = "postwarden.spec.caBundleSecretRef"
+	indexMailDomainSecret   = "postwarden.spec.auth.secretRef"
 
 	// configKey is the one request every config-relevant event maps to.
 	configKey = "relay-config"

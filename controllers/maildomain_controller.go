@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -43,8 +44,33 @@ func (r *mailDomainReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	} else {
 		meta.RemoveStatusCondition(&s.Conditions, relayv1alpha1.ConditionCertificateReady)
 	}
+	setRouteCredentialsStatus(s, md.Generation, v)
 	s.ObservedGeneration = md.Generation
-	return ctrl.Result{}, r.status.write(ctx, &md, before)
+	if err := r.status.write(ctx, &md, before); err != nil {
+		return ctrl.Result{}, err
+	}
+	if c := meta.FindStatusCondition(s.Conditions, relayv1alpha1.ConditionRouteCredentialsReady); c != nil && c.Status == metav1.ConditionFalse &&
+		!meta.IsStatusConditionFalse(before.Status.Conditions, relayv1alpha1.ConditionRouteCredentialsReady) && r.status.recorder != nil {
+		r.status.recorder.Eventf(&md, nil, corev1.EventTypeWarning, c.Reason, "CopyRouteCredentials", "%s", c.Message)
+	}
+	return ctrl.Result{}, nil
+}
+
+// setRouteCredentialsStatus reports whether the relays can log in on the domain's hops;
+// a domain whose hops do not log in has no such condition.
+func setRouteCredentialsStatus(s *relayv1alpha1.MailDomainStatus, generation int64, v compiler.Verdict) {
+	if !v.Accepted || !v.RouteAuth {
+		meta.RemoveStatusCondition(&s.Conditions, relayv1alpha1.ConditionRouteCredentialsReady)
+		return
+	}
+	cond := metav1.Condition{Type: relayv1alpha1.ConditionRouteCredentialsReady, ObservedGeneration: generation,
+		Status: metav1.ConditionTrue, Reason: relayv1alpha1.ReasonCredentialsCopied,
+		Message: "the relays have the username and password of every hop that logs in"}
+	if v.RouteProblem != "" {
+		cond.Status, cond.Reason = metav1.ConditionFalse, relayv1alpha1.ReasonSecretMissing
+		cond.Message = v.RouteProblem + "; mail on that hop waits in the queue until it is fixed"
+	}
+	meta.SetStatusCondition(&s.Conditions, cond)
 }
 
 // setCertificateStatus reports the relay certificate on a served domain.

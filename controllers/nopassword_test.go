@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 
@@ -21,8 +22,8 @@ import (
 )
 
 // leaks returns where in the API server's objects, and in the operator's logs, any of
-// the secrets appears, except in the Secret named skip.
-func leaks(t *testing.T, secrets []string, skip client.ObjectKey) []string {
+// the secrets appears, except in the Secrets named skip.
+func leaks(t *testing.T, secrets []string, skip ...client.ObjectKey) []string {
 	t.Helper()
 	ctx := context.Background()
 	disc, err := discovery.NewDiscoveryClientForConfig(env.Config)
@@ -62,7 +63,7 @@ func leaks(t *testing.T, secrets []string, skip client.ObjectKey) []string {
 			for _, item := range items.Items {
 				where := fmt.Sprintf("%s %s/%s", res.Name, item.GetNamespace(), item.GetName())
 				if res.Name == "secrets" && gv.Group == "" {
-					if item.GetNamespace() == skip.Namespace && item.GetName() == skip.Name {
+					if slices.Contains(skip, client.ObjectKey{Namespace: item.GetNamespace(), Name: item.GetName()}) {
 						continue
 					}
 					data, _, _ := unstructuredData(item.Object)

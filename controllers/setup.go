@@ -59,7 +59,7 @@ func SetupWithManager(mgr ctrl.Manager, opts OperatorOptions) error {
 	status := statusWriter{client: c, recorder: rec}
 	certs := &certificateManager{client: c, opts: opts, installed: installed, view: cert, notifier: notes, ledger: ledger}
 	cfg := &configReconciler{client: c, apiReader: mgr.GetAPIReader(), opts: opts, ledger: ledger, relays: relayView,
-		notifier: notes, certs: certs, maxShardBytes: cmp.Or(opts.tests.shardBytes, snapshot.MaxShardBytes), caBundles: map[types.NamespacedName]caBundle{}}
+		notifier: notes, certs: certs, maxShardBytes: cmp.Or(opts.tests.shardBytes, snapshot.MaxShardBytes), secrets: map[types.NamespacedName]cachedSecret{}}
 	if err := setupConfigController(mgr, cfg, installed); err != nil {
 		return err
 	}
@@ -175,6 +175,9 @@ func (r *configReconciler) secretEvents() handler.EventHandler {
 			if o.GetName() == r.opts.certificateSecretName() || o.GetName() == ReportSecretName && r.opts.ReportRelay != "" {
 				return true
 			}
+			if _, ok := o.GetLabels()[snapshot.LabelRouteCredentials]; ok {
+				return true // a copy changed or went: write it again
+			}
 			if o.GetLabels()[snapshot.LabelConfig] == r.opts.ConfigName {
 				return deleted || !r.ledger.isOwnHash(o.GetAnnotations()[snapshot.AnnotationHash])
 			}
@@ -184,7 +187,15 @@ func (r *configReconciler) secretEvents() handler.EventHandler {
 			client.MatchingFields{indexTLSPolicyCASecret: o.GetName()}); err != nil {
 			return true // cannot tell: render, to be safe
 		}
-		return len(policies.Items) > 0
+		if len(policies.Items) > 0 {
+			return true
+		}
+		var domains relayv1alpha1.MailDomainList
+		if err := r.client.List(ctx, &domains, client.InNamespace(o.GetNamespace()),
+			client.MatchingFields{indexMailDomainSecret: o.GetName()}); err != nil {
+			return true
+		}
+		return len(domains.Items) > 0
 	}
 	add := func(ctx context.Context, o client.Object, deleted bool, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
 		if relevant(ctx, o, deleted) {
@@ -266,6 +277,13 @@ func setupIndexes(mgr ctrl.Manager) error {
 		}},
 		{&relayv1alpha1.SMTPCredential{}, indexCredentialDomain, func(o client.Object) []string {
 			return []string{o.(*relayv1alpha1.SMTPCredential).Spec.MailDomainRef.Name}
+		}},
+		{&relayv1alpha1.MailDomain{}, indexMailDomainSecret, func(o client.Object) []string {
+			var names []string
+			for _, a := range compiler.RouteAuths(o.(*relayv1alpha1.MailDomain)) {
+				names = append(names, a.Source.Name)
+			}
+			return names
 		}},
 		{&relayv1alpha1.TLSDeliveryPolicy{}, indexTLSPolicyCASecret, func(o client.Object) []string {
 			if ref := o.(*relayv1alpha1.TLSDeliveryPolicy).Spec.CABundleSecretRef; ref != nil {

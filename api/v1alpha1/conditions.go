@@ -10,6 +10,9 @@ const (
 	ConditionReady = "Ready"
 	// ConditionCertificateReady reports, on MailDomains, the relay's STARTTLS certificate.
 	ConditionCertificateReady = "CertificateReady"
+	// ConditionRouteCredentialsReady reports, on MailDomains whose inboundDelivery or
+	// outboundRoute logs in, whether the relays have the credentials to do so.
+	ConditionRouteCredentialsReady = "RouteCredentialsReady"
 )
 
 // Condition reasons. They are CamelCase, stable, and safe to alert on.
@@ -41,6 +44,12 @@ const (
 	ReasonSecretPending = "SecretPending"
 	// ReasonCertificateIssued: the relay certificate is issued and current.
 	ReasonCertificateIssued = "Issued"
+	// ReasonCredentialsCopied: the route's username and password are copied for the
+	// relays.
+	ReasonCredentialsCopied = "CredentialsCopied"
+	// ReasonSecretMissing: a Secret the spec names does not exist or lacks a key it
+	// needs; mail on that route waits in the queue until it is fixed.
+	ReasonSecretMissing = "SecretMissing"
 )
 
 // MailDomainReference names a MailDomain in the same namespace.

@@ -74,6 +74,14 @@ type MailDomainSpec struct {
 	// +optional
 	InboundDelivery *InboundDelivery `json:"inboundDelivery,omitempty"`
 
+	// outboundRoute sends the domain's outbound mail (mail from its senders to other
+	// domains, and the relay's bounces on its behalf) to this server instead of the
+	// recipients' MX hosts: the smarthost a provider gives the customer. It takes
+	// precedence over the relay's own --smarthost. TLS policies apply to it as to any
+	// other hop.
+	// +optional
+	OutboundRoute *SMTPRoute `json:"outboundRoute,omitempty"`
+
 	// submissionHostnames are extra names, such as smtp.example.com, that clients of this
 	// domain use to reach the relay. They are added to the relay's STARTTLS certificate.
 	// +optional
@@ -165,6 +173,53 @@ type InboundDelivery struct {
 	// +kubebuilder:validation:Minimum=1
 	// +kubebuilder:validation:Maximum=65535
 	Port int32 `json:"port,omitempty"`
+
+	// auth, when set, logs in to the server with SMTP AUTH before delivering.
+	// +optional
+	Auth *SMTPAuth `json:"auth,omitempty"`
+}
+
+// SMTPRoute is a server that takes a domain's outbound mail.
+type SMTPRoute struct {
+	// host is the server's DNS name or IP address, such as smtp.provider.example.
+	// +required
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:XValidation:rule="isIP(self) || self.matches('^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?([.][a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*$')",message="host must be a lower-case DNS name or an IP address"
+	Host string `json:"host"`
+
+	// port is the server's SMTP port. Defaults to 587, the submission port, where a
+	// smarthost that asks for a password usually listens.
+	// +optional
+	// +kubebuilder:default=587
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=65535
+	Port int32 `json:"port,omitempty"`
+
+	// auth, when set, logs in to the server with SMTP AUTH before delivering.
+	// +optional
+	Auth *SMTPAuth `json:"auth,omitempty"`
+}
+
+// SMTPAuth is how the relay logs in to a server of the domain's. The relay sends the
+// password only over TLS (AUTH PLAIN or LOGIN, whichever the server offers after
+// STARTTLS): a server that offers no STARTTLS gets no password, and the mail waits.
+type SMTPAuth struct {
+	// secretRef names a Secret in the MailDomain's namespace with the keys username and
+	// password (type kubernetes.io/basic-auth, or Opaque with those keys). The operator
+	// copies the two values into a Secret that only the relays read; they never enter
+	// the relay config, status, Events or logs.
+	// +required
+	SecretRef LocalSecretReference `json:"secretRef"`
+}
+
+// LocalSecretReference names a Secret in the same namespace.
+type LocalSecretReference struct {
+	// name is the metadata.name of a Secret in the same namespace.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:XValidation:rule="self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')",message="name must be a Secret name: lower-case letters, digits, '-' and '.'"
+	Name string `json:"name"`
 }
 
 // MailDomainStatus is what the operator last observed about the domain.

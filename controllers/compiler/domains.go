@@ -73,6 +73,7 @@ func (c *compilation) compileDomains() {
 		c.byNS[d.obj.Namespace] = append(c.byNS[d.obj.Namespace], d)
 		c.byObject[ObjectKey{KindMailDomain, d.obj.Namespace, d.obj.Name}] = d
 		d.verdict.Users = int32(len(d.entry.Users) + len(d.entry.FunctionalAccounts) + len(d.entry.Aliases))
+		d.verdict.RouteProblem, d.verdict.RouteAuth = c.routeCredentials(d.obj)
 	}
 }
 
@@ -152,15 +153,8 @@ func buildDomain(md *relayv1alpha1.MailDomain) (*domainEntry, error) {
 		}
 		d.entry.SendingServers = append(d.entry.SendingServers, p.String())
 	}
-	if in := spec.InboundDelivery; in != nil {
-		port := int(in.Port)
-		if port == 0 {
-			port = 25
-		}
-		if in.Host == "" || port < 1 || port > 65535 {
-			return nil, fmt.Errorf("inbound delivery %s:%d is not a host and port", in.Host, port)
-		}
-		d.entry.InboundDelivery = &snapshot.Endpoint{Host: in.Host, Port: port}
+	if err := buildRoutes(md, &d.entry); err != nil {
+		return nil, err
 	}
 	// The relay's own check of a domain, so that what it would refuse is refused here,
 	// for this object alone, and never makes the whole snapshot invalid.

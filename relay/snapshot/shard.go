@@ -31,6 +31,12 @@ const (
 // renewed while the replica is ready; AnnotationHash on the Lease is the hash of the
 // snapshot the replica has applied. A Lease past its renewTime+leaseDurationSeconds
 // belongs to a replica that is gone or not ready.
+// How a relay gets the credentials a domain's hop logs in with (Endpoint.AuthSecret):
+// the operator copies them into a Secret of the relays' namespace labelled
+// LabelRouteCredentials=true, with the keys username and password (type
+// kubernetes.io/basic-auth). The relay reads only such Secrets of its own namespace.
+const LabelRouteCredentials = "relay.postwarden.dev/route-credentials"
+
 const (
 	LabelRelayStatus = "relay.postwarden.dev/relay-status"
 	LeasePrefix      = "postwarden-relay-"

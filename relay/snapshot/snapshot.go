@@ -59,6 +59,9 @@ type Domain struct {
 	RequireSMTPAuth bool `json:"requireSMTPAuth,omitempty"`
 	// InboundDelivery is the domain's own mail server; nil means outbound-only.
 	InboundDelivery *Endpoint `json:"inboundDelivery,omitempty"`
+	// OutboundRoute, when set, takes the domain's outbound mail instead of the
+	// recipients' MX hosts (and instead of the relay's --smarthost).
+	OutboundRoute *Endpoint `json:"outboundRoute,omitempty"`
 	// DiscoveryPolicy names the DiscoveryPolicies entry covering the domain, if any.
 	DiscoveryPolicy string `json:"discoveryPolicy,omitempty"`
 	// Discovered are the addresses SMTP Discovery has learned, as the operator last merged
@@ -107,6 +110,10 @@ type Alias struct {
 type Endpoint struct {
 	Host string `json:"host"`
 	Port int    `json:"port"`
+	// AuthSecret, when set, names the Secret in the relay's namespace (a directory
+	// entry for a relay run from a file) that holds the username and password to log
+	// in with. The password itself is never in a snapshot.
+	AuthSecret string `json:"authSecret,omitempty"`
 }
 
 // Credential is one SMTP AUTH identity. It never holds a password: only PasswordHash.

@@ -120,8 +120,20 @@ func (d *Domain) Validate() error {
 			add("domain %s: sending server %q: %v", d.Name, c, err)
 		}
 	}
-	if e := d.InboundDelivery; e != nil && (e.Host == "" || e.Port < 1 || e.Port > 65535) {
-		add("domain %s: inbound delivery %s:%d is not a host and port", d.Name, e.Host, e.Port)
+	for _, hop := range []struct {
+		what string
+		e    *Endpoint
+	}{{"inbound delivery", d.InboundDelivery}, {"outbound route", d.OutboundRoute}} {
+		what, e := hop.what, hop.e
+		if e == nil {
+			continue
+		}
+		if e.Host == "" || e.Port < 1 || e.Port > 65535 {
+			add("domain %s: %s %s:%d is not a host and port", d.Name, what, e.Host, e.Port)
+		}
+		if e.AuthSecret != "" && !isSecretName(e.AuthSecret) {
+			add("domain %s: %s names %q, which is not a Secret name", d.Name, what, e.AuthSecret)
+		}
 	}
 	return errors.Join(errs...)
 }
@@ -197,4 +209,18 @@ func IsAddress(s string) bool {
 // Domainpart returns what follows the last '@' of addr.
 func Domainpart(addr string) string {
 	return addr[strings.LastIndexByte(addr, '@')+1:]
+}
+
+// isSecretName reports whether s is a Kubernetes object name (a DNS subdomain), which
+// is also safe as a file name.
+func isSecretName(s string) bool {
+	if s == "" || len(s) > 253 || s[0] == '.' || s[0] == '-' || s[len(s)-1] == '.' || s[len(s)-1] == '-' {
+		return false
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-' || r == '.') {
+			return false
+		}
+	}
+	return !strings.Contains(s, "..")
 }

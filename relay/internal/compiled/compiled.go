@@ -12,6 +12,7 @@ import (
 
 	"github.com/postwarden/postwarden/relay/internal/directory"
 	"github.com/postwarden/postwarden/relay/internal/tlscert"
+	"github.com/postwarden/postwarden/relay/outbound"
 	"github.com/postwarden/postwarden/relay/snapshot"
 	"github.com/postwarden/postwarden/relay/tlspolicy"
 )
@@ -26,6 +27,8 @@ type View struct {
 	tls    *tlspolicy.Matcher
 	tlsErr error
 	certs  *tlscert.Set
+	// credentials are what the domains' hops log in with, by snapshot.Endpoint.AuthSecret.
+	credentials map[string]outbound.Credentials
 	// autoAddOutbound holds the discovery policies whose outbound senders become users.
 	autoAddOutbound map[string]bool
 }
@@ -35,17 +38,18 @@ type View struct {
 // rather than ignore a policy.
 var unusable = tlspolicy.Policy{Mode: tlspolicy.RequireVerifiedTLS, Roots: x509.NewCertPool(), Source: "(unusable TLS policies)"}
 
-// Build compiles s, which must have passed snapshot.Validate, into a View serving certs.
+// Build compiles s, which must have passed snapshot.Validate, into a View serving certs
+// and logging in on the domains' hops with credentials.
 // It fails when the directory cannot be built (see directory.Build). TLS policies that
 // do not compile (a CA bundle without a certificate, which Validate does not parse) are
 // no error: the View is built, every policy lookup answers a policy that nothing
 // satisfies, and TLSErr says why.
-func Build(s *snapshot.Snapshot, certs *tlscert.Set) (*View, error) {
+func Build(s *snapshot.Snapshot, certs *tlscert.Set, credentials map[string]outbound.Credentials) (*View, error) {
 	dir, err := directory.Build(s)
 	if err != nil {
 		return nil, err
 	}
-	v := &View{hash: s.Hash, dir: dir, certs: certs, autoAddOutbound: map[string]bool{}}
+	v := &View{hash: s.Hash, dir: dir, certs: certs, credentials: credentials, autoAddOutbound: map[string]bool{}}
 	v.tls, v.tlsErr = tlspolicy.Compile(s.TLSPolicies)
 	for _, p := range s.DiscoveryPolicies {
 		if p.AutoAddOutboundUsers {
@@ -55,12 +59,22 @@ func Build(s *snapshot.Snapshot, certs *tlscert.Set) (*View, error) {
 	return v, nil
 }
 
-// WithCertificates returns a View that differs from v only in its certificates: an
-// update that changed nothing else compiles nothing again.
-func (v *View) WithCertificates(certs *tlscert.Set) *View {
+// WithSecrets returns a View that differs from v only in its certificates and route
+// credentials: an update that changed nothing else compiles nothing again.
+func (v *View) WithSecrets(certs *tlscert.Set, credentials map[string]outbound.Credentials) *View {
 	next := *v
-	next.certs = certs
+	next.certs, next.credentials = certs, credentials
 	return &next
+}
+
+// RouteCredentials returns what a hop whose snapshot.Endpoint names secret logs in
+// with; false when the relay does not have them (yet).
+func (v *View) RouteCredentials(secret string) (outbound.Credentials, bool) {
+	if v == nil || secret == "" {
+		return outbound.Credentials{}, false
+	}
+	c, ok := v.credentials[secret]
+	return c, ok
 }
 
 // Hash is the hash of the snapshot compiled, or "" for a nil View.

@@ -7,6 +7,7 @@ import (
 
 	"github.com/postwarden/postwarden/relay/internal/compiled"
 	"github.com/postwarden/postwarden/relay/internal/tlscert"
+	"github.com/postwarden/postwarden/relay/outbound"
 	"github.com/postwarden/postwarden/relay/snapshot"
 	"github.com/postwarden/postwarden/relay/tlspolicy"
 )
@@ -42,7 +43,7 @@ func TestBuildHoldsEveryReadersFacts(t *testing.T) {
 		t.Fatal(err)
 	}
 	certs, _ := tlscert.NewSet(nil, "")
-	v, err := compiled.Build(s, certs)
+	v, err := compiled.Build(s, certs, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -85,7 +86,7 @@ func TestPoliciesThatDoNotCompileAreSatisfiedByNothing(t *testing.T) {
 	if err := s.Validate(); err != nil {
 		t.Fatalf("the snapshot should pass validation: %v", err)
 	}
-	v, err := compiled.Build(s, nil)
+	v, err := compiled.Build(s, nil, nil)
 	if err != nil {
 		t.Fatalf("the rest of the snapshot is usable: %v", err)
 	}
@@ -109,23 +110,32 @@ func TestPoliciesThatDoNotCompileAreSatisfiedByNothing(t *testing.T) {
 func TestBuildRefusesWhatTheDirectoryCannotHold(t *testing.T) {
 	s := testSnapshot()
 	s.Domains[0].FunctionalAccounts = []string{"alice@in.example"}
-	if _, err := compiled.Build(s, nil); err == nil || !strings.Contains(err.Error(), "alice@in.example") {
+	if _, err := compiled.Build(s, nil, nil); err == nil || !strings.Contains(err.Error(), "alice@in.example") {
 		t.Fatalf("got %v, want an error naming the address listed twice", err)
 	}
 }
 
-func TestWithCertificatesCompilesNothingAgain(t *testing.T) {
-	v, err := compiled.Build(testSnapshot(), nil)
+func TestWithSecretsCompilesNothingAgain(t *testing.T) {
+	v, err := compiled.Build(testSnapshot(), nil, map[string]outbound.Credentials{"old": {Username: "u", Password: "p1"}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	certs, _ := tlscert.NewSet(nil, "")
-	next := v.WithCertificates(certs)
+	next := v.WithSecrets(certs, map[string]outbound.Credentials{"new": {Username: "u", Password: "p2"}})
 	if next.Directory() != v.Directory() || next.Hash() != v.Hash() {
 		t.Fatal("the new view does not share the compiled directory")
 	}
 	if next.Certificates() != certs || v.Certificates() != nil {
 		t.Fatal("the certificates were not replaced in the new view alone")
+	}
+	if c, ok := next.RouteCredentials("new"); !ok || c.Password != "p2" {
+		t.Errorf("the new view's credentials: %+v, %v", c, ok)
+	}
+	if _, ok := next.RouteCredentials("old"); ok {
+		t.Error("the new view kept credentials the update no longer has")
+	}
+	if c, ok := v.RouteCredentials("old"); !ok || c.Password != "p1" {
+		t.Errorf("the old view changed: %+v, %v", c, ok)
 	}
 }
 

@@ -8,11 +8,13 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
 
 	"github.com/postwarden/postwarden/relay/internal/tlscert"
+	"github.com/postwarden/postwarden/relay/outbound"
 	"github.com/postwarden/postwarden/relay/snapshot"
 )
 
@@ -27,6 +29,10 @@ type File struct {
 	Path string
 	// ExtraCerts are served besides the certificates the snapshot names (--tls-cert).
 	ExtraCerts []CertFiles
+	// CredentialsDir holds the credentials the snapshot's hops log in with, laid out as
+	// Secrets mounted as volumes are: <dir>/<name>/username and <dir>/<name>/password.
+	// Empty: no hop can log in.
+	CredentialsDir string
 	// Debounce coalesces a burst of events, such as a certificate and its key written
 	// one after the other (100 ms when zero).
 	Debounce time.Duration
@@ -67,7 +73,7 @@ func (f *File) Run(ctx context.Context, sink Sink) error {
 			last = key
 			return
 		}
-		key := fingerprint(u.Snapshot.Hash, u.Certificates, u.Missing)
+		key := fingerprint(u)
 		if key == last {
 			return
 		}
@@ -171,7 +177,40 @@ func (f *File) load() (Update, []string, error) {
 		return Update{}, files, err
 	}
 	u.Certificates, u.Missing = pairs, missing
+	if f.CredentialsDir != "" {
+		u.Credentials = map[string]outbound.Credentials{}
+		for _, name := range authSecrets(s) {
+			user, pass := filepath.Join(f.CredentialsDir, name, "username"), filepath.Join(f.CredentialsDir, name, "password")
+			files = append(files, user, pass)
+			if c, ok, err := readCredentials(user, pass); err != nil {
+				return Update{}, files, err
+			} else if ok {
+				u.Credentials[name] = c
+			}
+		}
+	}
 	return u, files, nil
+}
+
+// readCredentials reads a username and a password file; false when either does not
+// exist yet.
+func readCredentials(userFile, passFile string) (outbound.Credentials, bool, error) {
+	user, err := os.ReadFile(userFile)
+	if errors.Is(err, fs.ErrNotExist) {
+		return outbound.Credentials{}, false, nil
+	}
+	if err != nil {
+		return outbound.Credentials{}, false, fmt.Errorf("reading route credentials: %w", err)
+	}
+	pass, err := os.ReadFile(passFile)
+	if errors.Is(err, fs.ErrNotExist) {
+		return outbound.Credentials{}, false, nil
+	}
+	if err != nil {
+		return outbound.Credentials{}, false, fmt.Errorf("reading route credentials: %w", err)
+	}
+	// A trailing newline is how editors end a file, never part of a password.
+	return outbound.Credentials{Username: strings.TrimRight(string(user), "\r\n"), Password: strings.TrimRight(string(pass), "\r\n")}, true, nil
 }
 
 // resolve makes a relative path relative to the folder of the config file.

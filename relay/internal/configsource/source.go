@@ -10,9 +10,12 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"maps"
 	"os"
+	"slices"
 
 	"github.com/postwarden/postwarden/relay/internal/tlscert"
+	"github.com/postwarden/postwarden/relay/outbound"
 	"github.com/postwarden/postwarden/relay/snapshot"
 )
 
@@ -25,6 +28,10 @@ type Update struct {
 	// Missing names the certificates the snapshot names that do not exist yet (a Secret
 	// cert-manager has not issued). They are not an error: the relay serves the others.
 	Missing []string
+	// Credentials are what the domains' hops log in with, by the name the snapshot gives
+	// them (snapshot.Endpoint.AuthSecret). A name without an entry is not available
+	// yet: mail on that hop waits.
+	Credentials map[string]outbound.Credentials
 }
 
 // Sink receives what a source loads. Sources call it from one goroutine at a time.
@@ -56,14 +63,31 @@ func (c CertFiles) read() (tlscert.Pair, error) {
 
 // fingerprint identifies the content of an Update, so that an event that changed
 // nothing (a resync, an unrelated Secret, an editor touching a file) is not applied again.
-func fingerprint(hash string, certs []tlscert.Pair, missing []string) string {
+func fingerprint(u Update) string {
 	h := sha256.New()
-	fmt.Fprintf(h, "%s\x00", hash)
-	for _, c := range certs {
+	fmt.Fprintf(h, "%s\x00", u.Snapshot.Hash)
+	for _, c := range u.Certificates {
 		fmt.Fprintf(h, "%s\x00%d:%s%d:%s", c.Name, len(c.CertPEM), c.CertPEM, len(c.KeyPEM), c.KeyPEM)
 	}
-	for _, m := range missing {
+	for _, m := range u.Missing {
 		fmt.Fprintf(h, "missing\x00%s\x00", m)
 	}
+	for _, name := range slices.Sorted(maps.Keys(u.Credentials)) {
+		c := u.Credentials[name]
+		fmt.Fprintf(h, "credentials\x00%s\x00%d:%s%d:%s", name, len(c.Username), c.Username, len(c.Password), c.Password)
+	}
 	return hex.EncodeToString(h.Sum(nil))
+}
+
+// authSecrets lists the credentials the snapshot's hops log in with.
+func authSecrets(s *snapshot.Snapshot) []string {
+	var names []string
+	for _, d := range s.Domains {
+		for _, e := range []*snapshot.Endpoint{d.InboundDelivery, d.OutboundRoute} {
+			if e != nil && e.AuthSecret != "" {
+				names = append(names, e.AuthSecret)
+			}
+		}
+	}
+	return names
 }

@@ -41,7 +41,7 @@ func benchEndToEnd(b *testing.B, size int, tlsOn bool) {
 		b.Fatal(err)
 	}
 	defer sp.Close()
-	view, err := compiled.Build(&snapshot.Snapshot{APIVersion: snapshot.APIVersion}, nil)
+	view, err := compiled.Build(&snapshot.Snapshot{APIVersion: snapshot.APIVersion}, nil, nil)
 	if err != nil {
 		b.Fatal(err)
 	}

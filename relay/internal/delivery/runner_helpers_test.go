@@ -118,7 +118,7 @@ func newHarness(t *testing.T, retry Retry, configure ...func(*snapshot.Snapshot)
 // load compiles s, as the relay's reloader does, and puts it in force.
 func (h *harness) load(s *snapshot.Snapshot) {
 	h.t.Helper()
-	v, err := compiled.Build(s, nil)
+	v, err := compiled.Build(s, nil, nil)
 	if err != nil {
 		h.t.Fatal(err)
 	}

@@ -65,6 +65,9 @@ type Domain struct {
 	SendingServers  []netip.Prefix
 	// InboundDelivery is the domain's own server; nil for an outbound-only domain.
 	InboundDelivery *snapshot.Endpoint
+	// OutboundRoute takes the domain's outbound mail instead of MX; nil: MX (or the
+	// relay's --smarthost).
+	OutboundRoute *snapshot.Endpoint
 	DiscoveryPolicy string
 }
 
@@ -157,6 +160,7 @@ func (dir *Directory) addDomain(d *snapshot.Domain) error {
 		Source:          d.Source,
 		RequireSMTPAuth: d.RequireSMTPAuth,
 		InboundDelivery: d.InboundDelivery,
+		OutboundRoute:   d.OutboundRoute,
 		DiscoveryPolicy: d.DiscoveryPolicy,
 	}
 	for _, cidr := range d.SendingServers {

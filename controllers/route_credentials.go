@@ -1,0 +1,149 @@
+package controllers
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	relayv1alpha1 "github.com/postwarden/postwarden/api/v1alpha1"
+	"github.com/postwarden/postwarden/controllers/compiler"
+	"github.com/postwarden/postwarden/relay/snapshot"
+)
+
+// Route credentials: a MailDomain's inboundDelivery or outboundRoute may log in with a
+// username and password from a Secret of its namespace. The relays read Secrets of
+// their own namespace only, so the operator copies the two values into a Secret there
+// (compiler.RouteSecretName, labelled snapshot.LabelRouteCredentials); the snapshot
+// names the copy, never the values. Copies are written before the snapshot that names
+// them and deleted after the snapshot that no longer does.
+
+// Annotations on a copy, for whoever lists the relays' namespace.
+const (
+	annotationRouteSource     = "relay.postwarden.dev/source-secret"
+	annotationRouteMailDomain = "relay.postwarden.dev/maildomain"
+)
+
+// routeSecrets reads the tenant Secrets that MailDomains' hops log in with, marks them
+// referenced (so the Secret cache keeps them), and says what is wrong with each, for
+// the compiler: "" when it has a username and a password. A Secret that does not
+// exist has no entry.
+func (r *configReconciler) routeSecrets(ctx context.Context, domains []*relayv1alpha1.MailDomain,
+	referenced map[types.NamespacedName]bool) (map[types.NamespacedName]string, error) {
+	out := map[types.NamespacedName]string{}
+	for _, md := range domains {
+		for _, a := range compiler.RouteAuths(md) {
+			referenced[a.Source] = true
+			if _, done := out[a.Source]; done {
+				continue
+			}
+			data, err := r.secretData(ctx, a.Source)
+			if err != nil {
+				return nil, err
+			}
+			if data != nil {
+				out[a.Source] = routeSecretProblem(data)
+			}
+		}
+	}
+	return out, nil
+}
+
+func routeSecretProblem(data map[string][]byte) string {
+	switch {
+	case len(data[corev1.BasicAuthUsernameKey]) == 0 || len(data[corev1.BasicAuthPasswordKey]) == 0:
+		return "needs the keys username and password"
+	case bytes.ContainsAny(data[corev1.BasicAuthUsernameKey], "\x00\r\n") || bytes.ContainsAny(data[corev1.BasicAuthPasswordKey], "\x00\r\n"):
+		// SASL PLAIN separates its fields with NUL; a line break would end the command.
+		return "has a username or password with a NUL or line break"
+	}
+	return ""
+}
+
+// writeRouteCopies writes the copy of every usable Secret that an accepted domain's hop
+// logs in with, and returns the names of the copies that should exist.
+func (r *configReconciler) writeRouteCopies(ctx context.Context, in compiler.Input, res *compiler.Result) (map[string]bool, error) {
+	want := map[string]bool{}
+	var errs []error
+	for _, md := range in.MailDomains {
+		v := res.Verdicts[compiler.ObjectKey{Kind: compiler.KindMailDomain, Namespace: md.Namespace, Name: md.Name}]
+		if v == nil || !v.Accepted {
+			continue
+		}
+		for _, a := range compiler.RouteAuths(md) {
+			if p, ok := in.RouteSecrets[a.Source]; !ok || p != "" {
+				continue // the domain's status says why; mail on the hop waits
+			}
+			want[a.Copy] = true
+			if err := r.writeRouteCopy(ctx, a, r.secrets[a.Source].data); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	return want, errors.Join(errs...)
+}
+
+func (r *configReconciler) writeRouteCopy(ctx context.Context, a compiler.RouteAuth, data map[string][]byte) error {
+	desired := &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Namespace: r.opts.Namespace, Name: a.Copy,
+			Labels: map[string]string{snapshot.LabelRouteCredentials: "true", labelManagedBy: managerName},
+			Annotations: map[string]string{annotationRouteSource: a.Source.String(),
+				annotationRouteMailDomain: a.MailDomain.String() + " " + a.Hop}},
+		Type: corev1.SecretTypeBasicAuth,
+		Data: map[string][]byte{
+			corev1.BasicAuthUsernameKey: data[corev1.BasicAuthUsernameKey],
+			corev1.BasicAuthPasswordKey: data[corev1.BasicAuthPasswordKey],
+		},
+	}
+	var cur corev1.Secret
+	err := r.apiReader.Get(ctx, client.ObjectKeyFromObject(desired), &cur)
+	switch {
+	case apierrors.IsNotFound(err):
+		if err := r.client.Create(ctx, desired, client.FieldOwner(fieldOwner)); err != nil {
+			return fmt.Errorf("copying the credentials of %s for %s: %w", a.Source, a.MailDomain, err)
+		}
+		return nil
+	case err != nil:
+		return fmt.Errorf("reading route credentials %s: %w", a.Copy, err)
+	case cur.Type != desired.Type:
+		// The type of a Secret cannot change: replace it.
+		if err := r.client.Delete(ctx, &cur, client.Preconditions{UID: &cur.UID}); client.IgnoreNotFound(err) != nil {
+			return fmt.Errorf("replacing route credentials %s: %w", a.Copy, err)
+		}
+		return r.writeRouteCopy(ctx, a, data)
+	case bytes.Equal(cur.Data[corev1.BasicAuthUsernameKey], desired.Data[corev1.BasicAuthUsernameKey]) &&
+		bytes.Equal(cur.Data[corev1.BasicAuthPasswordKey], desired.Data[corev1.BasicAuthPasswordKey]) &&
+		len(cur.Data) == 2 && cur.Annotations[annotationRouteSource] == desired.Annotations[annotationRouteSource]:
+		return nil
+	}
+	desired.ResourceVersion = cur.ResourceVersion
+	if err := r.client.Update(ctx, desired, client.FieldOwner(fieldOwner)); err != nil {
+		return fmt.Errorf("updating route credentials %s: %w", a.Copy, err)
+	}
+	return nil
+}
+
+// deleteStaleRouteCopies deletes the copies no accepted domain's hop uses any more.
+func (r *configReconciler) deleteStaleRouteCopies(ctx context.Context, want map[string]bool) error {
+	copies, err := r.labelledSecrets(ctx, client.InNamespace(r.opts.Namespace), client.MatchingLabels{snapshot.LabelRouteCredentials: "true"})
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for name, c := range copies {
+		if want[name.Name] {
+			continue
+		}
+		s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: name.Namespace, Name: name.Name}}
+		if err := r.client.Delete(ctx, s, client.Preconditions{UID: &c.UID}); client.IgnoreNotFound(err) != nil {
+			errs = append(errs, fmt.Errorf("deleting unused route credentials %s: %w", name.Name, err))
+		}
+	}
+	return errors.Join(errs...)
+}
