@@ -41,6 +41,9 @@ LABEL org.opencontainers.image.title="postwarden" \
 	org.opencontainers.image.revision="${REVISION}"
 WORKDIR /
 COPY --from=builder /workspace/postwarden .
+# The binary is found by name, as `kubectl exec <pod> -- postwarden queue list` runs it
+# (the image `make image` builds has the same PATH).
+ENV PATH=/
 USER 65532:65532
 
 ENTRYPOINT ["/postwarden"]

@@ -49,7 +49,7 @@ envtest: ## Build (once) kube-apiserver, etcd and kubectl for tests.
 	@hack/envtest-assets.sh >/dev/null
 
 .PHONY: test-deps
-test-deps: ## Install the real SMTP clients the tests drive (swaks, python3).
+test-deps: ## Install what the tests drive: real SMTP clients (swaks, python3) and jq.
 	@hack/test-deps.sh
 
 .PHONY: test

@@ -2,6 +2,8 @@
 //
 //	postwarden operator   reconcile the custom resources into relay config
 //	postwarden relay      run the SMTP relay
+//	postwarden queue      list, retry, hold, release, delete or bounce a running relay's
+//	                      queued mail, through its admin socket (exit codes: sysexits)
 //	postwarden version    print the version
 //	postwarden dev        run the whole system locally (make run); only in a binary built
 //	                      with -tags dev, see main_dev.go
@@ -32,6 +34,7 @@ type command struct {
 var commands = map[string]command{
 	"operator": {"reconcile MailDomains, SMTPCredentials and policies into relay config", controllers.RunOperator},
 	"relay":    {"run the SMTP relay (submission and inbound)", relay.RunCommand},
+	"queue":    {"manage a running relay's queue (list, show, retry, hold, release, delete, bounce)", relay.RunQueueCommand},
 	"version":  {"print the version", printVersion},
 }
 
@@ -44,13 +47,18 @@ func main() {
 	defer stop()
 	if err := commands[os.Args[1]].run(ctx, os.Args[2:]); err != nil && !errors.Is(err, flag.ErrHelp) {
 		fmt.Fprintf(os.Stderr, "postwarden %s: %v\n", os.Args[1], err)
+		// A command whose exit codes mean something (queue) says which; others fail with 1.
+		var coded interface{ ExitCode() int }
+		if errors.As(err, &coded) {
+			os.Exit(coded.ExitCode())
+		}
 		os.Exit(1)
 	}
 }
 
 func usage() {
 	fmt.Fprintln(os.Stderr, "usage: postwarden <command> [flags]\n\ncommands:")
-	for _, name := range []string{"operator", "relay", "dev", "version"} {
+	for _, name := range []string{"operator", "relay", "queue", "dev", "version"} {
 		if c, ok := commands[name]; ok {
 			fmt.Fprintf(os.Stderr, "  %-10s %s\n", name, c.summary)
 		}

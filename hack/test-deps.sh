@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs the real clients the tests drive (swaks; python3 for smtplib) from Debian when
-# they are missing. Needs root (or sudo); otherwise it says what to install.
+# Installs the real clients the tests drive (swaks; python3 for smtplib) and jq, which
+# runs the log queries of docs/operating.md against a relay's log, from Debian when they
+# are missing. Needs root (or sudo); otherwise it says what to install.
 set -euo pipefail
 
 missing=()
@@ -8,6 +9,7 @@ command -v swaks >/dev/null 2>&1 || missing+=(swaks)
 # swaks speaks TLS through these, which Debian only recommends.
 perl -MNet::SSLeay -MIO::Socket::SSL -e1 >/dev/null 2>&1 || missing+=(libnet-ssleay-perl libio-socket-ssl-perl)
 command -v python3 >/dev/null 2>&1 || missing+=(python3)
+command -v jq >/dev/null 2>&1 || missing+=(jq)
 [[ ${#missing[@]} -eq 0 ]] && exit 0
 
 sudo=""

@@ -23,6 +23,7 @@ import (
 	"github.com/postwarden/postwarden/relay/internal/delivery"
 	"github.com/postwarden/postwarden/relay/internal/discovery"
 	"github.com/postwarden/postwarden/relay/internal/proxyproto"
+	"github.com/postwarden/postwarden/relay/internal/queuecli"
 	"github.com/postwarden/postwarden/relay/internal/smtpd"
 )
 
@@ -68,6 +69,7 @@ func parseFlags(args []string) (Config, *slog.Logger, error) {
 	fs.StringVar(&cfg.Hostname, "hostname", hostname, "the relay's name in greetings and Received: headers; picks the certificate for clients without SNI")
 
 	fs.StringVar(&cfg.ConfigFile, "config", "", "snapshot document to load and watch (standalone use)")
+	fs.StringVar(&cfg.RouteCredentialsDir, "route-credentials-dir", "", "with --config: folder of the credentials routes log in with, <dir>/<authSecret>/{username,password}")
 	fs.StringVar(&cfg.KubeConfigName, "kube-config-name", "", "read the snapshot from the Secrets labelled "+
 		"relay.postwarden.dev/config=NAME in --namespace")
 	fs.StringVar(&cfg.Namespace, "namespace", "", "namespace of the config Secrets and the status Lease (default: the pod's)")
@@ -81,7 +83,8 @@ func parseFlags(args []string) (Config, *slog.Logger, error) {
 
 	fs.StringVar(&cfg.TLSCertFile, "tls-cert", "", "PEM certificate chain served besides the snapshot's certificates")
 	fs.StringVar(&cfg.TLSKeyFile, "tls-key", "", "PEM private key of --tls-cert")
-	fs.StringVar(&cfg.SpoolDir, "spool-dir", "/var/spool/postwarden", "folder of the durable message spool")
+	fs.StringVar(&cfg.SpoolDir, "spool-dir", queuecli.DefaultSpoolDir, "folder of the durable message spool")
+	fs.StringVar(&cfg.AdminSocket, "admin-socket", adminSocketDefault, "Unix socket for postwarden queue (mode 0600); empty turns it off")
 
 	fs.BoolVar(&deliver, "delivery", true, "deliver the spool's mail; false keeps it in the spool")
 	fs.StringVar(&dnsServers, "dns-servers", "", "comma-separated resolvers (host:port) for MX lookups (default: /etc/resolv.conf)")
@@ -120,6 +123,9 @@ func parseFlags(args []string) (Config, *slog.Logger, error) {
 		return Config{}, nil, fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
 	cfg.Submission.Proxy, cfg.Inbound.Proxy = submissionProxy, inboundP
+	if cfg.AdminSocket == adminSocketDefault {
+		cfg.AdminSocket = defaultAdminSocket(cfg.SpoolDir)
+	}
 	if deliver {
 		for item := range strings.SplitSeq(dnsServers, ",") {
 			if item = strings.TrimSpace(item); item != "" {

@@ -28,6 +28,9 @@ type Config struct {
 
 	// ConfigFile is a snapshot document (standalone use).
 	ConfigFile string
+	// RouteCredentialsDir holds, for a ConfigFile, the credentials the domains' hops
+	// log in with: <dir>/<authSecret>/username and password (see configsource.File).
+	RouteCredentialsDir string
 	// KubeConfigName is the snapshot.LabelConfig value of the shard Secrets in Namespace,
 	// read through Kube.
 	KubeConfigName string
@@ -46,7 +49,11 @@ type Config struct {
 	TLSCertFile, TLSKeyFile string
 
 	SpoolDir string
-	Limits   smtpd.Limits
+	// AdminSocket is the Unix socket of `postwarden queue` (--admin-socket); "" turns
+	// it off. It belongs in the spool volume, the one place a relay in its chart's pod
+	// may write.
+	AdminSocket string
+	Limits      smtpd.Limits
 	// Delivery, when set, runs the queue runner; nil keeps accepted mail in the spool.
 	Delivery *DeliveryConfig
 	// Discovery tunes SMTP Discovery's callouts and publication.

@@ -50,6 +50,7 @@ func scrapeMetrics(t testing.TB, r *Relay, prefix string) map[string]float64 {
 const (
 	queueActive   = `postwarden_relay_queue_messages{state="active"}`
 	queueDeferred = `postwarden_relay_queue_messages{state="deferred"}`
+	queueHeld     = `postwarden_relay_queue_messages{state="held"}`
 	queueRcpts    = `postwarden_relay_queue_recipients`
 	queueBytes    = `postwarden_relay_queue_bytes`
 	queueAge      = `postwarden_relay_queue_oldest_message_age_seconds`
@@ -59,7 +60,7 @@ func TestQueueMetricsShowMailWaitingInTheSpool(t *testing.T) {
 	a, _ := creds(t)
 	f := startFileRelay(t, newSnapshot(t, certEntry, a)) // no delivery: mail stays queued
 	waitFor(t, "readiness", f.Ready)
-	empty := map[string]float64{queueActive: 0, queueDeferred: 0, queueRcpts: 0, queueBytes: 0, queueAge: 0}
+	empty := map[string]float64{queueActive: 0, queueDeferred: 0, queueHeld: 0, queueRcpts: 0, queueBytes: 0, queueAge: 0}
 	if got := queueMetrics(t, f.Relay); !maps.Equal(got, empty) {
 		t.Fatalf("empty spool: queue metrics = %v, want %v", got, empty)
 	}
@@ -76,7 +77,7 @@ func TestQueueMetricsShowMailWaitingInTheSpool(t *testing.T) {
 	got := queueMetrics(t, f.Relay)
 	age := got[queueAge]
 	delete(got, queueAge)
-	want := map[string]float64{queueActive: 1, queueDeferred: 0, queueRcpts: 1, queueBytes: float64(m.Size)}
+	want := map[string]float64{queueActive: 1, queueDeferred: 0, queueHeld: 0, queueRcpts: 1, queueBytes: float64(m.Size)}
 	if !maps.Equal(got, want) {
 		t.Errorf("one message queued: queue metrics = %v, want %v", got, want)
 	}

@@ -21,6 +21,7 @@ import (
 	"github.com/postwarden/postwarden/relay/internal/metrics"
 	"github.com/postwarden/postwarden/relay/internal/mx"
 	"github.com/postwarden/postwarden/relay/internal/proxyproto"
+	"github.com/postwarden/postwarden/relay/internal/queueadmin"
 	"github.com/postwarden/postwarden/relay/internal/smtpd"
 	"github.com/postwarden/postwarden/relay/internal/spool"
 	"github.com/postwarden/postwarden/relay/internal/throttle"
@@ -50,6 +51,7 @@ type Relay struct {
 	}
 	http     *http.Server
 	httpLn   net.Listener
+	admin    *queueadmin.Server // the queue's admin socket; nil when off
 	draining atomic.Bool
 
 	runner         *delivery.Runner
@@ -92,7 +94,7 @@ func New(cfg Config) (r *Relay, err error) {
 		extra = append(extra, configsource.CertFiles{CertFile: cfg.TLSCertFile, KeyFile: cfg.TLSKeyFile})
 	}
 	if cfg.ConfigFile != "" {
-		r.source = &configsource.File{Path: cfg.ConfigFile, ExtraCerts: extra, Logger: r.log}
+		r.source = &configsource.File{Path: cfg.ConfigFile, ExtraCerts: extra, CredentialsDir: cfg.RouteCredentialsDir, Logger: r.log}
 	} else {
 		r.source = &configsource.Kube{Client: cfg.Kube, Namespace: cfg.Namespace, Name: cfg.KubeConfigName,
 			ExtraCerts: extra, Logger: r.log}
@@ -129,6 +131,11 @@ func New(cfg Config) (r *Relay, err error) {
 	}
 	if err := r.newDiscovery(cfg.Discovery, r.resolver); err != nil {
 		return nil, err
+	}
+	if cfg.AdminSocket != "" {
+		if err := r.newAdmin(); err != nil {
+			return nil, err
+		}
 	}
 	authLimiter := throttle.NewAuthLimiter(throttle.DefaultAuthLimits(), nil)
 	for _, l := range []struct {
@@ -230,7 +237,7 @@ func (r *Relay) Ready() bool {
 func (r *Relay) Run(ctx context.Context) error {
 	bg, stopBG := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
-	fatal := make(chan error, len(r.servers)+2)
+	fatal := make(chan error, len(r.servers)+3)
 
 	wg.Go(func() {
 		if err := r.source.Run(bg, r.reload); err != nil {
@@ -250,6 +257,14 @@ func (r *Relay) Run(ctx context.Context) error {
 		go func() {
 			if err := s.srv.Serve(s.ln); err != nil {
 				fatal <- fmt.Errorf("%s listener: %w", s.mode, err)
+			}
+		}()
+	}
+	if admin := r.admin; admin != nil {
+		r.log.Info("listening", "listener", "admin", "addr", admin.Path())
+		go func() {
+			if err := admin.Serve(); err != nil {
+				fatal <- fmt.Errorf("admin socket: %w", err)
 			}
 		}()
 	}
@@ -290,6 +305,9 @@ func (r *Relay) shutdown(stopBG context.CancelFunc, wg *sync.WaitGroup, stopDeli
 	}
 	sessions.Wait()
 	stopDelivery()
+	// Queue commands work until the spool closes; then the socket goes, so a command
+	// finds no relay rather than a dead one.
+	r.closeAdmin()
 	stopBG()
 	wg.Wait()
 	r.closeDiscovery()
@@ -309,6 +327,7 @@ func (r *Relay) closeListeners() {
 	for _, s := range r.servers {
 		_ = s.ln.Close()
 	}
+	r.closeAdmin()
 	if r.httpLn != nil {
 		_ = r.httpLn.Close()
 	}

@@ -116,6 +116,10 @@ s.quit()
 		waitDelivered(t, "inbound@cluster.test")
 	})
 
+	t.Run("postwarden queue lists a relay's queue from inside its pod", func(t *testing.T) {
+		checkQueueTools(t, relaySTS+"-0")
+	})
+
 	var results []faultResult
 	underLoad := func(name string, fault func(t *testing.T)) {
 		t.Run(name, func(t *testing.T) {

@@ -4,13 +4,14 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"strings"
 	"sync"
 	"testing"
 
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+
+	"github.com/postwarden/postwarden/test/testkit"
 )
 
 // Bare is a control plane without CRDs, for packages that need only core and
@@ -63,19 +64,4 @@ func (b *Bare) Stop() {
 }
 
 // SyncBuffer collects output, such as logs, from several goroutines.
-type SyncBuffer struct {
-	mu  sync.Mutex
-	buf strings.Builder
-}
-
-func (b *SyncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *SyncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
+type SyncBuffer = testkit.LogBuffer

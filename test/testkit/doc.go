@@ -9,7 +9,8 @@
 //     zone-file syntax, and fails or drops the names it is told to;
 //   - a throw-away PKI (pki.go): CAs and the certificates they issue, with options for
 //     names, lifetimes and reproducible bytes for golden files;
-//   - polling (poll.go), for waiting on a condition instead of sleeping.
+//   - polling (poll.go), for waiting on a condition instead of sleeping;
+//   - a log buffer (logs.go) that reads JSON log lines back as records.
 //
 // The package does not import testing, so that a program that is not a test (the dev
 // environment, `postwarden dev`) can link it: what can fail has a constructor returning

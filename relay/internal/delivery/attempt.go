@@ -9,11 +9,12 @@ import (
 
 	"github.com/postwarden/postwarden/relay/internal/compiled"
 	"github.com/postwarden/postwarden/relay/internal/spool"
+	"github.com/postwarden/postwarden/relay/internal/tracking"
 )
 
 // process makes one delivery attempt for every pending recipient of m.
 func (r *Runner) process(ctx context.Context, m spool.Message) {
-	log := r.log.With("id", m.ID)
+	log := r.log.With(tracking.KeyQueueID, m.ID)
 	var pending []int
 	for i, rs := range m.Recipients {
 		if rs.Status == spool.StatusPending {
@@ -90,7 +91,7 @@ func (r *Runner) process(ctx context.Context, m spool.Message) {
 			res := r.deliverGroup(ctx, req)
 			mu.Lock()
 			defer mu.Unlock()
-			r.apply(&m, g.idx, res, direction)
+			r.apply(&m, g.idx, res, rt, direction)
 			for k, out := range res.Recipients {
 				if out.Outcome == Delivered {
 					delivered = append(delivered, [2]string{m.Recipients[g.idx[k]].Address, direction})
@@ -115,7 +116,7 @@ func (r *Runner) deferPending(m *spool.Message, pending []int, reason string) {
 		res.Recipients = append(res.Recipients, RecipientResult{
 			Address: m.Recipients[i].Address, Outcome: Deferred, Status: "4.3.0", Reason: reason})
 	}
-	r.apply(m, pending, res, m.Envelope.Direction)
+	r.apply(m, pending, res, Route{}, m.Envelope.Direction)
 }
 
 func (r *Runner) nextAttempt(m spool.Message, now time.Time) time.Time {
@@ -151,10 +152,20 @@ func (r *Runner) deliverGroup(ctx context.Context, req Request) Result {
 	return r.opts.Client.Deliver(ctx, req)
 }
 
-// apply records a group's outcomes in m.
-func (r *Runner) apply(m *spool.Message, idx []int, res Result, direction string) {
+// apply records a group's outcomes in m, and writes each recipient's tracking line. rt
+// is the group's route; the zero Route for outcomes decided before routing.
+func (r *Runner) apply(m *spool.Message, idx []int, res Result, rt Route, direction string) {
 	now := r.clock.Now()
 	expired := !now.Before(m.Envelope.ReceivedAt.Add(r.retry.Lifetime))
+	line := tracking.Outcome{
+		QueueID: m.ID, SASLUser: m.Envelope.AuthUser, Sender: m.Envelope.Sender, Direction: direction,
+		Attempt: m.Attempts, Delay: now.Sub(m.Envelope.ReceivedAt),
+		RemoteHost: res.RemoteMTA, RemoteIP: res.RemoteAddr,
+		TLSVersion: res.TLS.VersionName(), TLSCipher: res.TLS.CipherName(), TLSVerified: res.TLS.Verified,
+	}
+	if rt.Policy.Mode != "" {
+		line.TLSPolicy, line.TLSMode = policyLabel(rt.Policy.Source), string(rt.Policy.Mode)
+	}
 	for k, i := range idx {
 		out := res.Recipients[k]
 		rs := &m.Recipients[i]
@@ -164,20 +175,22 @@ func (r *Runner) apply(m *spool.Message, idx []int, res Result, direction string
 			host = res.RemoteMTA
 		}
 		rs.LastReply = formatReply(out.Status, host, out.Text())
-		result := "deferred"
+		line.Event = tracking.Deferred
 		switch {
 		case out.Outcome == Delivered:
-			rs.Status, result = spool.StatusDelivered, "delivered"
+			rs.Status, line.Event = spool.StatusDelivered, tracking.Delivered
 		case out.Outcome == Failed:
-			rs.Status, result = spool.StatusFailed, "bounced"
+			rs.Status, line.Event = spool.StatusFailed, tracking.Bounced
 		case expired:
-			rs.Status, result = spool.StatusFailed, "expired"
+			rs.Status, line.Event = spool.StatusFailed, tracking.Expired
 			rs.LastReply = formatReply("4.4.7", host, out.Text()+" (gave up: delivery time expired)")
 		}
-		r.metrics.Recipients.WithLabelValues(direction, result).Inc()
-		r.log.Info("delivery: attempt", "id", m.ID, "rcpt", rs.Address, "result", result,
-			"attempt", m.Attempts, "remote", res.RemoteMTA, "tls", res.TLS.VersionName(),
-			"verified", res.TLS.Verified, "reply", rs.LastReply)
+		// The metric's result labels are the event names.
+		r.metrics.Recipients.WithLabelValues(direction, string(line.Event)).Inc()
+		// An expired recipient's line keeps the last attempt's reply; its event says the rest.
+		line.Recipient, line.EnhancedCode = rs.Address, out.Status
+		line.ReplyCode, line.Reply = out.replyParts()
+		line.Log(context.Background(), r.log)
 	}
 }
 

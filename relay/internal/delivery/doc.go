@@ -6,4 +6,7 @@
 // what is due, routes recipients by domain from the compiled view in force (its managed
 // domains and TLS policies, relay/internal/compiled), bounds concurrency, records
 // outcomes in the spool, retries with backoff and sends delivery status notifications.
+// Admin carries out an administrator's commands on queued messages (retry, hold,
+// release, delete, bounce); it and the Runner claim a message before changing it, so a
+// command never changes a message in the middle of its delivery attempt.
 package delivery

@@ -9,6 +9,7 @@ import (
 	"github.com/postwarden/postwarden/relay/internal/compiled"
 	"github.com/postwarden/postwarden/relay/internal/dsn"
 	"github.com/postwarden/postwarden/relay/internal/spool"
+	"github.com/postwarden/postwarden/relay/internal/tracking"
 )
 
 // formatReply packs an outcome into RecipientState.LastReply as
@@ -87,12 +88,15 @@ func (r *Runner) notify(ctx context.Context, m spool.Message, view *compiled.Vie
 	if err != nil {
 		return fmt.Errorf("queueing the notification: %w", err)
 	}
-	kind := "bounce"
+	line := tracking.Notification{QueueID: m.ID, DSNQueueID: id, Kind: tracking.DSNBounce, To: m.Envelope.Sender}
 	if delay {
-		kind = "delay"
+		line.Kind = tracking.DSNDelay
 	}
-	r.metrics.Notifications.WithLabelValues(kind).Inc()
-	r.log.Info("delivery: queued a notification", "id", m.ID, "kind", kind, "dsn_id", id, "to", m.Envelope.Sender)
+	for _, rc := range report.Recipients {
+		line.Recipients = append(line.Recipients, rc.Address)
+	}
+	r.metrics.Notifications.WithLabelValues(line.Kind).Inc()
+	line.Log(context.Background(), r.log)
 	return nil
 }
 

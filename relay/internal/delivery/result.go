@@ -1,6 +1,12 @@
 package delivery
 
-import "github.com/postwarden/postwarden/relay/outbound"
+import (
+	"net/netip"
+	"strconv"
+	"strings"
+
+	"github.com/postwarden/postwarden/relay/outbound"
+)
 
 // Outcome is what became of one recipient in one attempt.
 type Outcome int
@@ -45,6 +51,42 @@ func (r RecipientResult) Text() string {
 	return r.Reason
 }
 
+// replyParts splits Reply ("550 5.1.1 no such user" or "550 no such user") into its
+// code and its text after the codes, for the tracking log; without a reply the code is
+// 0 and the text the local reason. A reply that reached no transaction (a greeting or
+// EHLO refused) keeps the reason in front, since it names the host.
+func (r RecipientResult) replyParts() (int, string) {
+	if r.Reply == "" {
+		return 0, r.Reason
+	}
+	first, rest, _ := strings.Cut(r.Reply, " ")
+	code, err := strconv.Atoi(first)
+	if err != nil || code < 200 || code > 599 {
+		return 0, r.Reply
+	}
+	if ec, after, _ := strings.Cut(rest, " "); isEnhancedCode(ec) {
+		rest = after
+	}
+	if r.Reason != "" {
+		rest = r.Reason + ": " + rest
+	}
+	return code, rest
+}
+
+// isEnhancedCode reports whether s has the shape of an RFC 3463 code, class.subject.detail.
+func isEnhancedCode(s string) bool {
+	parts := strings.Split(s, ".")
+	if len(parts) != 3 || len(parts[0]) != 1 {
+		return false
+	}
+	for _, p := range parts {
+		if p == "" || len(p) > 3 || strings.Trim(p, "0123456789") != "" {
+			return false
+		}
+	}
+	return true
+}
+
 // TLSInfo describes the session a transaction ran on.
 type TLSInfo = outbound.TLSInfo
 
@@ -52,8 +94,10 @@ type TLSInfo = outbound.TLSInfo
 type Result struct {
 	// Recipients are in the order of Request.Recipients.
 	Recipients []RecipientResult
-	// RemoteMTA is the host that answered the transaction; empty when none did.
-	RemoteMTA string
+	// RemoteMTA is the host that answered the transaction, and RemoteAddr its address;
+	// empty when none did.
+	RemoteMTA  string
+	RemoteAddr netip.Addr
 	// TLS describes that host's session.
 	TLS TLSInfo
 }

@@ -27,6 +27,7 @@ type Spool interface {
 	Update(m spool.Message) error
 	Remove(id string) error
 	Notify() <-chan struct{}
+	IDs() []string
 }
 
 // Defaults for RunnerOptions. PerDestination is Postfix's
@@ -84,6 +85,9 @@ type Runner struct {
 	perDest  *semaphores
 	sessions chan struct{}
 	wake     chan struct{}
+	// claims keep the runner and an administrator's commands (Admin) off each other's
+	// messages.
+	claims *claims
 
 	// held are messages whose state could not be written; they wait until the time
 	// given instead of being retried in a tight loop.
@@ -123,7 +127,7 @@ func NewRunner(opts RunnerOptions) (*Runner, error) {
 		opts: opts, retry: opts.Retry.withDefaults(), clock: opts.Clock, log: opts.Logger,
 		metrics: opts.Metrics, perDest: newSemaphores(opts.PerDestination),
 		sessions: make(chan struct{}, opts.Workers), wake: make(chan struct{}, 1),
-		held: map[string]time.Time{},
+		claims: newClaims(), held: map[string]time.Time{},
 	}, nil
 }
 
@@ -142,7 +146,8 @@ func (r *Runner) Run(ctx context.Context) error {
 	busy := map[string]int{}          // domain → messages in flight for it
 	// read keeps the states of due messages left waiting (their destinations were
 	// busy), so each pass does not read them again. Only the runner changes a queued
-	// message's state, and only while it is in flight, so a kept state stays current.
+	// message's state, and only while it is in flight, so a kept state stays current;
+	// except for an administrator's commands, which claims.reread reports.
 	read := map[string]spool.Message{}
 	for {
 		now := r.clock.Now()
@@ -159,6 +164,9 @@ func (r *Runner) Run(ctx context.Context) error {
 				continue
 			}
 			m, ok := read[id]
+			if r.claims.reread(id) {
+				ok = false
+			}
 			if !ok {
 				var err error
 				if m, err = r.opts.Spool.Get(id); err != nil {
@@ -177,6 +185,9 @@ func (r *Runner) Run(ctx context.Context) error {
 				full = true
 				break
 			}
+			if r.claims.take(id, byDelivery) != unclaimed {
+				continue // a command is changing it; its end wakes the runner
+			}
 			delete(seen, id)
 			delete(read, id)
 			inflight[m.ID] = domains
@@ -188,6 +199,7 @@ func (r *Runner) Run(ctx context.Context) error {
 			go func() {
 				defer wg.Done()
 				r.process(work, m)
+				r.claims.release(m.ID, byDelivery)
 				finished <- m.ID
 			}()
 		}
@@ -284,6 +296,13 @@ func (r *Runner) hold(id string, until time.Time) {
 	r.held[id] = until
 	r.heldMu.Unlock()
 	r.signal()
+}
+
+// unpause forgets a wait set by hold, so a retry command is not kept waiting by it.
+func (r *Runner) unpause(id string) {
+	r.heldMu.Lock()
+	delete(r.held, id)
+	r.heldMu.Unlock()
 }
 
 func (r *Runner) isHeld(id string, now time.Time) bool {

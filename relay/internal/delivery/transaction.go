@@ -146,7 +146,7 @@ func (cl *Client) finish(s *session, res *Result, reset bool) {
 }
 
 func (cl *Client) recordTLS(s *session, res *Result) {
-	res.RemoteMTA, res.TLS = s.host, s.tls
+	res.RemoteMTA, res.RemoteAddr, res.TLS = s.host, s.key.ep.Addr.Addr(), s.tls
 	verified := "false"
 	if s.tls.Verified {
 		verified = "true"

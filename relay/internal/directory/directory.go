@@ -67,7 +67,7 @@ type Domain struct {
 	InboundDelivery *snapshot.Endpoint
 	// OutboundRoute takes the domain's outbound mail instead of MX; nil: MX (or the
 	// relay's --smarthost).
-	OutboundRoute *snapshot.Endpoint
+	OutboundRoute   *snapshot.Endpoint
 	DiscoveryPolicy string
 }
 

@@ -20,9 +20,11 @@ import (
 // discardQueue accepts messages and keeps nothing.
 type discardQueue struct{}
 
-func (discardQueue) Accept(_ context.Context, _ spool.Envelope, body io.Reader) (string, error) {
+func (discardQueue) NewID() string { return "Q1" }
+
+func (discardQueue) AcceptAs(_ context.Context, _ string, _ spool.Envelope, body io.Reader) error {
 	_, err := io.Copy(io.Discard, body)
-	return "q1", err
+	return err
 }
 
 // inboundRelay runs the relay's port-25 server for dir, asking v about unlisted

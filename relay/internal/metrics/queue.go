@@ -22,8 +22,8 @@ func NewQueue(reg prometheus.Registerer, summary func() spool.Summary) *Queue {
 	}
 	m := &Queue{
 		summary: summary,
-		messages: desc("messages", "Messages in the spool, by state: active (due or being delivered) "+
-			"or deferred (waiting for a retry).", "state"),
+		messages: desc("messages", "Messages in the spool, by state: active (due or being delivered), "+
+			"deferred (waiting for a retry) or held (by an administrator).", "state"),
 		recipients: desc("recipients", "Recipients of queued messages still without a final outcome."),
 		bytes:      desc("bytes", "Size of the queued message bodies."),
 		age:        desc("oldest_message_age_seconds", "Time the oldest queued message has been in the spool; 0 when empty."),
@@ -47,8 +47,9 @@ func (m *Queue) Collect(ch chan<- prometheus.Metric) {
 	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
 	}
-	gauge(m.messages, float64(st.Messages-st.Deferred), "active")
+	gauge(m.messages, float64(st.Messages-st.Deferred-st.Held), "active")
 	gauge(m.messages, float64(st.Deferred), "deferred")
+	gauge(m.messages, float64(st.Held), "held")
 	gauge(m.recipients, float64(st.Recipients))
 	gauge(m.bytes, float64(st.Bytes))
 	gauge(m.age, st.OldestAge.Seconds())

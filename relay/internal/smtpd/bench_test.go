@@ -29,11 +29,9 @@ func BenchmarkAuthAndSenderCheck(b *testing.B) {
 	srv := New(Options{
 		Mode: Submission, Hostname: testHostname,
 		Directory: func() *directory.Directory { return dir },
-		Queue: queueFunc(func(context.Context, spool.Envelope, io.Reader) (string, error) {
-			return "", nil
-		}),
-		Logger:  slog.New(slog.DiscardHandler),
-		Metrics: metrics.New(nil),
+		Queue:     queueFunc(func(context.Context, spool.Envelope, io.Reader) error { return nil }),
+		Logger:    slog.New(slog.DiscardHandler),
+		Metrics:   metrics.New(nil),
 	})
 	c := &conn{id: "bench", ip: netip.MustParseAddr("192.0.2.1"), srv: srv}
 	state := &tls.ConnectionState{Version: tls.VersionTLS13}
@@ -56,9 +54,9 @@ func BenchmarkAuthAndSenderCheck(b *testing.B) {
 // a queue that discards (the spool has its own benchmarks).
 func BenchmarkSubmissionSession(b *testing.B) {
 	e := newEnv(b, Submission, withLimits(func(l *Limits) { l.MaxConnectionsPerIP, l.MaxConnectionRatePerIP = 1000, 1_000_000 }))
-	e.queue = queueFunc(func(_ context.Context, _ spool.Envelope, body io.Reader) (string, error) {
+	e.queue = queueFunc(func(_ context.Context, _ spool.Envelope, body io.Reader) error {
 		_, err := io.Copy(io.Discard, body)
-		return "DISCARDED", err
+		return err
 	})
 	m := msg("alice@example.com", "x@foreign.example", "bench")
 	b.ReportAllocs()

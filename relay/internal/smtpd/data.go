@@ -15,6 +15,7 @@ import (
 
 	"github.com/postwarden/postwarden/relay/internal/directory"
 	"github.com/postwarden/postwarden/relay/internal/spool"
+	"github.com/postwarden/postwarden/relay/internal/tracking"
 )
 
 var (
@@ -41,7 +42,7 @@ func (ss *session) Data(r io.Reader) error {
 	}
 	if err := ss.checkRevoked(ss.srv.directoryNow()); err != nil {
 		ss.c.closeOnSend.Store(true)
-		ss.track(txn, 0, "", "rejected", "credential_revoked")
+		ss.track(txn, tracking.Rejected, "credential_revoked")
 		return ss.srv.fail(ss, err)
 	}
 	// DATA, or BDAT with all its chunks, as a whole gets DataTimeout, rather than
@@ -53,7 +54,8 @@ func (ss *session) Data(r io.Reader) error {
 
 	counted := &countingReader{r: r}
 	br := bufio.NewReaderSize(&lineEndingGuard{r: counted}, 4096)
-	id, err := ss.queue(txn, br)
+	err := ss.queue(txn, br)
+	txn.size = counted.n
 	ss.srv.metrics.BytesReceived.Add(float64(counted.n))
 	if err != nil {
 		if errors.Is(err, smtp.ErrDataReset) {
@@ -64,26 +66,30 @@ func (ss *session) Data(r io.Reader) error {
 		}
 		reply := ss.srv.fail(ss, err)
 		_, reason := mapError(err)
-		ss.track(txn, counted.n, "", "rejected", reason)
+		ss.track(txn, tracking.Rejected, reason)
 		return reply
 	}
 	ss.c.idle.Store(0) // an accepted message ends a run of junk commands
 	ss.srv.metrics.MessagesAccepted.WithLabelValues(txn.direction).Inc()
-	ss.track(txn, counted.n, id, "accepted", "")
+	ss.track(txn, tracking.Accepted, "")
 	if o := ss.srv.opts.Observer; o != nil && txn.direction == directionOutbound && ss.cred == nil && txn.senderKey != "" {
 		o.OutboundSender(ss.dir.Lookup(txn.senderKey), txn.senderKey)
 	}
-	return ss.srv.fail(ss, &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "OK: queued as " + id})
+	return ss.srv.fail(ss, &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "OK: queued as " + txn.queueID})
 }
 
-func (ss *session) queue(txn *transaction, br *bufio.Reader) (string, error) {
+// queue reads the header, checks it, and streams the message into the queue under an
+// id taken first, so that our Received: header names the id it is queued under; the
+// id is set in txn only once the queue has the message.
+func (ss *session) queue(txn *transaction, br *bufio.Reader) error {
 	header, err := readHeader(br, ss.srv.limits.MaxHeaderBytes)
 	if err != nil {
-		return "", err
+		return err
 	}
+	txn.messageID = messageIDOf(header)
 	if txn.direction == directionOutbound {
 		if err := ss.checkFrom(txn, header); err != nil {
-			return "", err
+			return err
 		}
 	}
 	env := spool.Envelope{
@@ -94,35 +100,13 @@ func (ss *session) queue(txn *transaction, br *bufio.Reader) (string, error) {
 		Direction:  txn.direction,
 		ReceivedAt: ss.srv.opts.Now(),
 	}
-	body := io.MultiReader(strings.NewReader(ss.received(txn, env.ReceivedAt)), bytes.NewReader(header), br)
-	return ss.srv.opts.Queue.Accept(ss.ctx, env, body)
-}
-
-// readHeader reads the header section up to and including the empty line that ends it
-// (or to the end of a message without body), refusing one larger than max.
-func readHeader(br *bufio.Reader, max int) ([]byte, error) {
-	var buf []byte
-	atLineStart := true
-	for {
-		line, err := br.ReadSlice('\n')
-		buf = append(buf, line...)
-		if len(buf) > max {
-			return nil, errHeaderTooLarge
-		}
-		switch {
-		case err == bufio.ErrBufferFull:
-			atLineStart = false
-			continue
-		case err == io.EOF:
-			return buf, nil
-		case err != nil:
-			return nil, err
-		}
-		if atLineStart && string(line) == "\r\n" {
-			return buf, nil
-		}
-		atLineStart = true
+	id := ss.srv.opts.Queue.NewID()
+	body := io.MultiReader(strings.NewReader(ss.received(txn, id, env.ReceivedAt)), bytes.NewReader(header), br)
+	if err := ss.srv.opts.Queue.AcceptAs(ss.ctx, id, env, body); err != nil {
+		return err
 	}
+	txn.queueID = id
+	return nil
 }
 
 // checkFrom enforces that the From: header names exactly one address the sender may use:
@@ -167,35 +151,11 @@ func (ss *session) checkFrom(txn *transaction, header []byte) error {
 	return nil
 }
 
-// fieldNamesValid reports whether every header field name is RFC 5322 ftext (printable
-// US-ASCII but ':', no space). Go's parser files "From : x" under another key than
-// From, while receivers that honour RFC 5322's obsolete syntax show it as the author, so
-// a name the check cannot trust is refused rather than skipped.
-func fieldNamesValid(header []byte) bool {
-	for line := range bytes.Lines(header) {
-		if bytes.Equal(line, []byte("\r\n")) {
-			return true // the end of the header section
-		}
-		if line[0] == ' ' || line[0] == '\t' {
-			continue // a folded continuation of the previous field
-		}
-		name, _, found := bytes.Cut(line, []byte(":"))
-		if !found || len(name) == 0 {
-			return false
-		}
-		for _, b := range name {
-			if b < 33 || b > 126 {
-				return false
-			}
-		}
-	}
-	return true
-}
-
-// received is our Received: trace header (RFC 5321 4.4) with the protocol keyword of
-// RFC 3848, the authenticated user (as message tracking shows it) and the TLS version
-// and cipher, in comments.
-func (ss *session) received(txn *transaction, at time.Time) string {
+// received is our Received: trace header (RFC 5321 4.4) in Postfix's shape: the
+// protocol keyword of RFC 3848, the TLS version and cipher and the authenticated user
+// (as message tracking shows it) in comments, the queue id the message is stored under,
+// and the recipient when there is only one.
+func (ss *session) received(txn *transaction, id string, at time.Time) string {
 	var b strings.Builder
 	helo := ss.helo
 	if helo == "" {
@@ -213,18 +173,19 @@ func (ss *session) received(txn *transaction, at time.Time) string {
 		proto += "A"
 	}
 	fmt.Fprintf(&b, "Received: from %s ([%s])", headerSafe(helo), ip)
+	if ss.tls != nil {
+		fmt.Fprintf(&b, "\r\n\t(version=%s cipher=%s)", headerSafe(ss.tlsVersion()), headerSafe(ss.tlsCipher()))
+	}
 	if user := ss.authUser(); user != "" {
 		fmt.Fprintf(&b, "\r\n\t(authenticated user %s)", headerSafe(user))
 	}
-	fmt.Fprintf(&b, "\r\n\tby %s (Postwarden) with %s id %s", headerSafe(ss.srv.opts.Hostname), proto, txn.id)
-	if ss.tls != nil {
-		fmt.Fprintf(&b, "\r\n\t(version=%s cipher=%s)",
-			headerSafe(strings.ReplaceAll(ss.tlsVersion(), " ", "")), headerSafe(ss.tlsCipher()))
-	}
+	fmt.Fprintf(&b, "\r\n\tby %s (Postwarden) with %s id %s", headerSafe(ss.srv.opts.Hostname), proto, id)
+	date := at.UTC().Format(time.RFC1123Z)
 	if len(txn.rcpts) == 1 {
-		fmt.Fprintf(&b, "\r\n\tfor <%s>", txn.rcpts[0])
+		fmt.Fprintf(&b, "\r\n\tfor <%s>; %s\r\n", txn.rcpts[0], date)
+	} else {
+		fmt.Fprintf(&b, ";\r\n\t%s\r\n", date)
 	}
-	fmt.Fprintf(&b, ";\r\n\t%s\r\n", at.UTC().Format(time.RFC1123Z))
 	return b.String()
 }
 

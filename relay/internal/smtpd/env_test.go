@@ -1,14 +1,11 @@
 package smtpd
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"io"
 	"log/slog"
 	"net"
 	"path/filepath"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -20,39 +17,8 @@ import (
 	"github.com/postwarden/postwarden/relay/internal/metrics"
 	"github.com/postwarden/postwarden/relay/internal/spool"
 	"github.com/postwarden/postwarden/relay/internal/throttle"
+	"github.com/postwarden/postwarden/test/testkit"
 )
-
-// syncBuffer collects log output from many goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-// records returns the JSON log records with msg.
-func (b *syncBuffer) records(msg string) []map[string]any {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	var out []map[string]any
-	for _, line := range strings.Split(b.b.String(), "\n") {
-		var rec map[string]any
-		if json.Unmarshal([]byte(line), &rec) == nil && rec["msg"] == msg {
-			out = append(out, rec)
-		}
-	}
-	return out
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
 
 // sleeps records the delays the server asks for instead of waiting.
 type sleeps struct {
@@ -83,7 +49,7 @@ type testEnv struct {
 	spool   *spool.Spool
 	queue   Queue
 	dir     atomic.Pointer[directory.Directory]
-	logs    *syncBuffer
+	logs    *testkit.LogBuffer
 	sleeps  *sleeps
 	metrics *metrics.Metrics
 	tls     testPKI
@@ -99,17 +65,15 @@ func newEnv(t testing.TB, mode Mode, opts ...envOption) *testEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &testEnv{t: t, spool: sp, queue: sp, logs: &syncBuffer{}, sleeps: &sleeps{}, tls: newPKI(t)}
+	e := &testEnv{t: t, spool: sp, queue: sp, logs: &testkit.LogBuffer{}, sleeps: &sleeps{}, tls: newPKI(t)}
 	e.dir.Store(buildDir(t, testSnapshot(t)))
 	e.metrics = metrics.New(prometheus.NewRegistry())
 	o := Options{
-		Mode:      mode,
-		Hostname:  testHostname,
-		TLSConfig: e.tls.server,
-		Directory: e.dir.Load,
-		Queue: queueFunc(func(ctx context.Context, env spool.Envelope, body io.Reader) (string, error) {
-			return e.queue.Accept(ctx, env, body)
-		}),
+		Mode:        mode,
+		Hostname:    testHostname,
+		TLSConfig:   e.tls.server,
+		Directory:   e.dir.Load,
+		Queue:       delegateQueue{e},
 		Logger:      slog.New(slog.NewJSONHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		Metrics:     e.metrics,
 		AuthLimiter: throttle.NewAuthLimiter(throttle.DefaultAuthLimits(), nil),
@@ -145,9 +109,22 @@ func newEnv(t testing.TB, mode Mode, opts ...envOption) *testEnv {
 	return e
 }
 
-type queueFunc func(ctx context.Context, env spool.Envelope, body io.Reader) (string, error)
+// delegateQueue sends to the env's current queue, which a test may replace.
+type delegateQueue struct{ e *testEnv }
 
-func (f queueFunc) Accept(ctx context.Context, env spool.Envelope, body io.Reader) (string, error) {
+func (d delegateQueue) NewID() string { return d.e.queue.NewID() }
+func (d delegateQueue) AcceptAs(ctx context.Context, id string, env spool.Envelope, body io.Reader) error {
+	return d.e.queue.AcceptAs(ctx, id, env, body)
+}
+
+// queueFunc is a Queue that hands each message to a function, under a fixed id.
+type queueFunc func(ctx context.Context, env spool.Envelope, body io.Reader) error
+
+// queueFuncID is the id of every message a queueFunc takes.
+const queueFuncID = "0000000000DISCARD0"
+
+func (f queueFunc) NewID() string { return queueFuncID }
+func (f queueFunc) AcceptAs(ctx context.Context, _ string, env spool.Envelope, body io.Reader) error {
 	return f(ctx, env, body)
 }
 

@@ -101,9 +101,9 @@ func (timeoutErr) Temporary() bool { return true }
 // A queue failure reaches the client as a fixed temporary reply, never as its text.
 func TestQueueFailureIsNotLeaked(t *testing.T) {
 	e := newEnv(t, Inbound)
-	e.queue = queueFunc(func(ctx context.Context, env spool.Envelope, body io.Reader) (string, error) {
+	e.queue = queueFunc(func(ctx context.Context, env spool.Envelope, body io.Reader) error {
 		_, _ = io.Copy(io.Discard, body)
-		return "", errors.New("rename /secret/path/x: input/output error")
+		return errors.New("rename /secret/path/x: input/output error")
 	})
 	c := e.dial()
 	c.ehlo()

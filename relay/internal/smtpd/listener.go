@@ -30,7 +30,6 @@ type conn struct {
 	// would otherwise move the deadline a command timeout further every time.
 	dataDeadline atomic.Int64
 	errors       atomic.Int32 // rejected commands on this connection
-	txns         atomic.Int32 // transactions begun, for ids
 	busy         atomic.Bool  // inside a mail transaction
 	authed       atomic.Bool  // logged in: never evicted for a newcomer
 	draining     atomic.Bool  // shutting down: end as soon as idle

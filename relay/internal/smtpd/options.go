@@ -36,11 +36,15 @@ func (m Mode) String() string {
 	return "unknown"
 }
 
-// Queue stores an accepted message durably and returns its queue id. The spool
-// implements it. When body returns an error, Accept must return it wrapped (errors.Is
-// and errors.As work) and keep nothing.
+// Queue stores accepted messages durably; the spool implements it. DATA takes the id
+// from NewID before it writes its Received: header, so that the header, the 250 reply
+// and the tracking log all name the message by the id it is queued under. AcceptAs
+// returns nil only once the message is durable under id: the 250 promises it. When body
+// returns an error, AcceptAs must return it wrapped (errors.Is and errors.As work) and
+// keep nothing.
 type Queue interface {
-	Accept(ctx context.Context, env spool.Envelope, body io.Reader) (id string, err error)
+	NewID() string
+	AcceptAs(ctx context.Context, id string, env spool.Envelope, body io.Reader) error
 }
 
 // Verdict is a RecipientVerifier's answer.
@@ -210,7 +214,8 @@ type Options struct {
 	// Observer, optional, hears of accepted mail from sending servers.
 	Observer Observer
 	Limits   Limits
-	// Logger receives the message-tracking lines (nil: slog.Default()).
+	// Logger receives the message-tracking lines (relay/internal/tracking) and the
+	// session's other lines (nil: slog.Default()).
 	Logger *slog.Logger
 	// Metrics (nil: unregistered metrics).
 	Metrics *metrics.Metrics

@@ -20,18 +20,22 @@ import (
 	"github.com/postwarden/postwarden/relay/internal/directory"
 	"github.com/postwarden/postwarden/relay/internal/metrics"
 	"github.com/postwarden/postwarden/relay/internal/throttle"
+	"github.com/postwarden/postwarden/relay/internal/tracking"
 )
 
 // Server is one SMTP listener's server. Its go-smtp server is configured once in New and
 // never changed afterwards.
 type Server struct {
-	opts    Options
-	limits  Limits
-	logger  *slog.Logger
-	metrics *metrics.Metrics
-	auth    *throttle.AuthLimiter
-	conns   *throttle.ConnLimiter
-	smtp    *smtp.Server
+	opts   Options
+	limits Limits
+	logger *slog.Logger
+	// tracking receives the message-tracking lines, which carry listener, session and
+	// client_ip themselves: logger's attributes would repeat them.
+	tracking *slog.Logger
+	metrics  *metrics.Metrics
+	auth     *throttle.AuthLimiter
+	conns    *throttle.ConnLimiter
+	smtp     *smtp.Server
 
 	mu       sync.Mutex
 	live     map[*conn]struct{}
@@ -58,7 +62,8 @@ func New(opts Options) *Server {
 	if s.logger == nil {
 		s.logger = slog.Default()
 	}
-	s.logger = s.logger.With("listener", opts.Mode.String())
+	s.tracking = s.logger
+	s.logger = s.logger.With(tracking.KeyListener, opts.Mode.String())
 	if s.metrics == nil {
 		s.metrics = metrics.New(nil)
 	}

@@ -7,12 +7,14 @@ import (
 	"log/slog"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 
 	"github.com/emersion/go-smtp"
 
 	"github.com/postwarden/postwarden/relay/internal/directory"
+	"github.com/postwarden/postwarden/relay/internal/tracking"
 )
 
 // Envelope directions, as stored in the spool.
@@ -45,15 +47,21 @@ type session struct {
 
 // transaction is one MAIL..DATA exchange.
 type transaction struct {
-	id        string
 	sender    string // as stored: local part as sent, domain lower-cased; "" is null
 	senderKey string
 	direction string
-	// fromDomains are the domains a sending server (IP relay) may use in From:.
-	fromDomains []string
-	rcpts       []string
-	rcptKeys    map[string]bool
-	rejected    int
+	// fromDomains are the domains a sending server (IP relay) may use in From:;
+	// sendingServer is the one the sender is of, when the client relays as its server.
+	fromDomains   []string
+	sendingServer string
+	rcpts         []string
+	rcptKeys      map[string]bool
+	rejected      int
+	// Set by DATA, for the tracking line: the Message-ID, the bytes read, and the queue
+	// id once the message is queued.
+	messageID string
+	size      int64
+	queueID   string
 }
 
 func (s *Server) newSession(sc *smtp.Conn) (smtp.Session, error) {
@@ -73,7 +81,7 @@ func (s *Server) newSession(sc *smtp.Conn) (smtp.Session, error) {
 	if st, ok := sc.TLSConnectionState(); ok {
 		ss.tls = &st
 	}
-	ss.log = s.logger.With("session", c.id, "client_ip", c.ip.String())
+	ss.log = s.logger.With(tracking.KeySession, c.id, tracking.KeyClientIP, c.ip.String())
 	return ss, nil
 }
 
@@ -104,16 +112,18 @@ func (s *Server) fail(ss *session, err error) error {
 	return reply
 }
 
+// tlsVersion is "TLS1.3" and the like, as delivery names the versions of its sessions,
+// or "none".
 func (ss *session) tlsVersion() string {
 	if ss.tls == nil {
-		return ""
+		return tracking.NoTLS
 	}
-	return tls.VersionName(ss.tls.Version)
+	return strings.ReplaceAll(tls.VersionName(ss.tls.Version), " ", "")
 }
 
 func (ss *session) tlsCipher() string {
 	if ss.tls == nil {
-		return ""
+		return tracking.NoTLS
 	}
 	return tls.CipherSuiteName(ss.tls.CipherSuite)
 }
@@ -136,7 +146,7 @@ func (ss *session) Reset() {
 		_ = ss.c.Close()
 	}
 	if txn := ss.takeTxn(); txn != nil {
-		ss.track(txn, 0, "", "abandoned", "")
+		ss.track(txn, tracking.Abandoned, "")
 	}
 	ss.c.busy.Store(false)
 }
@@ -170,7 +180,6 @@ func (ss *session) Mail(from string, _ *smtp.MailOptions) error {
 		ss.c.busy.Store(false)
 		return ss.srv.fail(ss, err)
 	}
-	txn.id = ss.c.id + "." + strconv.Itoa(int(ss.c.txns.Add(1)))
 	txn.rcptKeys = map[string]bool{}
 	ss.txnMu.Lock()
 	ss.txn = txn
@@ -258,28 +267,31 @@ func (ss *session) mailInbound(from string) (*transaction, error) {
 	}
 	if slices.Contains(txn.fromDomains, m.Domain) {
 		txn.direction = directionOutbound
+		txn.sendingServer = m.Domain
 	}
 	return txn, nil
 }
 
-// track writes the message-tracking line of a transaction.
-func (ss *session) track(txn *transaction, size int64, queueID, outcome, reason string) {
-	level := slog.LevelInfo
-	if outcome == "abandoned" && len(txn.rcpts) == 0 && txn.rejected == 0 {
-		level = slog.LevelDebug
+// track writes the message-tracking line of a transaction's end. It goes to the
+// server's logger without the session's attributes, since the line carries them itself.
+func (ss *session) track(txn *transaction, event tracking.Event, reason string) {
+	t := tracking.Transaction{
+		Event:              event,
+		Listener:           ss.srv.opts.Mode.String(),
+		Session:            ss.c.id,
+		ClientIP:           ss.c.ip.String(),
+		QueueID:            txn.queueID,
+		MessageID:          txn.messageID,
+		SASLUser:           ss.authUser(),
+		SendingServer:      txn.sendingServer,
+		Sender:             txn.sender,
+		Recipients:         txn.rcpts,
+		RejectedRecipients: txn.rejected,
+		Direction:          txn.direction,
+		Size:               txn.size,
+		TLSVersion:         ss.tlsVersion(),
+		TLSCipher:          ss.tlsCipher(),
+		Reason:             reason,
 	}
-	ss.log.Log(context.Background(), level, "message",
-		"txn", txn.id,
-		"sasl_user", ss.authUser(),
-		"sender", txn.sender,
-		"recipients", txn.rcpts,
-		"rejected_recipients", txn.rejected,
-		"direction", txn.direction,
-		"size", size,
-		"tls_version", ss.tlsVersion(),
-		"tls_cipher", ss.tlsCipher(),
-		"queue_id", queueID,
-		"outcome", outcome,
-		"reason", reason,
-	)
+	t.Log(context.Background(), ss.srv.tracking)
 }

@@ -54,11 +54,12 @@ func TestSubmissionQueuesWithEnvelopeAndReceivedHeader(t *testing.T) {
 		t.Errorf("queued body is not Received: + message:\n%q", body)
 	}
 
-	waitFor(t, "the tracking line", func() bool { return len(e.logs.records("message")) == 1 })
-	rec := e.logs.records("message")[0]
+	waitFor(t, "the tracking line", func() bool { return len(e.logs.Records("message")) == 1 })
+	rec := e.logs.Records("message")[0]
 	for k, want := range map[string]any{
-		"sasl_user": "alice-relay", "sender": "Alice@example.com", "client_ip": "127.0.0.1",
-		"queue_id": id, "outcome": "accepted", "tls_version": "TLS 1.3", "direction": "outbound",
+		"event": "accepted", "listener": "submission", "sasl_user": "alice-relay", "sending_server": "",
+		"sender": "Alice@example.com", "client_ip": "127.0.0.1", "queue_id": id, "tls_version": "TLS1.3",
+		"direction": "outbound", "message_id": "<1@client.test.example>",
 	} {
 		if rec[k] != want {
 			t.Errorf("tracking line %s = %v, want %v (line %v)", k, rec[k], want, rec)

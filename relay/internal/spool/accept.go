@@ -14,34 +14,73 @@ import (
 
 var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
 
-// Accept stores body and env durably and returns the new queue id only once both are
-// fsync'd, renamed into the queue and the queue directory fsync'd: the caller may
-// answer 250. An error from body is returned wrapped and leaves nothing on disk, as
-// does any other failure. ctx ends the wait for a commit; the message is then dropped.
-// The message is due at once.
+// errIDInUse is returned by AcceptAs for an id that is queued or being accepted.
+var errIDInUse = errors.New("spool: queue id already in use")
+
+// Accept stores body and env durably under a fresh queue id and returns the id only
+// once both are fsync'd, renamed into the queue and the queue directory fsync'd: the
+// caller may answer 250. An error from body is returned wrapped and leaves nothing on
+// disk, as does any other failure. ctx ends the wait for a commit; the message is then
+// dropped. The message is due at once.
 func (s *Spool) Accept(ctx context.Context, env Envelope, body io.Reader) (string, error) {
-	s.mu.Lock()
-	closed := s.closed
-	s.mu.Unlock()
-	if closed {
+	if s.isClosed() {
 		return "", ErrClosed
 	}
 	now := s.now()
+	for range 8 {
+		id := newID(now)
+		f, err := s.createBody(id)
+		if errors.Is(err, errIDInUse) {
+			continue
+		}
+		if err != nil {
+			return "", err
+		}
+		if err := s.store(ctx, id, f, env, body, now); err != nil {
+			return "", err
+		}
+		return id, nil
+	}
+	return "", errors.New("spool: no free queue id")
+}
+
+// AcceptAs is Accept under an id the caller took from NewID, with the same promise: nil
+// means the message is durable. An id that is not a queue id, or that is queued or
+// being accepted already, is refused before body is read. Since the caller has already
+// written the id into the message, AcceptAs never picks another one.
+func (s *Spool) AcceptAs(ctx context.Context, id string, env Envelope, body io.Reader) error {
+	if !validID(id) {
+		return fmt.Errorf("spool: %q is not a queue id", id)
+	}
+	if s.isClosed() {
+		return ErrClosed
+	}
+	f, err := s.createBody(id)
+	if err != nil {
+		return err
+	}
+	return s.store(ctx, id, f, env, body, s.now())
+}
+
+func (s *Spool) isClosed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closed
+}
+
+// store writes body into f (tmp/id.body), writes the state beside it, fsyncs both and
+// hands them to the committer; it returns once the commit is durable.
+func (s *Spool) store(ctx context.Context, id string, f *os.File, env Envelope, body io.Reader, now time.Time) error {
 	if env.ReceivedAt.IsZero() {
 		env.ReceivedAt = now
 	}
 	env.Recipients = slices.Clone(env.Recipients)
-
-	id, f, err := s.createBody(now)
-	if err != nil {
-		return "", err
-	}
 	o := &op{kind: opAccept, id: id, tmpBody: f.Name(), tmpState: filepath.Join(s.tmp, id+stateExt)}
 	size, err := copyBody(ctx, f, body)
 	if err != nil {
 		_ = f.Close()
 		_ = os.Remove(o.tmpBody)
-		return "", err
+		return err
 	}
 	s.crash("body-written")
 
@@ -59,18 +98,15 @@ func (s *Spool) Accept(ctx context.Context, env Envelope, body io.Reader) (strin
 	if err != nil {
 		_ = f.Close()
 		_ = os.Remove(o.tmpBody)
-		return "", err
+		return err
 	}
 	if err := syncBoth(f, sf); err != nil {
 		o.removeTemp()
-		return "", err
+		return err
 	}
 	s.crash("files-synced")
 	o.next, o.size, o.tally = timeKey(m.NextAttempt), size, tallyOf(m)
-	if err := s.submit(ctx, o); err != nil {
-		return "", err
-	}
-	return id, nil
+	return s.submit(ctx, o)
 }
 
 // syncBoth fsyncs and closes the body and state files. The two fsyncs run at once, so
@@ -93,23 +129,28 @@ func syncBoth(body, state *os.File) error {
 	return nil
 }
 
-// createBody picks a fresh id and creates its body file in tmp/.
-func (s *Spool) createBody(now time.Time) (string, *os.File, error) {
-	for range 8 {
-		id := newID(now)
-		if s.queued(id) {
-			continue
-		}
-		f, err := os.OpenFile(filepath.Join(s.tmp, id+bodyExt), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-		if errors.Is(err, os.ErrExist) {
-			continue
-		}
-		if err != nil {
-			return "", nil, storageErr("create body", err)
-		}
-		return id, f, nil
+// createBody creates id's body file in tmp/. O_EXCL refuses an id that another accept
+// is writing; one whose body was already renamed into the queue is found after the
+// create. A rename moves the body atomically from tmp/ to queue/, so one of the two
+// checks always sees an accept of the same id, however the two interleave.
+func (s *Spool) createBody(id string) (*os.File, error) {
+	f, err := os.OpenFile(filepath.Join(s.tmp, id+bodyExt), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if errors.Is(err, os.ErrExist) {
+		return nil, errIDInUse
 	}
-	return "", nil, errors.New("spool: no free queue id")
+	if err != nil {
+		return nil, storageErr("create body", err)
+	}
+	_, err = os.Lstat(s.bodyPath(id))
+	if err == nil || !errors.Is(err, os.ErrNotExist) {
+		_ = f.Close()
+		_ = os.Remove(f.Name())
+		if err == nil {
+			return nil, errIDInUse
+		}
+		return nil, storageErr("check body", err)
+	}
+	return f, nil
 }
 
 // copyBody streams body into f, telling the client's read errors (returned wrapped as

@@ -30,6 +30,12 @@
 // the next group commit, so a reader or a crash sees the old or the new state, never a
 // torn one. Remove unlinks the state first (the commit point) and then the body.
 //
+// A message an administrator holds (Message.Held) keeps its files and its NextAttempt
+// but is never due: the index keys it after every other message until an Update
+// releases it. Hold, release and an administrator's delete are ordinary Updates and
+// Removes, with the same durability; who may change a message when is the delivery
+// package's business (it never writes a message an administrator is changing).
+//
 // Group commit: one goroutine, the committer, performs every rename and unlink. It
 // takes all ops queued while its previous directory fsync ran, so N concurrent
 // sessions share one directory fsync instead of queueing for N of them; the per-file

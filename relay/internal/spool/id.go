@@ -14,6 +14,11 @@ const idAlphabet = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 // followed by 8 characters (40 bits) of randomness.
 const idLen = 18
 
+// NewID returns a fresh queue id, for AcceptAs. The SMTP server takes one before it
+// writes its Received: header, so that the header, the 250 reply and the logs all name
+// the message by the id it is queued under.
+func (s *Spool) NewID() string { return newID(s.now()) }
+
 // newID returns a queue id: short, safe as a file name and in an SMTP reply, sortable
 // by acceptance time to the millisecond, and unique with overwhelming probability
 // (collisions within one millisecond are caught by the index and O_EXCL).

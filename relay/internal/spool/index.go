@@ -33,6 +33,18 @@ func timeKey(t time.Time) int64 {
 	return t.UnixNano()
 }
 
+// heldKey is the heap key of a held message: later than any NextAttempt, so Due never
+// returns it and it sinks to the bottom of the heap, out of the runner's way.
+const heldKey = math.MaxInt64
+
+// keyOf is m's heap key.
+func keyOf(m Message) int64 {
+	if m.Held {
+		return heldKey
+	}
+	return timeKey(m.NextAttempt)
+}
+
 func (x *index) put(id string, next, size int64) {
 	if e, ok := x.byID[id]; ok {
 		e.next, e.size = next, size

@@ -64,8 +64,10 @@ func (s *Spool) recover() error {
 		case size != m.Size:
 			reason = fmt.Sprintf("body has %d bytes, state says %d", size, m.Size)
 		default:
-			s.idx.put(id, timeKey(m.NextAttempt), m.Size)
-			s.idx.setTally(id, tally{pending: tallyOf(m).pending}) // nothing is in flight after a restart
+			s.idx.put(id, keyOf(m), m.Size)
+			t := tallyOf(m)
+			t.attempting = false // nothing is in flight after a restart
+			s.idx.setTally(id, t)
 			continue
 		}
 		if err := s.quarantine(id); err != nil {

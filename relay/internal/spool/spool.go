@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -51,6 +52,10 @@ type Message struct {
 	Attempts      int              `json:"attempts,omitempty"`
 	NextAttempt   time.Time        `json:"nextAttempt"`
 	DelayNotified bool             `json:"delayNotified,omitempty"` // a delay DSN was sent
+	// Held is set by an administrator (postwarden queue hold): the message is never due,
+	// whatever NextAttempt says, until it is released. It is in the state file so that
+	// a hold survives a restart.
+	Held bool `json:"held,omitempty"`
 }
 
 // Options tunes a Spool. The zero value is ready to use.
@@ -275,15 +280,27 @@ func (s *Spool) DueIDs(now time.Time, limit int) []string {
 }
 
 // NextDue returns the earliest NextAttempt of any queued message, and false when the
-// queue is empty.
+// queue is empty or holds only held messages.
 func (s *Spool) NextDue() (time.Time, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	e := s.idx.min()
-	if e == nil {
+	if e == nil || e.next == heldKey {
 		return time.Time{}, false
 	}
 	return time.Unix(0, e.next), true
+}
+
+// IDs returns the ids of every queued message in the order they were accepted.
+func (s *Spool) IDs() []string {
+	s.mu.Lock()
+	ids := make([]string, 0, len(s.idx.byID))
+	for id := range s.idx.byID {
+		ids = append(ids, id)
+	}
+	s.mu.Unlock()
+	slices.Sort(ids) // ids sort by acceptance time
+	return ids
 }
 
 func (s *Spool) statePath(id string) string { return filepath.Join(s.queue, id+stateExt) }

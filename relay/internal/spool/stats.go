@@ -8,10 +8,10 @@ import (
 // Summary is what the queue holds, as mailq would count it: computed from the
 // in-memory index, without reading the disk.
 type Summary struct {
-	// Messages is the number of queued messages. Deferred of them wait for a retry: not
-	// due yet, and no delivery attempt in progress. The others are active: due, or
-	// being delivered.
-	Messages, Deferred int
+	// Messages is the number of queued messages. Held of them are held by an
+	// administrator. Deferred of them wait for a retry: not held, not due yet, and no
+	// delivery attempt in progress. The others are active: due, or being delivered.
+	Messages, Held, Deferred int
 	// Recipients counts the recipients of queued messages still without a final
 	// outcome.
 	Recipients int
@@ -32,7 +32,10 @@ func (s *Spool) Summary() Summary {
 	s.mu.Lock()
 	sum.Messages = len(s.idx.heap)
 	for _, e := range s.idx.heap {
-		if e.next > key && !e.attempting {
+		switch {
+		case e.held:
+			sum.Held++
+		case e.next > key && !e.attempting:
 			sum.Deferred++
 		}
 		sum.Recipients += int(e.pending)
@@ -55,10 +58,11 @@ type tally struct {
 	// has no outcome of yet. The runner writes the attempt before delivering and the
 	// outcomes after, so this holds while the message is being delivered.
 	attempting bool
+	held       bool // Message.Held
 }
 
 func tallyOf(m Message) tally {
-	var t tally
+	t := tally{held: m.Held}
 	for _, r := range m.Recipients {
 		if r.Status == StatusPending {
 			t.pending++

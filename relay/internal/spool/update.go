@@ -37,12 +37,13 @@ func (s *Spool) Update(m Message) error {
 	s.crash("update-synced")
 	// The wait is bounded by one directory fsync, and giving up early would leave the
 	// caller unsure which state is on disk, so it is not cancellable.
-	return s.submit(context.Background(), &op{kind: opUpdate, id: m.ID, tmpState: tmp, next: timeKey(m.NextAttempt),
+	return s.submit(context.Background(), &op{kind: opUpdate, id: m.ID, tmpState: tmp, next: keyOf(m),
 		tally: tallyOf(m)})
 }
 
-// Remove deletes a message once every recipient has a final outcome. It returns after
-// the deletion is durable, so a crash never redelivers a message already removed.
+// Remove deletes a message once every recipient has a final outcome, or when an
+// administrator deletes it. It returns after the deletion is durable, so a crash never
+// redelivers a message already removed.
 func (s *Spool) Remove(id string) error {
 	if !validID(id) {
 		return fmt.Errorf("remove %q: %w", id, ErrNotFound)
