@@ -36,9 +36,21 @@ func authenticate(c *smtp.Client, host string, info TLSInfo, cr *Credentials) er
 		return &Error{Status: "4.7.0", Reason: fmt.Sprintf("%s offers neither AUTH PLAIN nor AUTH LOGIN", host)}
 	}
 	if err := c.Auth(mech); err != nil {
-		return StageError(host, "AUTH", err)
+		return softAuthError(StageError(host, "AUTH", err))
 	}
 	return nil
+}
+
+// softAuthError defers a refused login instead of failing the recipients: a wrong or
+// expired password is the sender's configuration, fixed by its admin, and the mail
+// should wait for that rather than bounce (Postfix's smtp_sasl_auth_soft_bounce, on by
+// default). The server's reply stays in the reason.
+func softAuthError(e *Error) *Error {
+	if strings.HasPrefix(e.Status, "5.") {
+		e.Status = "4" + e.Status[1:]
+		e.Reason += " (the login is deferred, not bounced: check the route's username and password)"
+	}
+	return e
 }
 
 // loginClient is the LOGIN mechanism (draft-murchison-sasl-login): the server prompts

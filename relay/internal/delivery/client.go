@@ -154,9 +154,14 @@ type Route struct {
 	// carry under RequireVerifiedTLS.
 	Domain string
 	// Hosts, when set, are tried in order instead of the domain's MX hosts (a managed
-	// domain's inbound server, or a smarthost).
+	// domain's inbound server, its outbound route, or the relay's smarthost).
 	Hosts  []Target
 	Policy tlspolicy.Policy
+	// AuthSecret, when set, names the credentials the hop logs in with
+	// (snapshot.Endpoint.AuthSecret); Auth holds them, nil when the relay does not have
+	// them, and then the recipients wait rather than go out without the login.
+	AuthSecret string
+	Auth       *outbound.Credentials
 }
 
 // Request is one message for the recipients of one domain.
@@ -179,6 +184,12 @@ func (cl *Client) Deliver(ctx context.Context, req Request) Result {
 			r.Address = a
 			res.Recipients[i] = r
 		}
+	}
+	if req.Route.AuthSecret != "" && req.Route.Auth == nil {
+		setAll(RecipientResult{Outcome: Deferred, Status: "4.7.0", Reason: fmt.Sprintf(
+			"the credentials %s that the route to %s logs in with are not loaded (is the MailDomain's Secret missing?)",
+			req.Route.AuthSecret, hostNames(req.Route.Hosts))})
+		return res
 	}
 	targets := req.Route.Hosts
 	if len(targets) == 0 {
@@ -227,7 +238,7 @@ func (cl *Client) portOf(t Target) int {
 
 func keyFor(ep outbound.Endpoint, r Route) poolKey {
 	return poolKey{
-		ep: ep, domain: r.Domain, policy: r.Policy.Source,
+		ep: ep, domain: r.Domain, policy: r.Policy.Source, login: loginOf(r),
 		mode: r.Policy.Mode, minVersion: r.Policy.MinVersion, roots: r.Policy.Roots,
 	}
 }

@@ -2,7 +2,9 @@ package delivery
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/x509"
+	"encoding/hex"
 	"time"
 
 	"github.com/emersion/go-smtp"
@@ -24,7 +26,7 @@ type session struct {
 
 // poolKey says which deliveries may share a session: same address and host name (the
 // endpoint, whose name a certificate was checked against, and whether an admin named
-// it), same recipient domain and same TLS policy.
+// it), same recipient domain, same TLS policy and same login.
 type poolKey struct {
 	ep         outbound.Endpoint
 	domain     string
@@ -32,14 +34,28 @@ type poolKey struct {
 	mode       tlspolicy.Mode
 	minVersion uint16
 	roots      *x509.CertPool
+	// login identifies the credentials a session logged in with: two tenants whose
+	// routes share a smarthost never share a session, and a new password opens a new
+	// one. Empty: no login.
+	login string
+}
+
+// loginOf is the pool's name for r's credentials: the Secret's name and a digest of
+// what it holds, never the password itself.
+func loginOf(r Route) string {
+	if r.Auth == nil {
+		return ""
+	}
+	sum := sha256.Sum256([]byte(r.Auth.Username + "\x00" + r.Auth.Password))
+	return r.AuthSecret + "/" + hex.EncodeToString(sum[:])
 }
 
 func (s *session) close() { _ = s.c.Close() }
 
 // open opens a session to key's endpoint through outbound, which does the TLS policy's
 // part and counts connections in the metrics through the client's hooks.
-func (cl *Client) open(ctx context.Context, key poolKey, policy tlspolicy.Policy) (*session, error) {
-	conn, err := cl.out.Open(ctx, key.ep, outbound.Params{Policy: policy, Domain: key.domain})
+func (cl *Client) open(ctx context.Context, key poolKey, route Route) (*session, error) {
+	conn, err := cl.out.Open(ctx, key.ep, outbound.Params{Policy: route.Policy, Domain: key.domain, Auth: route.Auth})
 	if err != nil {
 		return nil, err
 	}

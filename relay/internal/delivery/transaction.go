@@ -19,7 +19,7 @@ func (cl *Client) attempt(ctx context.Context, key poolKey, req Request, res *Re
 	for {
 		s, reused := cl.get(key)
 		if s == nil {
-			s, err = cl.open(ctx, key, req.Route.Policy)
+			s, err = cl.open(ctx, key, req.Route)
 			if err != nil {
 				return false, err
 			}
