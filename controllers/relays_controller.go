@@ -8,6 +8,7 @@ import (
 	coordinationv1 "k8s.io/api/coordination/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/recorder"
 
 	"github.com/postwarden/postwarden/relay/snapshot"
 )
@@ -16,10 +17,13 @@ import (
 // snapshot each enforces. When that changes, every object's Ready is recomputed.
 type relaysReconciler struct {
 	client   client.Client
+	recorder recorder.EventRecorder
 	opts     OperatorOptions
 	view     *relayTracker
 	notifier *notifier
 	now      func() time.Time
+	// told remembers which login failures were told to a MailDomain, and when.
+	told map[string]time.Time
 }
 
 // maxRelayRecheck bounds the wait before a Lease is looked at again.
@@ -34,6 +38,7 @@ func (r *relaysReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.
 	now := r.now()
 	live := 0
 	var hashes []string
+	var failures []relayLoginFailure
 	var next time.Duration
 	for i := range leases.Items {
 		expires, ok := snapshot.LeaseExpiry(&leases.Items[i])
@@ -42,11 +47,15 @@ func (r *relaysReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.
 		}
 		live++
 		hashes = append(hashes, leases.Items[i].Annotations[snapshot.AnnotationHash])
+		failures = append(failures, loginFailuresOf(&leases.Items[i])...)
 		if d := expires.Sub(now); next == 0 || d < next {
 			next = d
 		}
 	}
 	r.notifier.notify(ctx, r.view.set(live, hashes))
+	if err := r.tellLoginFailures(ctx, failures, now); err != nil {
+		return ctrl.Result{}, err
+	}
 	if next == 0 {
 		return ctrl.Result{}, nil
 	}

@@ -2,11 +2,15 @@ package controllers_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"testing"
+	"time"
 
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	relayv1alpha1 "github.com/postwarden/postwarden/api/v1alpha1"
@@ -112,4 +116,32 @@ func TestRouteCredentialsAreCopiedForTheRelays(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// A relay that cannot log in on a MailDomain's route says so on its status Lease, and
+// the operator tells the MailDomain's owner with a Warning Event, once.
+func TestRelayLoginFailuresBecomeEvents(t *testing.T) {
+	ctx := context.Background()
+	ns := newNamespace(t, "login")
+	md := mailDomain(ns, "shop", ns+".example", "sales@"+ns+".example")
+	md.Spec.OutboundRoute = &relayv1alpha1.SMTPRoute{Host: "smtp.provider.example",
+		Auth: &relayv1alpha1.SMTPAuth{SecretRef: relayv1alpha1.LocalSecretReference{Name: "provider"}}}
+	create(t, md)
+
+	failures, err := json.Marshal([]snapshot.LoginFailure{{
+		AuthSecret: compiler.RouteSecretName(ns, "shop", compiler.HopOutbound), Host: "smtp.provider.example",
+		Reason: "smtp.provider.example refused at AUTH: 535 5.7.8 authentication failed", At: time.Now().UTC()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	holder, seconds, now := "relay-login-"+ns, int32(60), metav1.NewMicroTime(time.Now())
+	lease := &coordinationv1.Lease{
+		ObjectMeta: metav1.ObjectMeta{Namespace: operatorNS, Name: snapshot.LeasePrefix + holder,
+			Labels:      map[string]string{snapshot.LabelRelayStatus: "true"},
+			Annotations: map[string]string{snapshot.AnnotationHash: "unknown", snapshot.AnnotationLoginFailures: string(failures)}},
+		Spec: coordinationv1.LeaseSpec{HolderIdentity: &holder, LeaseDurationSeconds: &seconds, RenewTime: &now},
+	}
+	create(t, lease)
+	t.Cleanup(func() { _ = k8s.Delete(ctx, lease) })
+	eventFor(t, md, relayv1alpha1.ReasonRouteLoginFailed)
 }

@@ -69,7 +69,7 @@ func SetupWithManager(mgr ctrl.Manager, opts OperatorOptions) error {
 	}
 
 	toConfig := func(context.Context, client.Object) []reconcile.Request { return []reconcile.Request{configRequest} }
-	relays := &relaysReconciler{client: c, opts: opts, view: relayView, notifier: notes, now: time.Now}
+	relays := &relaysReconciler{client: c, recorder: rec, opts: opts, view: relayView, notifier: notes, now: time.Now, told: map[string]time.Time{}}
 	if err := ctrl.NewControllerManagedBy(mgr).Named("relaystatus").
 		Watches(&coordinationv1.Lease{}, handler.EnqueueRequestsFromMapFunc(toConfig)).
 		Complete(relays); err != nil {

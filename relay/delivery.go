@@ -2,6 +2,7 @@ package relay
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
 	"net/netip"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/postwarden/postwarden/relay/internal/delivery"
 	"github.com/postwarden/postwarden/relay/internal/mx"
+	"github.com/postwarden/postwarden/relay/snapshot"
 )
 
 // DeliveryConfig configures the queue runner that delivers what the spool holds.
@@ -131,4 +133,21 @@ func clusterNetworks() []netip.Prefix {
 		out = append(out, netip.PrefixFrom(a, a.BitLen()))
 	}
 	return out
+}
+
+// leaseAnnotations is what the status Lease reports besides the hash: the hops whose
+// login failed lately, so the operator can tell their MailDomains' owners.
+func (r *Relay) leaseAnnotations() map[string]string {
+	var failures []snapshot.LoginFailure
+	if r.deliveryClient != nil {
+		failures = r.deliveryClient.LoginFailures()
+	}
+	if len(failures) == 0 {
+		return map[string]string{snapshot.AnnotationLoginFailures: ""}
+	}
+	data, err := json.Marshal(failures)
+	if err != nil {
+		return nil // cannot happen: plain strings and times
+	}
+	return map[string]string{snapshot.AnnotationLoginFailures: string(data)}
 }

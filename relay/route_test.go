@@ -109,6 +109,10 @@ func TestOutboundRouteLogsInAfterSTARTTLS(t *testing.T) {
 	rf.waitPassword(t, "a-wrong-password")
 	id := rf.submit(t, "refused login")
 	rf.deferredWith(t, id, "454 4.7.0 invalid credentials")
+	// The status Lease reports the failure, for the MailDomain's owner.
+	if fs := rf.deliveryClient.LoginFailures(); len(fs) != 1 || fs[0].AuthSecret != "provider-login" || !strings.Contains(fs[0].Reason, "invalid credentials") {
+		t.Errorf("login failures %+v", fs)
+	}
 
 	rf.writeCredentials(t, "provider-login", "shop-user", "provider-password-1")
 	rf.waitPassword(t, "provider-password-1")
@@ -117,6 +121,8 @@ func TestOutboundRouteLogsInAfterSTARTTLS(t *testing.T) {
 	if !strings.Contains(string(got[1].Data), "after the password is fixed") {
 		t.Errorf("the provider's second message:\n%s", got[1].Data)
 	}
+	// The provider has the message a moment before the relay hears its 250.
+	waitFor(t, "a login that works again to leave the report", func() bool { return len(rf.deliveryClient.LoginFailures()) == 0 })
 }
 
 func (rf *routeFixture) waitPassword(t *testing.T, password string) {

@@ -102,6 +102,7 @@ func New(cfg Config) (r *Relay, err error) {
 			r.lease = configsource.NewLeaseReporter(configsource.LeaseReporter{
 				Client: cfg.Kube, Namespace: cfg.Namespace, PodName: cfg.PodName, Duration: cfg.LeaseDuration,
 				Status: func() (bool, string) { return r.Ready(), r.reload.Hash() }, Logger: r.log,
+				Annotations: r.leaseAnnotations,
 			})
 			r.reload.applied = r.lease.Poke
 		}

@@ -50,6 +50,9 @@ const (
 	// ReasonSecretMissing: a Secret the spec names does not exist or lacks a key it
 	// needs; mail on that route waits in the queue until it is fixed.
 	ReasonSecretMissing = "SecretMissing"
+	// ReasonRouteLoginFailed (an Event on a MailDomain): a relay could not log in on one
+	// of the domain's hops; mail on it is deferred until it can.
+	ReasonRouteLoginFailed = "RouteLoginFailed"
 )
 
 // MailDomainReference names a MailDomain in the same namespace.

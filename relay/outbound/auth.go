@@ -14,6 +14,10 @@ type Credentials struct {
 	Username, Password string
 }
 
+// ErrLoginRefused is the cause of an Error for a login the server refused, or could
+// not take (it offers no mechanism we speak).
+var ErrLoginRefused = errors.New("the server refused the login")
+
 // ErrPlaintextAuth is the cause of an Error for credentials that would have gone out in
 // plaintext.
 var ErrPlaintextAuth = errors.New("credentials are only sent over TLS")
@@ -33,7 +37,7 @@ func authenticate(c *smtp.Client, host string, info TLSInfo, cr *Credentials) er
 	case c.SupportsAuth(sasl.Login):
 		mech = &loginClient{username: cr.Username, password: cr.Password}
 	default:
-		return &Error{Status: "4.7.0", Reason: fmt.Sprintf("%s offers neither AUTH PLAIN nor AUTH LOGIN", host)}
+		return &Error{Status: "4.7.0", Err: ErrLoginRefused, Reason: fmt.Sprintf("%s offers neither AUTH PLAIN nor AUTH LOGIN", host)}
 	}
 	if err := c.Auth(mech); err != nil {
 		return softAuthError(StageError(host, "AUTH", err))
@@ -46,6 +50,7 @@ func authenticate(c *smtp.Client, host string, info TLSInfo, cr *Credentials) er
 // should wait for that rather than bounce (Postfix's smtp_sasl_auth_soft_bounce, on by
 // default). The server's reply stays in the reason.
 func softAuthError(e *Error) *Error {
+	e.Err = ErrLoginRefused
 	if strings.HasPrefix(e.Status, "5.") {
 		e.Status = "4" + e.Status[1:]
 		e.Reason += " (the login is deferred, not bounced: check the route's username and password)"

@@ -21,7 +21,8 @@ type Error struct {
 	Reply string
 	// Reason says what failed, for logs and delivery status notifications.
 	Reason string
-	// Err is the cause, for errors.Is: ErrNotPublic, ErrPlaintextAuth, or nil.
+	// Err is the cause, for errors.Is: ErrNotPublic, ErrPlaintextAuth, ErrLoginRefused,
+	// or nil.
 	Err error
 }
 

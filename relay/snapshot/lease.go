@@ -15,3 +15,24 @@ func LeaseExpiry(l *coordinationv1.Lease) (time.Time, bool) {
 	}
 	return l.Spec.RenewTime.Add(time.Duration(*l.Spec.LeaseDurationSeconds) * time.Second), true
 }
+
+// AnnotationLoginFailures on a relay's status Lease lists, as JSON ([]LoginFailure),
+// the hops whose login failed on that replica lately, so the operator can tell the
+// MailDomain's owner. Bounded: at most MaxLoginFailures entries, reasons cut to
+// MaxLoginFailureReason bytes.
+const AnnotationLoginFailures = "relay.postwarden.dev/login-failures"
+
+// Bounds of AnnotationLoginFailures, which rides on every Lease renewal.
+const (
+	MaxLoginFailures      = 50
+	MaxLoginFailureReason = 300
+)
+
+// LoginFailure is a hop (Endpoint.AuthSecret) that could not log in: its credentials
+// were missing, the server refused them, or it offered no TLS to send them over.
+type LoginFailure struct {
+	AuthSecret string    `json:"authSecret"`
+	Host       string    `json:"host"`
+	Reason     string    `json:"reason"`
+	At         time.Time `json:"at"`
+}

@@ -204,7 +204,9 @@ func TestLeaseReporterPublishesTheHash(t *testing.T) {
 		ready <- r
 		return r, hash
 	}
-	r := NewLeaseReporter(LeaseReporter{Client: kube, Namespace: ns, PodName: "relay-0", Status: status, Duration: 3 * time.Second})
+	extra := map[string]string{snapshot.AnnotationLoginFailures: `[{"authSecret":"a"}]`}
+	r := NewLeaseReporter(LeaseReporter{Client: kube, Namespace: ns, PodName: "relay-0", Status: status, Duration: 3 * time.Second,
+		Annotations: func() map[string]string { return extra }})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go r.Run(ctx)
@@ -221,6 +223,7 @@ func TestLeaseReporterPublishesTheHash(t *testing.T) {
 		l, err := leases.Get(ctx, snapshot.LeasePrefix+"relay-0", metav1.GetOptions{})
 		if err == nil {
 			if l.Annotations[snapshot.AnnotationHash] != hash || l.Labels[snapshot.LabelRelayStatus] != "true" ||
+				l.Annotations[snapshot.AnnotationLoginFailures] != extra[snapshot.AnnotationLoginFailures] ||
 				*l.Spec.HolderIdentity != "relay-0" || *l.Spec.LeaseDurationSeconds != 3 || l.Spec.RenewTime == nil {
 				t.Fatalf("lease %+v %+v does not follow the convention", l.ObjectMeta, l.Spec)
 			}

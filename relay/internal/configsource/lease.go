@@ -26,6 +26,9 @@ type LeaseReporter struct {
 	// Status returns whether the replica is ready and the hash of the snapshot it
 	// enforces.
 	Status func() (ready bool, hash string)
+	// Annotations, when set, returns more to report on the Lease at each renewal, such
+	// as snapshot.AnnotationLoginFailures; an empty value removes the annotation.
+	Annotations func() map[string]string
 	// Duration is the Lease's leaseDurationSeconds (30 s when zero); the Lease is renewed
 	// every third of it.
 	Duration time.Duration
@@ -121,6 +124,15 @@ func (r *LeaseReporter) fill(l *coordinationv1.Lease, hash string) *coordination
 		l.Annotations = map[string]string{}
 	}
 	l.Annotations[snapshot.AnnotationHash] = hash
+	if r.Annotations != nil {
+		for k, v := range r.Annotations() {
+			if v == "" {
+				delete(l.Annotations, k)
+			} else {
+				l.Annotations[k] = v
+			}
+		}
+	}
 	holder := r.PodName
 	seconds := int32(r.Duration / time.Second)
 	now := metav1.NewMicroTime(r.Now())

@@ -71,6 +71,7 @@ type ClientOptions struct {
 type Client struct {
 	opts    ClientOptions
 	out     *outbound.Dialer
+	logins  loginFailures
 	metrics *Metrics
 	log     *slog.Logger
 	now     func() time.Time
@@ -186,9 +187,11 @@ func (cl *Client) Deliver(ctx context.Context, req Request) Result {
 		}
 	}
 	if req.Route.AuthSecret != "" && req.Route.Auth == nil {
-		setAll(RecipientResult{Outcome: Deferred, Status: "4.7.0", Reason: fmt.Sprintf(
+		r := RecipientResult{Outcome: Deferred, Status: "4.7.0", Reason: fmt.Sprintf(
 			"the credentials %s that the route to %s logs in with are not loaded (is the MailDomain's Secret missing?)",
-			req.Route.AuthSecret, hostNames(req.Route.Hosts))})
+			req.Route.AuthSecret, hostNames(req.Route.Hosts))}
+		cl.logins.note(req.Route, errors.New(r.Reason), cl.now())
+		setAll(r)
 		return res
 	}
 	targets := req.Route.Hosts
@@ -215,7 +218,11 @@ func (cl *Client) Deliver(ctx context.Context, req Request) Result {
 		key := keyFor(ep, req.Route)
 		done, err := cl.attempt(ctx, key, req, &res)
 		if done {
+			cl.logins.note(req.Route, nil, cl.now()) // logged in, whatever the recipients' fate
 			return res
+		}
+		if isLoginFailure(err) {
+			cl.logins.note(req.Route, err, cl.now())
 		}
 		last = err
 		cl.log.Debug("delivery: host failed, trying the next", "host", ep.Host, "addr", ep.Addr.String(), "err", err)
