@@ -124,7 +124,7 @@ func parseFlags(args []string) (Config, *slog.Logger, error) {
 	}
 	cfg.Submission.Proxy, cfg.Inbound.Proxy = submissionProxy, inboundP
 	if cfg.AdminSocket == adminSocketDefault {
-		cfg.AdminSocket = defaultAdminSocket(cfg.SpoolDir)
+		cfg.AdminSocket = DefaultAdminSocket(cfg.SpoolDir)
 	}
 	if deliver {
 		for item := range strings.SplitSeq(dnsServers, ",") {

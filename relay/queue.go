@@ -22,7 +22,9 @@ func RunQueueCommand(ctx context.Context, args []string) error {
 // socket in the spool folder, wherever --spool-dir puts that.
 const adminSocketDefault = "<spool-dir>/" + queueadmin.SocketName
 
-func defaultAdminSocket(spoolDir string) string {
+// DefaultAdminSocket is where the relay puts its admin socket, and `postwarden queue`
+// looks for it, for a spool folder.
+func DefaultAdminSocket(spoolDir string) string {
 	return filepath.Join(spoolDir, queueadmin.SocketName)
 }
 

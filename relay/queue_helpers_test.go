@@ -14,7 +14,7 @@ import (
 
 // withAdminSocket turns on the admin socket where the relay command puts it by
 // default: in the spool folder.
-func withAdminSocket(c *Config) { c.AdminSocket = defaultAdminSocket(c.SpoolDir) }
+func withAdminSocket(c *Config) { c.AdminSocket = DefaultAdminSocket(c.SpoolDir) }
 
 // queueCLI runs `postwarden queue` in-process, the code path of the command itself,
 // against one socket.

@@ -92,5 +92,9 @@ func printSummary(w io.Writer, env *Env, opts Options) {
 		fmt.Fprintf(w, "to the sink, then shows in `kubectl get discoverypolicies -n %s -o yaml`:\n\n", opts.SamplesNamespace)
 		fmt.Fprintf(w, "  swaks --server %s --port %d --from someone@example.org --to new.person@%s\n", ihost, iport, domain)
 	}
+	fmt.Fprintf(w, "\nThe queue (as mailq and postsuper), and each message's life in the log:\n\n")
+	fmt.Fprintf(w, "  %s queue list --spool-dir %s\n", rel(os.Args[0]), rel(filepath.Join(opts.Dir, "spool")))
+	fmt.Fprintf(w, "  jq -c 'select(.msg == \"message\") | {event, queue_id, sender, recipient}' %s\n",
+		rel(filepath.Join(opts.Dir, "postwarden.log")))
 	fmt.Fprintf(w, "\nThe API server:\n\n  export KUBECONFIG=%s\n  %s get postwarden -A\n\n", rel(i.Kubeconfig), rel(env.Kubectl))
 }

@@ -157,7 +157,9 @@ func Start(ctx context.Context, opts Options) (env *Env, err error) {
 		if e.logFile, err = os.Create(filepath.Join(opts.Dir, "postwarden.log")); err != nil {
 			return nil, err
 		}
-		opts.Logger = slog.New(slog.NewTextHandler(e.logFile, nil))
+		// JSON, as the relay logs by default, so the tracking queries of
+		// docs/operating.md work on it as they are.
+		opts.Logger = slog.New(slog.NewJSONHandler(e.logFile, nil))
 	}
 	// The operator and client-go log through the same handler as the relay.
 	ctrl.SetLogger(logr.FromSlogHandler(opts.Logger.Handler()))
@@ -245,6 +247,7 @@ func (e *Env) startRelay(ctx context.Context, opts Options) error {
 		Kube:           kube,
 		PodName:        RelayPodName,
 		SpoolDir:       filepath.Join(opts.Dir, "spool"),
+		AdminSocket:    relay.DefaultAdminSocket(filepath.Join(opts.Dir, "spool")),
 		Delivery:       dc,
 		HTTPAddr:       opts.HTTPAddr,
 		GracePeriod:    2 * time.Second,
