@@ -20,7 +20,7 @@ import (
 // Route credentials: a MailDomain's inboundDelivery or outboundRoute may log in with a
 // username and password from a Secret of its namespace. The relays read Secrets of
 // their own namespace only, so the operator copies the two values into a Secret there
-// (compiler.RouteSecretName, labelled snapshot.LabelRouteCredentials); the snapshot
+// (compiler.RouteSecretName, labelled snapshot.LabelRelaySecret); the snapshot
 // names the copy, never the values. Copies are written before the snapshot that names
 // them and deleted after the snapshot that no longer does.
 
@@ -92,7 +92,7 @@ func (r *configReconciler) writeRouteCopies(ctx context.Context, in compiler.Inp
 func (r *configReconciler) writeRouteCopy(ctx context.Context, a compiler.RouteAuth, data map[string][]byte) error {
 	desired := &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Namespace: r.opts.Namespace, Name: a.Copy,
-			Labels: map[string]string{snapshot.LabelRouteCredentials: "true", labelManagedBy: managerName},
+			Labels: map[string]string{snapshot.LabelRelaySecret: "true", labelManagedBy: managerName},
 			Annotations: map[string]string{annotationRouteSource: a.Source.String(),
 				annotationRouteMailDomain: a.MailDomain.String() + " " + a.Hop}},
 		Type: corev1.SecretTypeBasicAuth,
@@ -131,7 +131,7 @@ func (r *configReconciler) writeRouteCopy(ctx context.Context, a compiler.RouteA
 
 // deleteStaleRouteCopies deletes the copies no accepted domain's hop uses any more.
 func (r *configReconciler) deleteStaleRouteCopies(ctx context.Context, want map[string]bool) error {
-	copies, err := r.labelledSecrets(ctx, client.InNamespace(r.opts.Namespace), client.MatchingLabels{snapshot.LabelRouteCredentials: "true"})
+	copies, err := r.labelledSecrets(ctx, client.InNamespace(r.opts.Namespace), client.MatchingLabels{snapshot.LabelRelaySecret: "true"})
 	if err != nil {
 		return err
 	}

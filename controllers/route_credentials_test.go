@@ -43,7 +43,7 @@ func TestRouteCredentialsAreCopiedForTheRelays(t *testing.T) {
 			if err := k8s.Get(ctx, copyKey, &c); err != nil {
 				return err
 			}
-			if c.Type != corev1.SecretTypeBasicAuth || c.Labels[snapshot.LabelRouteCredentials] != "true" ||
+			if c.Type != corev1.SecretTypeBasicAuth || c.Labels[snapshot.LabelRelaySecret] != "true" ||
 				string(c.Data["username"]) != "shop-user" || string(c.Data["password"]) != want {
 				return fmt.Errorf("copy %s: type %s, labels %v, %d keys", copyName, c.Type, c.Labels, len(c.Data))
 			}

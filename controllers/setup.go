@@ -175,7 +175,7 @@ func (r *configReconciler) secretEvents() handler.EventHandler {
 			if o.GetName() == r.opts.certificateSecretName() || o.GetName() == ReportSecretName && r.opts.ReportRelay != "" {
 				return true
 			}
-			if _, ok := o.GetLabels()[snapshot.LabelRouteCredentials]; ok {
+			if _, ok := o.GetLabels()[snapshot.LabelRelaySecret]; ok {
 				return true // a copy changed or went: write it again
 			}
 			if o.GetLabels()[snapshot.LabelConfig] == r.opts.ConfigName {

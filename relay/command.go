@@ -25,6 +25,7 @@ import (
 	"github.com/postwarden/postwarden/relay/internal/proxyproto"
 	"github.com/postwarden/postwarden/relay/internal/queuecli"
 	"github.com/postwarden/postwarden/relay/internal/smtpd"
+	"github.com/postwarden/postwarden/relay/internal/webhook"
 )
 
 // serviceAccountNamespace holds the pod's namespace inside a cluster.
@@ -69,7 +70,7 @@ func parseFlags(args []string) (Config, *slog.Logger, error) {
 	fs.StringVar(&cfg.Hostname, "hostname", hostname, "the relay's name in greetings and Received: headers; picks the certificate for clients without SNI")
 
 	fs.StringVar(&cfg.ConfigFile, "config", "", "snapshot document to load and watch (standalone use)")
-	fs.StringVar(&cfg.RouteCredentialsDir, "route-credentials-dir", "", "with --config: folder of the credentials routes log in with, <dir>/<authSecret>/{username,password}")
+	fs.StringVar(&cfg.SecretsDir, "relay-secrets-dir", "", "with --config: folder of the relay secrets the config names (route credentials, delivery event keys), <dir>/<name>/<key>")
 	fs.StringVar(&cfg.KubeConfigName, "kube-config-name", "", "read the snapshot from the Secrets labelled "+
 		"relay.postwarden.dev/config=NAME in --namespace")
 	fs.StringVar(&cfg.Namespace, "namespace", "", "namespace of the config Secrets and the status Lease (default: the pod's)")
@@ -99,6 +100,8 @@ func parseFlags(args []string) (Config, *slog.Logger, error) {
 	fs.DurationVar(&dc.Retry.Lifetime, "queue-lifetime", delivery.DefaultRetry.Lifetime, "how long a message is retried before it bounces")
 	fs.DurationVar(&dc.Retry.DelayNotice, "delay-notice", delivery.DefaultRetry.DelayNotice, "age at which the sender is told once that delivery is delayed; negative: never")
 	fs.DurationVar(&dc.DrainTimeout, "delivery-drain-timeout", delivery.DefaultDrainTimeout, "at shutdown, how long deliveries in progress may finish")
+	fs.Int64Var(&dc.Events.MaxDiskBytes, "delivery-events-max-bytes", webhook.DefaultMaxDiskBytes, "bytes of delivery events kept in the spool volume while their endpoints fail")
+	fs.DurationVar(&dc.Events.GiveUp, "delivery-events-give-up", webhook.DefaultGiveUp, "age at which a delivery event still not accepted by its endpoint is dropped")
 
 	fs.Int64Var(&limits.MaxMessageBytes, "max-message-bytes", defaults.MaxMessageBytes, "largest message accepted, in bytes")
 	fs.IntVar(&limits.MaxRecipients, "max-recipients", defaults.MaxRecipients, "recipients per message")

@@ -28,9 +28,10 @@ type Config struct {
 
 	// ConfigFile is a snapshot document (standalone use).
 	ConfigFile string
-	// RouteCredentialsDir holds, for a ConfigFile, the credentials the domains' hops
-	// log in with: <dir>/<authSecret>/username and password (see configsource.File).
-	RouteCredentialsDir string
+	// SecretsDir holds, for a ConfigFile, the relay secrets the config names: the
+	// credentials the domains' hops log in with and the keys their delivery events are
+	// signed with, <dir>/<name>/<key> (see configsource.File).
+	SecretsDir string
 	// KubeConfigName is the snapshot.LabelConfig value of the shard Secrets in Namespace,
 	// read through Kube.
 	KubeConfigName string

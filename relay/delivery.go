@@ -2,6 +2,7 @@ package relay
 
 import (
 	"context"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -32,6 +33,19 @@ type DeliveryConfig struct {
 	Retry delivery.Retry
 	// DrainTimeout is how long deliveries in progress may finish at shutdown.
 	DrainTimeout time.Duration
+	// Events tunes the delivery events sender; zero fields take webhook's defaults.
+	Events EventsConfig
+}
+
+// EventsConfig tunes the sender of delivery events (relay/internal/webhook).
+type EventsConfig struct {
+	// MaxDiskBytes bounds the events waiting in the spool volume.
+	MaxDiskBytes int64
+	// RetryFirst and RetryMax are the backoff of a failing endpoint, GiveUp how old an
+	// event may become unsent.
+	RetryFirst, RetryMax, GiveUp time.Duration
+	// RootCAs verify the endpoints' certificates; nil: the system roots (tests set theirs).
+	RootCAs *x509.CertPool
 }
 
 // newDelivery builds the queue runner; metrics are registered once, here.
@@ -64,12 +78,16 @@ func (r *Relay) newDelivery(cfg *DeliveryConfig) error {
 		// Admin-named: the non-public address guard does not apply to it.
 		smarthost = &delivery.Target{Host: host, Port: port, AdminNamed: true}
 	}
+	if err := r.newEvents(&cfg.Events); err != nil {
+		return err
+	}
 	r.runner, err = delivery.NewRunner(delivery.RunnerOptions{
 		Spool: r.spool, Client: r.deliveryClient, View: r.reload.View, Loaded: r.reload.Loaded(), Smarthost: smarthost,
 		Workers: cfg.Workers, PerDestination: cfg.PerDestination, Retry: cfg.Retry,
 		Hostname: r.cfg.Hostname, DrainTimeout: cfg.DrainTimeout, Metrics: m, Logger: log,
 		// Set before Run, by newDiscovery.
 		Delivered: func(rcpt, direction string) { r.discovery.Delivered(rcpt, direction) },
+		Events:    r.events,
 	})
 	if err != nil {
 		return fmt.Errorf("delivery runner: %w", err)
@@ -85,7 +103,10 @@ func (r *Relay) startDelivery(ctx context.Context) (stop func()) {
 		return func() {}
 	}
 	ctx, cancel := context.WithCancel(ctx)
-	var wg sync.WaitGroup
+	// The events sender outlives the runner, so it stores the last outcomes' events.
+	eventsCtx, stopEvents := context.WithCancel(context.Background())
+	var wg, eventsWG sync.WaitGroup
+	eventsWG.Go(func() { r.events.Run(eventsCtx) })
 	wg.Go(func() {
 		if err := r.runner.Run(ctx); err != nil && ctx.Err() == nil {
 			r.log.Error("delivery stopped", "error", err)
@@ -94,6 +115,8 @@ func (r *Relay) startDelivery(ctx context.Context) (stop func()) {
 	return func() {
 		cancel()
 		wg.Wait()
+		stopEvents()
+		eventsWG.Wait()
 		if err := r.deliveryClient.Close(); err != nil {
 			r.log.Warn("closing delivery connections", "error", err)
 		}

@@ -60,9 +60,9 @@ func (r *reloader) Apply(u configsource.Update) error {
 	prev := r.cur.Load()
 	var next *compiled.View
 	if prev != nil && prev.Hash() == u.Snapshot.Hash {
-		next = prev.WithSecrets(set, u.Credentials) // only certificates or credentials changed
+		next = prev.WithSecrets(set, u.Secrets) // only certificates or relay secrets changed
 	} else {
-		if next, err = compiled.Build(u.Snapshot, set, u.Credentials); err != nil {
+		if next, err = compiled.Build(u.Snapshot, set, u.Secrets); err != nil {
 			return r.refuse(u.Snapshot.Hash, fmt.Errorf("compiling snapshot: %w", err))
 		}
 		if err := next.TLSErr(); err != nil {

@@ -20,7 +20,7 @@ type routeFixture struct {
 	*fileRelay
 	provider, relaySmarthost *testkit.Server
 	password                 atomic.Value // what the provider accepts
-	credentials              string       // the relay's --route-credentials-dir
+	credentials              string       // the relay's --relay-secrets-dir
 }
 
 func newRouteFixture(t *testing.T, authSecret string) *routeFixture {
@@ -41,7 +41,7 @@ func newRouteFixture(t *testing.T, authSecret string) *routeFixture {
 	host, port := splitHostPort(t, rf.provider.Addr)
 	s.Domains[0].OutboundRoute = &snapshot.Endpoint{Host: host, Port: port, AuthSecret: authSecret}
 	rf.writeCredentials(t, "provider-login", "shop-user", "provider-password-1")
-	rf.fileRelay = startFileRelay(t, s, deliverVia(t, rf.relaySmarthost), func(c *Config) { c.RouteCredentialsDir = rf.credentials })
+	rf.fileRelay = startFileRelay(t, s, deliverVia(t, rf.relaySmarthost), func(c *Config) { c.SecretsDir = rf.credentials })
 	waitFor(t, "readiness", rf.Ready)
 	return rf
 }
@@ -152,7 +152,7 @@ func TestRouteNeverLogsInOverPlaintext(t *testing.T) {
 	s.Domains[0].OutboundRoute = &snapshot.Endpoint{Host: host, Port: port, AuthSecret: "login"}
 	rf := &routeFixture{credentials: t.TempDir()}
 	rf.writeCredentials(t, "login", "shop-user", "never-in-clear")
-	rf.fileRelay = startFileRelay(t, s, deliverVia(t, testkit.Start(t)), func(c *Config) { c.RouteCredentialsDir = rf.credentials })
+	rf.fileRelay = startFileRelay(t, s, deliverVia(t, testkit.Start(t)), func(c *Config) { c.SecretsDir = rf.credentials })
 	waitFor(t, "readiness", rf.Ready)
 
 	id := rf.submit(t, "no TLS, no password")
@@ -181,7 +181,7 @@ func TestTenantsSharingASmarthostLogInAsThemselves(t *testing.T) {
 	rf := &routeFixture{credentials: t.TempDir()}
 	rf.writeCredentials(t, "login-a", "tenant-a", "tenant-a-password")
 	rf.writeCredentials(t, "login-b", "tenant-b", "tenant-b-password")
-	rf.fileRelay = startFileRelay(t, s, deliverVia(t, testkit.Start(t)), func(c *Config) { c.RouteCredentialsDir = rf.credentials })
+	rf.fileRelay = startFileRelay(t, s, deliverVia(t, testkit.Start(t)), func(c *Config) { c.SecretsDir = rf.credentials })
 	waitFor(t, "readiness", rf.Ready)
 
 	for i, c := range []cred{a, b, a, b} {

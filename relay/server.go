@@ -26,6 +26,7 @@ import (
 	"github.com/postwarden/postwarden/relay/internal/spool"
 	"github.com/postwarden/postwarden/relay/internal/throttle"
 	"github.com/postwarden/postwarden/relay/internal/tlscert"
+	"github.com/postwarden/postwarden/relay/internal/webhook"
 )
 
 // Listener is one SMTP listener.
@@ -56,6 +57,7 @@ type Relay struct {
 
 	runner         *delivery.Runner
 	deliveryClient *delivery.Client
+	events         *webhook.Sender // delivery events; set with the runner
 	resolver       *mx.Resolver
 	outboundDenied []netip.Prefix // see outboundGuard
 
@@ -94,7 +96,7 @@ func New(cfg Config) (r *Relay, err error) {
 		extra = append(extra, configsource.CertFiles{CertFile: cfg.TLSCertFile, KeyFile: cfg.TLSKeyFile})
 	}
 	if cfg.ConfigFile != "" {
-		r.source = &configsource.File{Path: cfg.ConfigFile, ExtraCerts: extra, CredentialsDir: cfg.RouteCredentialsDir, Logger: r.log}
+		r.source = &configsource.File{Path: cfg.ConfigFile, ExtraCerts: extra, SecretsDir: cfg.SecretsDir, Logger: r.log}
 	} else {
 		r.source = &configsource.Kube{Client: cfg.Kube, Namespace: cfg.Namespace, Name: cfg.KubeConfigName,
 			ExtraCerts: extra, Logger: r.log}

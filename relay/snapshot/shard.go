@@ -26,17 +26,22 @@ const (
 	MaxShardBytes = 900 << 10
 )
 
+// How a relay gets the secrets a snapshot names but never holds (relay secrets): the
+// credentials a domain's hop logs in with (Endpoint.AuthSecret, the keys username and
+// password, type kubernetes.io/basic-auth) and the HMAC key its delivery events are
+// signed with (Webhook.SecretName, the key WebhookSecretKey). The operator copies them
+// from the tenant's Secret into a Secret of the relays' namespace labelled
+// LabelRelaySecret=true; the relay reads only such Secrets of its own namespace.
+const (
+	LabelRelaySecret = "relay.postwarden.dev/relay-secret"
+	WebhookSecretKey = "secret"
+)
+
 // How a relay replica reports what it enforces. Each replica keeps a coordination.k8s.io
 // Lease named LeasePrefix+<pod name> in its namespace, labelled LabelRelayStatus=true,
 // renewed while the replica is ready; AnnotationHash on the Lease is the hash of the
 // snapshot the replica has applied. A Lease past its renewTime+leaseDurationSeconds
 // belongs to a replica that is gone or not ready.
-// How a relay gets the credentials a domain's hop logs in with (Endpoint.AuthSecret):
-// the operator copies them into a Secret of the relays' namespace labelled
-// LabelRouteCredentials=true, with the keys username and password (type
-// kubernetes.io/basic-auth). The relay reads only such Secrets of its own namespace.
-const LabelRouteCredentials = "relay.postwarden.dev/route-credentials"
-
 const (
 	LabelRelayStatus = "relay.postwarden.dev/relay-status"
 	LeasePrefix      = "postwarden-relay-"

@@ -67,6 +67,38 @@ type Domain struct {
 	// Discovered are the addresses SMTP Discovery has learned, as the operator last merged
 	// the relays' observations. The lists above always win over them.
 	Discovered []DiscoveredAddress `json:"discovered,omitempty"`
+	// DeliveryEvents, when set, is the HTTPS endpoint that receives signed events of the
+	// domain's mail (delivered, deferred, bounced, expired).
+	DeliveryEvents *Webhook `json:"deliveryEvents,omitempty"`
+}
+
+// Delivery event types: what became of one recipient in one attempt. The names are
+// those of the relay's tracking lines.
+const (
+	EventDelivered = "delivered"
+	EventDeferred  = "deferred"
+	EventBounced   = "bounced"
+	EventExpired   = "expired"
+)
+
+// EventTypes are the delivery event types, in a fixed order.
+var EventTypes = []string{EventDelivered, EventDeferred, EventBounced, EventExpired}
+
+// Webhook is an HTTPS endpoint that receives a domain's delivery events.
+type Webhook struct {
+	// URL is an https:// URL.
+	URL string `json:"url"`
+	// SecretName names the Secret in the relay's namespace (a folder of the relay's
+	// --relay-secrets-dir when it runs from a file) whose key "secret" is the HMAC key
+	// the events are signed with. The key itself is never in a snapshot.
+	SecretName string `json:"secretName"`
+	// Events are the event types sent; empty means all of EventTypes.
+	Events []string `json:"events,omitempty"`
+}
+
+// Wants reports whether events of type t are sent to w.
+func (w *Webhook) Wants(t string) bool {
+	return w != nil && (len(w.Events) == 0 || slices.Contains(w.Events, t))
 }
 
 // Discovered address states.
@@ -196,6 +228,9 @@ func (s *Snapshot) Normalize() {
 		slices.Sort(d.InvalidAddresses)
 		slices.Sort(d.SendingServers)
 		slices.SortFunc(d.Discovered, func(a, b DiscoveredAddress) int { return strings.Compare(a.Address, b.Address) })
+		if d.DeliveryEvents != nil {
+			slices.Sort(d.DeliveryEvents.Events)
+		}
 	}
 	slices.SortFunc(s.Credentials, func(a, b Credential) int { return strings.Compare(a.Username, b.Username) })
 	for i := range s.Credentials {

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"net/url"
+	"slices"
 	"strings"
 )
 
@@ -133,6 +135,19 @@ func (d *Domain) Validate() error {
 		}
 		if e.AuthSecret != "" && !isSecretName(e.AuthSecret) {
 			add("domain %s: %s names %q, which is not a Secret name", d.Name, what, e.AuthSecret)
+		}
+	}
+	if w := d.DeliveryEvents; w != nil {
+		if u, err := url.Parse(w.URL); err != nil || u.Scheme != "https" || u.Host == "" {
+			add("domain %s: delivery events url %q is not an https:// URL", d.Name, w.URL)
+		}
+		if !isSecretName(w.SecretName) {
+			add("domain %s: delivery events secret %q is not a Secret name", d.Name, w.SecretName)
+		}
+		for _, t := range w.Events {
+			if !slices.Contains(EventTypes, t) {
+				add("domain %s: delivery event type %q is not one of %s", d.Name, t, strings.Join(EventTypes, ", "))
+			}
 		}
 	}
 	return errors.Join(errs...)

@@ -27,8 +27,11 @@ type View struct {
 	tls    *tlspolicy.Matcher
 	tlsErr error
 	certs  *tlscert.Set
-	// credentials are what the domains' hops log in with, by snapshot.Endpoint.AuthSecret.
-	credentials map[string]outbound.Credentials
+	// secrets are the relay secrets, by the name the snapshot gives them
+	// (snapshot.Endpoint.AuthSecret, snapshot.Webhook.SecretName).
+	secrets map[string]map[string][]byte
+	// webhooks are the domains' delivery event endpoints, by domain name.
+	webhooks map[string]*snapshot.Webhook
 	// autoAddOutbound holds the discovery policies whose outbound senders become users.
 	autoAddOutbound map[string]bool
 }
@@ -39,17 +42,23 @@ type View struct {
 var unusable = tlspolicy.Policy{Mode: tlspolicy.RequireVerifiedTLS, Roots: x509.NewCertPool(), Source: "(unusable TLS policies)"}
 
 // Build compiles s, which must have passed snapshot.Validate, into a View serving certs
-// and logging in on the domains' hops with credentials.
+// and reading the relay secrets the snapshot names from secrets (name → key → value).
 // It fails when the directory cannot be built (see directory.Build). TLS policies that
 // do not compile (a CA bundle without a certificate, which Validate does not parse) are
 // no error: the View is built, every policy lookup answers a policy that nothing
 // satisfies, and TLSErr says why.
-func Build(s *snapshot.Snapshot, certs *tlscert.Set, credentials map[string]outbound.Credentials) (*View, error) {
+func Build(s *snapshot.Snapshot, certs *tlscert.Set, secrets map[string]map[string][]byte) (*View, error) {
 	dir, err := directory.Build(s)
 	if err != nil {
 		return nil, err
 	}
-	v := &View{hash: s.Hash, dir: dir, certs: certs, credentials: credentials, autoAddOutbound: map[string]bool{}}
+	v := &View{hash: s.Hash, dir: dir, certs: certs, secrets: secrets, autoAddOutbound: map[string]bool{},
+		webhooks: map[string]*snapshot.Webhook{}}
+	for _, d := range s.Domains {
+		if d.DeliveryEvents != nil {
+			v.webhooks[d.Name] = d.DeliveryEvents
+		}
+	}
 	v.tls, v.tlsErr = tlspolicy.Compile(s.TLSPolicies)
 	for _, p := range s.DiscoveryPolicies {
 		if p.AutoAddOutboundUsers {
@@ -59,22 +68,44 @@ func Build(s *snapshot.Snapshot, certs *tlscert.Set, credentials map[string]outb
 	return v, nil
 }
 
-// WithSecrets returns a View that differs from v only in its certificates and route
-// credentials: an update that changed nothing else compiles nothing again.
-func (v *View) WithSecrets(certs *tlscert.Set, credentials map[string]outbound.Credentials) *View {
+// WithSecrets returns a View that differs from v only in its certificates and relay
+// secrets: an update that changed nothing else compiles nothing again.
+func (v *View) WithSecrets(certs *tlscert.Set, secrets map[string]map[string][]byte) *View {
 	next := *v
-	next.certs, next.credentials = certs, credentials
+	next.certs, next.secrets = certs, secrets
 	return &next
 }
 
 // RouteCredentials returns what a hop whose snapshot.Endpoint names secret logs in
-// with; false when the relay does not have them (yet).
+// with; false when the relay does not have them (yet) or either is empty.
 func (v *View) RouteCredentials(secret string) (outbound.Credentials, bool) {
 	if v == nil || secret == "" {
 		return outbound.Credentials{}, false
 	}
-	c, ok := v.credentials[secret]
-	return c, ok
+	data := v.secrets[secret]
+	user, pass := data["username"], data["password"]
+	if len(user) == 0 || len(pass) == 0 {
+		return outbound.Credentials{}, false
+	}
+	return outbound.Credentials{Username: string(user), Password: string(pass)}, true
+}
+
+// DeliveryEvents returns the delivery event endpoint of managed domain domain and the
+// HMAC key its events are signed with; a nil key when the relay does not have it (yet),
+// and a nil Webhook when the domain sends no events.
+func (v *View) DeliveryEvents(domain string) (*snapshot.Webhook, []byte) {
+	if v == nil {
+		return nil, nil
+	}
+	w := v.webhooks[domain]
+	if w == nil {
+		return nil, nil
+	}
+	key := v.secrets[w.SecretName][snapshot.WebhookSecretKey]
+	if len(key) == 0 {
+		return w, nil
+	}
+	return w, key
 }
 
 // Hash is the hash of the snapshot compiled, or "" for a nil View.

@@ -7,7 +7,6 @@ import (
 
 	"github.com/postwarden/postwarden/relay/internal/compiled"
 	"github.com/postwarden/postwarden/relay/internal/tlscert"
-	"github.com/postwarden/postwarden/relay/outbound"
 	"github.com/postwarden/postwarden/relay/snapshot"
 	"github.com/postwarden/postwarden/relay/tlspolicy"
 )
@@ -116,12 +115,12 @@ func TestBuildRefusesWhatTheDirectoryCannotHold(t *testing.T) {
 }
 
 func TestWithSecretsCompilesNothingAgain(t *testing.T) {
-	v, err := compiled.Build(testSnapshot(), nil, map[string]outbound.Credentials{"old": {Username: "u", Password: "p1"}})
+	v, err := compiled.Build(testSnapshot(), nil, map[string]map[string][]byte{"old": {"username": []byte("u"), "password": []byte("p1")}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	certs, _ := tlscert.NewSet(nil, "")
-	next := v.WithSecrets(certs, map[string]outbound.Credentials{"new": {Username: "u", Password: "p2"}})
+	next := v.WithSecrets(certs, map[string]map[string][]byte{"new": {"username": []byte("u"), "password": []byte("p2")}})
 	if next.Directory() != v.Directory() || next.Hash() != v.Hash() {
 		t.Fatal("the new view does not share the compiled directory")
 	}

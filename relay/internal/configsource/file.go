@@ -1,6 +1,7 @@
 package configsource
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -14,7 +15,6 @@ import (
 	"github.com/fsnotify/fsnotify"
 
 	"github.com/postwarden/postwarden/relay/internal/tlscert"
-	"github.com/postwarden/postwarden/relay/outbound"
 	"github.com/postwarden/postwarden/relay/snapshot"
 )
 
@@ -29,10 +29,11 @@ type File struct {
 	Path string
 	// ExtraCerts are served besides the certificates the snapshot names (--tls-cert).
 	ExtraCerts []CertFiles
-	// CredentialsDir holds the credentials the snapshot's hops log in with, laid out as
-	// Secrets mounted as volumes are: <dir>/<name>/username and <dir>/<name>/password.
-	// Empty: no hop can log in.
-	CredentialsDir string
+	// SecretsDir holds the relay secrets the snapshot names (route credentials, delivery
+	// event keys), laid out as Secrets mounted as volumes are: <dir>/<name>/<key>, such
+	// as <dir>/<name>/username and <dir>/<name>/password. Empty: no hop can log in and
+	// no delivery event is signed.
+	SecretsDir string
 	// Debounce coalesces a burst of events, such as a certificate and its key written
 	// one after the other (100 ms when zero).
 	Debounce time.Duration
@@ -177,40 +178,50 @@ func (f *File) load() (Update, []string, error) {
 		return Update{}, files, err
 	}
 	u.Certificates, u.Missing = pairs, missing
-	if f.CredentialsDir != "" {
-		u.Credentials = map[string]outbound.Credentials{}
-		for _, name := range authSecrets(s) {
-			user, pass := filepath.Join(f.CredentialsDir, name, "username"), filepath.Join(f.CredentialsDir, name, "password")
-			files = append(files, user, pass)
-			if c, ok, err := readCredentials(user, pass); err != nil {
+	if f.SecretsDir != "" {
+		u.Secrets = map[string]SecretData{}
+		for _, name := range secretNames(s) {
+			dir := filepath.Join(f.SecretsDir, name)
+			files = append(files, filepath.Join(dir, "x")) // watch the folder
+			data, err := readSecretDir(dir)
+			if err != nil {
 				return Update{}, files, err
-			} else if ok {
-				u.Credentials[name] = c
+			}
+			if data != nil {
+				u.Secrets[name] = data
 			}
 		}
 	}
 	return u, files, nil
 }
 
-// readCredentials reads a username and a password file; false when either does not
-// exist yet.
-func readCredentials(userFile, passFile string) (outbound.Credentials, bool, error) {
-	user, err := os.ReadFile(userFile)
+// readSecretDir reads the files of a secret's folder, key by file name; nil when the
+// folder does not exist yet. Names starting with a dot are skipped: a mounted Secret
+// keeps its real files there (..data) and links to them by key.
+func readSecretDir(dir string) (SecretData, error) {
+	entries, err := os.ReadDir(dir)
 	if errors.Is(err, fs.ErrNotExist) {
-		return outbound.Credentials{}, false, nil
+		return nil, nil
 	}
 	if err != nil {
-		return outbound.Credentials{}, false, fmt.Errorf("reading route credentials: %w", err)
+		return nil, fmt.Errorf("reading relay secret %s: %w", dir, err)
 	}
-	pass, err := os.ReadFile(passFile)
-	if errors.Is(err, fs.ErrNotExist) {
-		return outbound.Credentials{}, false, nil
+	data := SecretData{}
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), ".") || e.IsDir() {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		if errors.Is(err, fs.ErrNotExist) {
+			continue // removed while listing
+		}
+		if err != nil {
+			return nil, fmt.Errorf("reading relay secret %s: %w", dir, err)
+		}
+		// A trailing newline is how editors end a file, never part of a password or key.
+		data[e.Name()] = bytes.TrimRight(b, "\r\n")
 	}
-	if err != nil {
-		return outbound.Credentials{}, false, fmt.Errorf("reading route credentials: %w", err)
-	}
-	// A trailing newline is how editors end a file, never part of a password.
-	return outbound.Credentials{Username: strings.TrimRight(string(user), "\r\n"), Password: strings.TrimRight(string(pass), "\r\n")}, true, nil
+	return data, nil
 }
 
 // resolve makes a relative path relative to the folder of the config file.

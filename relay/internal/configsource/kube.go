@@ -19,14 +19,13 @@ import (
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/postwarden/postwarden/relay/internal/tlscert"
-	"github.com/postwarden/postwarden/relay/outbound"
 	"github.com/postwarden/postwarden/relay/snapshot"
 )
 
 // Kube loads the snapshot from the shard Secrets labelled snapshot.LabelConfig=Name in
 // Namespace, its certificates from kubernetes.io/tls Secrets of the same namespace, and
 // the credentials its domains' hops log in with from the Secrets labelled
-// snapshot.LabelRouteCredentials there, through watches on the API server. Reads come from the watch caches, so the relay
+// snapshot.LabelRelaySecret there, through watches on the API server. Reads come from the watch caches, so the relay
 // needs get, list and watch on Secrets in its namespace, and nothing cluster-wide.
 type Kube struct {
 	Client    kubernetes.Interface
@@ -72,27 +71,27 @@ func (k *Kube) Run(ctx context.Context, sink Sink) error {
 		informers.WithNamespace(k.Namespace),
 		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.FieldSelector = tlsSelector }))
 
-	routeSelector := labels.SelectorFromSet(labels.Set{snapshot.LabelRouteCredentials: "true"}).String()
-	routes := informers.NewSharedInformerFactoryWithOptions(k.Client, 0,
+	secretSelector := labels.SelectorFromSet(labels.Set{snapshot.LabelRelaySecret: "true"}).String()
+	relaySecrets := informers.NewSharedInformerFactoryWithOptions(k.Client, 0,
 		informers.WithNamespace(k.Namespace),
-		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = routeSelector }))
+		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = secretSelector }))
 
 	configInformer := configs.Core().V1().Secrets()
 	certInformer := certs.Core().V1().Secrets()
-	routeInformer := routes.Core().V1().Secrets()
-	for _, inf := range []cache.SharedIndexInformer{configInformer.Informer(), certInformer.Informer(), routeInformer.Informer()} {
+	secretInformer := relaySecrets.Core().V1().Secrets()
+	for _, inf := range []cache.SharedIndexInformer{configInformer.Informer(), certInformer.Informer(), secretInformer.Informer()} {
 		if _, err := inf.AddEventHandler(handler); err != nil {
 			return fmt.Errorf("watching secrets: %w", err)
 		}
 	}
 	configs.Start(ctx.Done())
 	certs.Start(ctx.Done())
-	routes.Start(ctx.Done())
+	relaySecrets.Start(ctx.Done())
 	defer configs.Shutdown()
 	defer certs.Shutdown()
-	defer routes.Shutdown()
+	defer relaySecrets.Shutdown()
 	if !cache.WaitForCacheSync(ctx.Done(), configInformer.Informer().HasSynced, certInformer.Informer().HasSynced,
-		routeInformer.Informer().HasSynced) {
+		secretInformer.Informer().HasSynced) {
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -106,7 +105,7 @@ func (k *Kube) Run(ctx context.Context, sink Sink) error {
 		return err
 	}
 	defer files.Close()
-	l := kubeLoader{kube: k, configs: configInformer.Lister(), certs: certInformer.Lister(), routes: routeInformer.Lister(), log: log}
+	l := kubeLoader{kube: k, configs: configInformer.Lister(), certs: certInformer.Lister(), secrets: secretInformer.Lister(), log: log}
 	ticker := time.NewTicker(resync)
 	defer ticker.Stop()
 	debounce := time.NewTimer(time.Hour)
@@ -136,7 +135,7 @@ type kubeLoader struct {
 	kube    *Kube
 	configs corelisters.SecretLister
 	certs   corelisters.SecretLister
-	routes  corelisters.SecretLister
+	secrets corelisters.SecretLister
 	log     *slog.Logger
 	last    string // what was last handed to the sink
 	current string // the hash of the last snapshot applied
@@ -197,10 +196,10 @@ func (l *kubeLoader) load(sink Sink) (files []string) {
 	}
 	u.Certificates = append(u.Certificates, pairs...)
 	u.Missing = append(u.Missing, missing...)
-	u.Credentials = map[string]outbound.Credentials{}
-	for _, name := range authSecrets(s) {
-		if c, ok := l.routeCredentials(name); ok {
-			u.Credentials[name] = c
+	u.Secrets = map[string]SecretData{}
+	for _, name := range secretNames(s) {
+		if sec, err := l.secrets.Secrets(l.kube.Namespace).Get(name); err == nil {
+			u.Secrets[name] = sec.Data // the lister's only error is NotFound: not copied yet
 		}
 	}
 	key := fingerprint(u)
@@ -223,20 +222,6 @@ func (l *kubeLoader) refuse(sink Sink, key string, err error) {
 	}
 	l.last = key
 	sink.Refuse(err)
-}
-
-// routeCredentials reads the operator's copy of a hop's credentials; false when it does
-// not exist (yet) or lacks a key.
-func (l *kubeLoader) routeCredentials(name string) (outbound.Credentials, bool) {
-	sec, err := l.routes.Secrets(l.kube.Namespace).Get(name)
-	if err != nil {
-		return outbound.Credentials{}, false
-	}
-	user, pass := sec.Data[corev1.BasicAuthUsernameKey], sec.Data[corev1.BasicAuthPasswordKey]
-	if len(user) == 0 || len(pass) == 0 {
-		return outbound.Credentials{}, false
-	}
-	return outbound.Credentials{Username: string(user), Password: string(pass)}, true
 }
 
 // secretPair reads a kubernetes.io/tls Secret; nil when it does not exist yet.

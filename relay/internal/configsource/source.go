@@ -15,7 +15,6 @@ import (
 	"slices"
 
 	"github.com/postwarden/postwarden/relay/internal/tlscert"
-	"github.com/postwarden/postwarden/relay/outbound"
 	"github.com/postwarden/postwarden/relay/snapshot"
 )
 
@@ -28,11 +27,15 @@ type Update struct {
 	// Missing names the certificates the snapshot names that do not exist yet (a Secret
 	// cert-manager has not issued). They are not an error: the relay serves the others.
 	Missing []string
-	// Credentials are what the domains' hops log in with, by the name the snapshot gives
-	// them (snapshot.Endpoint.AuthSecret). A name without an entry is not available
-	// yet: mail on that hop waits.
-	Credentials map[string]outbound.Credentials
+	// Secrets are the relay secrets the snapshot names (see secretNames), each a map of
+	// key to value, by name. A name without an entry is not available yet: mail on a hop
+	// that logs in with it waits, and delivery events signed with it are dropped.
+	Secrets map[string]SecretData
 }
+
+// SecretData is one relay secret: the data of a Secret, or the files of a folder.
+// compiled.View reads the keys each use needs.
+type SecretData = map[string][]byte
 
 // Sink receives what a source loads. Sources call it from one goroutine at a time.
 type Sink interface {
@@ -72,21 +75,28 @@ func fingerprint(u Update) string {
 	for _, m := range u.Missing {
 		fmt.Fprintf(h, "missing\x00%s\x00", m)
 	}
-	for _, name := range slices.Sorted(maps.Keys(u.Credentials)) {
-		c := u.Credentials[name]
-		fmt.Fprintf(h, "credentials\x00%s\x00%d:%s%d:%s", name, len(c.Username), c.Username, len(c.Password), c.Password)
+	for _, name := range slices.Sorted(maps.Keys(u.Secrets)) {
+		data := u.Secrets[name]
+		fmt.Fprintf(h, "secret\x00%s\x00", name)
+		for _, k := range slices.Sorted(maps.Keys(data)) {
+			fmt.Fprintf(h, "%d:%s%d:%s", len(k), k, len(data[k]), data[k])
+		}
 	}
 	return hex.EncodeToString(h.Sum(nil))
 }
 
-// authSecrets lists the credentials the snapshot's hops log in with.
-func authSecrets(s *snapshot.Snapshot) []string {
+// secretNames lists the relay secrets the snapshot names: the credentials its hops log
+// in with and the keys its delivery events are signed with.
+func secretNames(s *snapshot.Snapshot) []string {
 	var names []string
 	for _, d := range s.Domains {
 		for _, e := range []*snapshot.Endpoint{d.InboundDelivery, d.OutboundRoute} {
 			if e != nil && e.AuthSecret != "" {
 				names = append(names, e.AuthSecret)
 			}
+		}
+		if w := d.DeliveryEvents; w != nil {
+			names = append(names, w.SecretName)
 		}
 	}
 	return names

@@ -191,6 +191,7 @@ func (r *Runner) apply(m *spool.Message, idx []int, res Result, rt Route, direct
 		line.Recipient, line.EnhancedCode = rs.Address, out.Status
 		line.ReplyCode, line.Reply = out.replyParts()
 		line.Log(context.Background(), r.log)
+		r.event(m, &line)
 	}
 }
 

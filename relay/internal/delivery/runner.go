@@ -71,6 +71,10 @@ type RunnerOptions struct {
 	// message (2xx after DATA), with the direction of its route (DirectionInbound: the
 	// managed domain's own server), once the outcome is written to the spool.
 	Delivered func(rcpt, direction string)
+	// Events, optional, takes a delivery event for every recipient outcome, as the
+	// tracking line is written (before the outcome is in the spool: a crash may send an
+	// event for an attempt that is then made again).
+	Events EventSink
 }
 
 // Runner delivers what the spool holds. Every outcome is written to the spool before

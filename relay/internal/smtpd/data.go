@@ -99,6 +99,7 @@ func (ss *session) queue(txn *transaction, br *bufio.Reader) error {
 		ClientIP:   ss.c.ip.String(),
 		Direction:  txn.direction,
 		ReceivedAt: ss.srv.opts.Now(),
+		MessageID:  txn.messageID,
 	}
 	id := ss.srv.opts.Queue.NewID()
 	body := io.MultiReader(strings.NewReader(ss.received(txn, id, env.ReceivedAt)), bytes.NewReader(header), br)

@@ -23,6 +23,9 @@ type Envelope struct {
 	// OnBehalfOf is, for a notification (null sender), the managed domain of the
 	// message it reports on, whose Outbound TLS policy applies to it; "" otherwise.
 	OnBehalfOf string `json:"onBehalfOf,omitempty"`
+	// MessageID is the message's Message-ID header as the client sent it (bounded), for
+	// delivery events; "" when it had none.
+	MessageID string `json:"messageID,omitempty"`
 }
 
 // Status is the delivery outcome for one recipient.
