@@ -195,7 +195,7 @@ func (r *configReconciler) gather(ctx context.Context) (compiler.Input, error) {
 		}
 	}
 
-	if in.RouteSecrets, err = r.routeSecrets(ctx, in.MailDomains, referenced); err != nil {
+	if in.SecretProblems, err = r.relaySecretProblems(ctx, in.MailDomains, referenced); err != nil {
 		return in, err
 	}
 	for name := range r.secrets {

@@ -79,7 +79,7 @@ func (l *renderLedger) record(res *compiler.Result) []compiler.ObjectKey {
 func sameVerdict(a, b *compiler.Verdict) bool {
 	return a.Generation == b.Generation && a.Accepted == b.Accepted && a.Reason == b.Reason &&
 		a.Message == b.Message && a.Fingerprint == b.Fingerprint && a.Users == b.Users &&
-		a.Credentials == b.Credentials && a.RouteAuth == b.RouteAuth && a.RouteProblem == b.RouteProblem &&
+		a.Credentials == b.Credentials && a.RelaySecrets == b.RelaySecrets && a.SecretProblem == b.SecretProblem &&
 		slices.Equal(a.Policies, b.Policies) && slices.Equal(a.MailDomains, b.MailDomains)
 }
 

@@ -76,7 +76,7 @@ func (r *relaysReconciler) tellLoginFailures(ctx context.Context, failures []rel
 		hop string
 	}{}
 	for i := range domains.Items {
-		for _, a := range compiler.RouteAuths(&domains.Items[i]) {
+		for _, a := range compiler.RelaySecrets(&domains.Items[i]) {
 			hops[a.Copy] = struct {
 				md  *relayv1alpha1.MailDomain
 				hop string

@@ -44,31 +44,32 @@ func (r *mailDomainReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	} else {
 		meta.RemoveStatusCondition(&s.Conditions, relayv1alpha1.ConditionCertificateReady)
 	}
-	setRouteCredentialsStatus(s, md.Generation, v)
+	setRelaySecretsStatus(s, md.Generation, v)
 	s.ObservedGeneration = md.Generation
 	if err := r.status.write(ctx, &md, before); err != nil {
 		return ctrl.Result{}, err
 	}
-	if c := meta.FindStatusCondition(s.Conditions, relayv1alpha1.ConditionRouteCredentialsReady); c != nil && c.Status == metav1.ConditionFalse &&
-		!meta.IsStatusConditionFalse(before.Status.Conditions, relayv1alpha1.ConditionRouteCredentialsReady) && r.status.recorder != nil {
-		r.status.recorder.Eventf(&md, nil, corev1.EventTypeWarning, c.Reason, "CopyRouteCredentials", "%s", c.Message)
+	if c := meta.FindStatusCondition(s.Conditions, relayv1alpha1.ConditionRelaySecretsReady); c != nil && c.Status == metav1.ConditionFalse &&
+		!meta.IsStatusConditionFalse(before.Status.Conditions, relayv1alpha1.ConditionRelaySecretsReady) && r.status.recorder != nil {
+		r.status.recorder.Eventf(&md, nil, corev1.EventTypeWarning, c.Reason, "CopySecrets", "%s", c.Message)
 	}
 	return ctrl.Result{}, nil
 }
 
-// setRouteCredentialsStatus reports whether the relays can log in on the domain's hops;
-// a domain whose hops do not log in has no such condition.
-func setRouteCredentialsStatus(s *relayv1alpha1.MailDomainStatus, generation int64, v compiler.Verdict) {
-	if !v.Accepted || !v.RouteAuth {
-		meta.RemoveStatusCondition(&s.Conditions, relayv1alpha1.ConditionRouteCredentialsReady)
+// setRelaySecretsStatus reports whether the relays have the credentials of the
+// domain's hops that log in and the key of its delivery events; a domain that gives
+// them none has no such condition.
+func setRelaySecretsStatus(s *relayv1alpha1.MailDomainStatus, generation int64, v compiler.Verdict) {
+	if !v.Accepted || !v.RelaySecrets {
+		meta.RemoveStatusCondition(&s.Conditions, relayv1alpha1.ConditionRelaySecretsReady)
 		return
 	}
-	cond := metav1.Condition{Type: relayv1alpha1.ConditionRouteCredentialsReady, ObservedGeneration: generation,
-		Status: metav1.ConditionTrue, Reason: relayv1alpha1.ReasonCredentialsCopied,
-		Message: "the relays have the username and password of every hop that logs in"}
-	if v.RouteProblem != "" {
+	cond := metav1.Condition{Type: relayv1alpha1.ConditionRelaySecretsReady, ObservedGeneration: generation,
+		Status: metav1.ConditionTrue, Reason: relayv1alpha1.ReasonSecretsCopied,
+		Message: "the relays have every credential and key the spec names"}
+	if v.SecretProblem != "" {
 		cond.Status, cond.Reason = metav1.ConditionFalse, relayv1alpha1.ReasonSecretMissing
-		cond.Message = v.RouteProblem + "; mail on that hop waits in the queue until it is fixed"
+		cond.Message = v.SecretProblem + "; mail on such a hop waits in the queue, and delivery events are not sent, until it is fixed"
 	}
 	meta.SetStatusCondition(&s.Conditions, cond)
 }

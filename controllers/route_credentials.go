@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -30,32 +31,38 @@ const (
 	annotationRouteMailDomain = "relay.postwarden.dev/maildomain"
 )
 
-// routeSecrets reads the tenant Secrets that MailDomains' hops log in with, marks them
-// referenced (so the Secret cache keeps them), and says what is wrong with each, for
-// the compiler: "" when it has a username and a password. A Secret that does not
-// exist has no entry.
-func (r *configReconciler) routeSecrets(ctx context.Context, domains []*relayv1alpha1.MailDomain,
-	referenced map[types.NamespacedName]bool) (map[types.NamespacedName]string, error) {
-	out := map[types.NamespacedName]string{}
+// relaySecretProblems reads the tenant Secrets that MailDomains give the relays, marks
+// them referenced (so the Secret cache keeps them), and says what is wrong with each
+// for its use, by the copy's name, for the compiler: "" when it has the keys its use
+// needs. A Secret that does not exist has no entry.
+func (r *configReconciler) relaySecretProblems(ctx context.Context, domains []*relayv1alpha1.MailDomain,
+	referenced map[types.NamespacedName]bool) (map[string]string, error) {
+	out := map[string]string{}
 	for _, md := range domains {
-		for _, a := range compiler.RouteAuths(md) {
+		for _, a := range compiler.RelaySecrets(md) {
 			referenced[a.Source] = true
-			if _, done := out[a.Source]; done {
-				continue
-			}
 			data, err := r.secretData(ctx, a.Source)
 			if err != nil {
 				return nil, err
 			}
 			if data != nil {
-				out[a.Source] = routeSecretProblem(data)
+				out[a.Copy] = relaySecretProblem(a, data)
 			}
 		}
 	}
 	return out, nil
 }
 
-func routeSecretProblem(data map[string][]byte) string {
+// minEventKey is the shortest HMAC key accepted for delivery events: 128 bits.
+const minEventKey = 16
+
+func relaySecretProblem(a compiler.RelaySecret, data map[string][]byte) string {
+	if a.Hop == compiler.UseEvents {
+		if len(data[snapshot.WebhookSecretKey]) < minEventKey {
+			return fmt.Sprintf("needs the key %s, of at least %d bytes", snapshot.WebhookSecretKey, minEventKey)
+		}
+		return ""
+	}
 	switch {
 	case len(data[corev1.BasicAuthUsernameKey]) == 0 || len(data[corev1.BasicAuthPasswordKey]) == 0:
 		return "needs the keys username and password"
@@ -76,8 +83,8 @@ func (r *configReconciler) writeRouteCopies(ctx context.Context, in compiler.Inp
 		if v == nil || !v.Accepted {
 			continue
 		}
-		for _, a := range compiler.RouteAuths(md) {
-			if p, ok := in.RouteSecrets[a.Source]; !ok || p != "" {
+		for _, a := range compiler.RelaySecrets(md) {
+			if p, ok := in.SecretProblems[a.Copy]; !ok || p != "" {
 				continue // the domain's status says why; mail on the hop waits
 			}
 			want[a.Copy] = true
@@ -89,7 +96,7 @@ func (r *configReconciler) writeRouteCopies(ctx context.Context, in compiler.Inp
 	return want, errors.Join(errs...)
 }
 
-func (r *configReconciler) writeRouteCopy(ctx context.Context, a compiler.RouteAuth, data map[string][]byte) error {
+func (r *configReconciler) writeRouteCopy(ctx context.Context, a compiler.RelaySecret, data map[string][]byte) error {
 	desired := &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Namespace: r.opts.Namespace, Name: a.Copy,
 			Labels: map[string]string{snapshot.LabelRelaySecret: "true", labelManagedBy: managerName},
@@ -100,6 +107,11 @@ func (r *configReconciler) writeRouteCopy(ctx context.Context, a compiler.RouteA
 			corev1.BasicAuthUsernameKey: data[corev1.BasicAuthUsernameKey],
 			corev1.BasicAuthPasswordKey: data[corev1.BasicAuthPasswordKey],
 		},
+	}
+	if a.Hop == compiler.UseEvents {
+		// Only the key: whatever else the tenant keeps in its Secret stays there.
+		desired.Type = corev1.SecretTypeOpaque
+		desired.Data = map[string][]byte{snapshot.WebhookSecretKey: data[snapshot.WebhookSecretKey]}
 	}
 	var cur corev1.Secret
 	err := r.apiReader.Get(ctx, client.ObjectKeyFromObject(desired), &cur)
@@ -117,9 +129,8 @@ func (r *configReconciler) writeRouteCopy(ctx context.Context, a compiler.RouteA
 			return fmt.Errorf("replacing route credentials %s: %w", a.Copy, err)
 		}
 		return r.writeRouteCopy(ctx, a, data)
-	case bytes.Equal(cur.Data[corev1.BasicAuthUsernameKey], desired.Data[corev1.BasicAuthUsernameKey]) &&
-		bytes.Equal(cur.Data[corev1.BasicAuthPasswordKey], desired.Data[corev1.BasicAuthPasswordKey]) &&
-		len(cur.Data) == 2 && cur.Annotations[annotationRouteSource] == desired.Annotations[annotationRouteSource]:
+	case maps.EqualFunc(cur.Data, desired.Data, bytes.Equal) &&
+		cur.Annotations[annotationRouteSource] == desired.Annotations[annotationRouteSource]:
 		return nil
 	}
 	desired.ResourceVersion = cur.ResourceVersion

@@ -62,7 +62,7 @@ func TestRouteCredentialsAreCopiedForTheRelays(t *testing.T) {
 		if err := get(t, md); err != nil {
 			return err
 		}
-		return wantCondition(md.Status.Conditions, relayv1alpha1.ConditionRouteCredentialsReady, "True/"+relayv1alpha1.ReasonCredentialsCopied)
+		return wantCondition(md.Status.Conditions, relayv1alpha1.ConditionRelaySecretsReady, "True/"+relayv1alpha1.ReasonSecretsCopied)
 	})
 
 	update(t, tenantSecret, func(s *corev1.Secret) { s.StringData = map[string]string{"password": rotated} })
@@ -81,7 +81,7 @@ func TestRouteCredentialsAreCopiedForTheRelays(t *testing.T) {
 		if err := wantCondition(md.Status.Conditions, relayv1alpha1.ConditionAccepted, "True/"+relayv1alpha1.ReasonCompiled); err != nil {
 			return err
 		}
-		return wantCondition(md.Status.Conditions, relayv1alpha1.ConditionRouteCredentialsReady, "False/"+relayv1alpha1.ReasonSecretMissing)
+		return wantCondition(md.Status.Conditions, relayv1alpha1.ConditionRelaySecretsReady, "False/"+relayv1alpha1.ReasonSecretMissing)
 	})
 	eventFor(t, md, relayv1alpha1.ReasonSecretMissing)
 	eventually(t, "the copy of the Secret no longer named is deleted", func() error {
@@ -100,7 +100,7 @@ func TestRouteCredentialsAreCopiedForTheRelays(t *testing.T) {
 		if err := get(t, md); err != nil {
 			return err
 		}
-		return wantCondition(md.Status.Conditions, relayv1alpha1.ConditionRouteCredentialsReady, "True/"+relayv1alpha1.ReasonCredentialsCopied)
+		return wantCondition(md.Status.Conditions, relayv1alpha1.ConditionRelaySecretsReady, "True/"+relayv1alpha1.ReasonSecretsCopied)
 	})
 
 	update(t, md, func(m *relayv1alpha1.MailDomain) { m.Spec.OutboundRoute = nil })
@@ -111,7 +111,7 @@ func TestRouteCredentialsAreCopiedForTheRelays(t *testing.T) {
 		if err := get(t, md); err != nil {
 			return err
 		}
-		if c := condition(md.Status.Conditions, relayv1alpha1.ConditionRouteCredentialsReady); c != "" {
+		if c := condition(md.Status.Conditions, relayv1alpha1.ConditionRelaySecretsReady); c != "" {
 			return fmt.Errorf("condition %s", c)
 		}
 		return nil
@@ -144,4 +144,51 @@ func TestRelayLoginFailuresBecomeEvents(t *testing.T) {
 	create(t, lease)
 	t.Cleanup(func() { _ = k8s.Delete(ctx, lease) })
 	eventFor(t, md, relayv1alpha1.ReasonRouteLoginFailed)
+}
+
+// The key of a MailDomain's delivery events is copied alone for the relays, and the
+// snapshot names the copy beside the endpoint; a key too short to sign with is reported.
+func TestDeliveryEventsKeyIsCopiedAlone(t *testing.T) {
+	ctx := context.Background()
+	ns := newNamespace(t, "hooks")
+	domain := ns + ".example"
+	key := "hmac-key-0123456789abcdef"
+	tenantSecret := &corev1.Secret{ObjectMeta: objectMeta(ns, "hook-key"),
+		StringData: map[string]string{"secret": key, "other": "stays-with-the-tenant"}}
+	create(t, tenantSecret)
+	md := mailDomain(ns, "shop", domain, "sales@"+domain)
+	md.Spec.DeliveryEvents = &relayv1alpha1.DeliveryEvents{URL: "https://hooks.example.com/mail",
+		SecretRef: relayv1alpha1.LocalSecretReference{Name: "hook-key"}, Events: []relayv1alpha1.DeliveryEventType{"bounced"}}
+	create(t, md)
+
+	copyName := compiler.RouteSecretName(ns, "shop", compiler.UseEvents)
+	eventually(t, "the key is copied, alone", func() error {
+		var c corev1.Secret
+		if err := k8s.Get(ctx, client.ObjectKey{Namespace: operatorNS, Name: copyName}, &c); err != nil {
+			return err
+		}
+		if len(c.Data) != 1 || string(c.Data["secret"]) != key || c.Labels[snapshot.LabelRelaySecret] != "true" {
+			return fmt.Errorf("copy with %d keys, labels %v", len(c.Data), c.Labels)
+		}
+		return nil
+	})
+	snapshotWhere(t, "the snapshot names the endpoint and the copy", func(s *snapshot.Snapshot) error {
+		d := findDomain(s, domain)
+		if d == nil || d.DeliveryEvents == nil || d.DeliveryEvents.URL != "https://hooks.example.com/mail" ||
+			d.DeliveryEvents.SecretName != copyName || len(d.DeliveryEvents.Events) != 1 || d.DeliveryEvents.Events[0] != "bounced" {
+			return fmt.Errorf("domain entry %+v", d)
+		}
+		return nil
+	})
+	if found := leaks(t, []string{key}, client.ObjectKeyFromObject(tenantSecret), client.ObjectKey{Namespace: operatorNS, Name: copyName}); len(found) > 0 {
+		t.Errorf("the events key appears in %v", found)
+	}
+
+	update(t, tenantSecret, func(s *corev1.Secret) { s.StringData = map[string]string{"secret": "short"} })
+	eventually(t, "a short key is reported on the MailDomain", func() error {
+		if err := get(t, md); err != nil {
+			return err
+		}
+		return wantCondition(md.Status.Conditions, relayv1alpha1.ConditionRelaySecretsReady, "False/"+relayv1alpha1.ReasonSecretMissing)
+	})
 }

@@ -280,7 +280,7 @@ func setupIndexes(mgr ctrl.Manager) error {
 		}},
 		{&relayv1alpha1.MailDomain{}, indexMailDomainSecret, func(o client.Object) []string {
 			var names []string
-			for _, a := range compiler.RouteAuths(o.(*relayv1alpha1.MailDomain)) {
+			for _, a := range compiler.RelaySecrets(o.(*relayv1alpha1.MailDomain)) {
 				names = append(names, a.Source.Name)
 			}
 			return names

@@ -10,9 +10,10 @@ const (
 	ConditionReady = "Ready"
 	// ConditionCertificateReady reports, on MailDomains, the relay's STARTTLS certificate.
 	ConditionCertificateReady = "CertificateReady"
-	// ConditionRouteCredentialsReady reports, on MailDomains whose inboundDelivery or
-	// outboundRoute logs in, whether the relays have the credentials to do so.
-	ConditionRouteCredentialsReady = "RouteCredentialsReady"
+	// ConditionRelaySecretsReady reports, on MailDomains whose inboundDelivery or
+	// outboundRoute logs in or that send delivery events, whether the relays have the
+	// credentials and keys to do so.
+	ConditionRelaySecretsReady = "RelaySecretsReady"
 )
 
 // Condition reasons. They are CamelCase, stable, and safe to alert on.
@@ -44,11 +45,12 @@ const (
 	ReasonSecretPending = "SecretPending"
 	// ReasonCertificateIssued: the relay certificate is issued and current.
 	ReasonCertificateIssued = "Issued"
-	// ReasonCredentialsCopied: the route's username and password are copied for the
+	// ReasonSecretsCopied: the credentials and keys the spec names are copied for the
 	// relays.
-	ReasonCredentialsCopied = "CredentialsCopied"
+	ReasonSecretsCopied = "SecretsCopied"
 	// ReasonSecretMissing: a Secret the spec names does not exist or lacks a key it
-	// needs; mail on that route waits in the queue until it is fixed.
+	// needs; mail on that route waits in the queue, and delivery events are not sent,
+	// until it is fixed.
 	ReasonSecretMissing = "SecretMissing"
 	// ReasonRouteLoginFailed (an Event on a MailDomain): a relay could not log in on one
 	// of the domain's hops; mail on it is deferred until it can.

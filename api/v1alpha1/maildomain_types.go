@@ -82,6 +82,12 @@ type MailDomainSpec struct {
 	// +optional
 	OutboundRoute *SMTPRoute `json:"outboundRoute,omitempty"`
 
+	// deliveryEvents sends a signed JSON event for each recipient of the domain's mail
+	// that is delivered, deferred, bounced or expires, to an HTTPS endpoint of the
+	// customer's (the model of SES and SendGrid event webhooks).
+	// +optional
+	DeliveryEvents *DeliveryEvents `json:"deliveryEvents,omitempty"`
+
 	// submissionHostnames are extra names, such as smtp.example.com, that clients of this
 	// domain use to reach the relay. They are added to the relay's STARTTLS certificate.
 	// +optional
@@ -199,6 +205,31 @@ type SMTPRoute struct {
 	// +optional
 	Auth *SMTPAuth `json:"auth,omitempty"`
 }
+
+// DeliveryEvents is the endpoint that receives a domain's delivery events.
+type DeliveryEvents struct {
+	// url is where the events are POSTed, such as https://hooks.example.com/mail.
+	// +required
+	// +kubebuilder:validation:MaxLength=2048
+	// +kubebuilder:validation:XValidation:rule="isURL(self) && url(self).getScheme() == 'https'",message="url must be an https:// URL"
+	URL string `json:"url"`
+
+	// secretRef names a Secret in the MailDomain's namespace whose key secret is the
+	// HMAC-SHA256 key each event is signed with (X-Postwarden-Signature), at least 16
+	// bytes. The operator copies it for the relays; it never enters the relay config.
+	// +required
+	SecretRef LocalSecretReference `json:"secretRef"`
+
+	// events are the event types to send; empty: all of them.
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=4
+	Events []DeliveryEventType `json:"events,omitempty"`
+}
+
+// DeliveryEventType is what became of one recipient in one attempt.
+// +kubebuilder:validation:Enum=delivered;deferred;bounced;expired
+type DeliveryEventType string
 
 // SMTPAuth is how the relay logs in to a server of the domain's. The relay sends the
 // password only over TLS (AUTH PLAIN or LOGIN, whichever the server offers after

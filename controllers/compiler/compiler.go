@@ -15,7 +15,6 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 
 	relayv1alpha1 "github.com/postwarden/postwarden/api/v1alpha1"
 	"github.com/postwarden/postwarden/controllers/discovery/state"
@@ -76,10 +75,10 @@ type Input struct {
 	// "<namespace>/<name>": its addresses become Domain.Discovered of the domains the
 	// policy covers (see state.Apply).
 	Discovery map[string]state.State
-	// RouteSecrets holds what the operator found of each tenant Secret a MailDomain's
-	// hop logs in with: "" when it has a username and a password, else what is wrong
-	// with it. A missing entry means the Secret does not exist.
-	RouteSecrets map[types.NamespacedName]string
+	// SecretProblems holds what the operator found of each secret a MailDomain gives
+	// the relays, by its copy's name (RelaySecret.Copy): "" when it has the keys its use
+	// needs, else what is wrong with it. A missing entry means the Secret does not exist.
+	SecretProblems map[string]string
 	// ReportCredential is the operator's own SMTP identity, which sends the discovery
 	// reports through the relay; nil when the operator sends none.
 	ReportCredential *ReportCredential
@@ -126,11 +125,12 @@ type Verdict struct {
 	Policies    []string
 	// For policies: the domains (spec.domain) the policy is in effect for.
 	MailDomains []string
-	// For MailDomains whose hops log in (RouteAuth): why the relays lack credentials
-	// for one, or "" when they have them all. The domain is accepted either way: mail
-	// on such a hop waits in the queue rather than the domain leaving the config.
-	RouteAuth    bool
-	RouteProblem string
+	// For MailDomains that give the relays secrets (RelaySecrets: route credentials,
+	// the delivery events' key): why the relays lack one, or "" when they have them
+	// all. The domain is accepted either way: mail on such a hop waits in the queue,
+	// and events are not sent, rather than the domain leaving the config.
+	RelaySecrets  bool
+	SecretProblem string
 }
 
 // Result is a compiled snapshot and a verdict for every input object.

@@ -73,7 +73,7 @@ func (c *compilation) compileDomains() {
 		c.byNS[d.obj.Namespace] = append(c.byNS[d.obj.Namespace], d)
 		c.byObject[ObjectKey{KindMailDomain, d.obj.Namespace, d.obj.Name}] = d
 		d.verdict.Users = int32(len(d.entry.Users) + len(d.entry.FunctionalAccounts) + len(d.entry.Aliases))
-		d.verdict.RouteProblem, d.verdict.RouteAuth = c.routeCredentials(d.obj)
+		d.verdict.SecretProblem, d.verdict.RelaySecrets = c.relaySecrets(d.obj)
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"slices"
 	"strings"
 
 	"k8s.io/apimachinery/pkg/types"
@@ -12,15 +13,16 @@ import (
 	"github.com/postwarden/postwarden/relay/snapshot"
 )
 
-// Hops of a MailDomain that may log in: its own server (inboundDelivery) and its
-// smarthost (outboundRoute).
+// What a MailDomain gives the relays a secret for: logging in to its own server
+// (inboundDelivery) or its smarthost (outboundRoute), and signing its delivery events.
 const (
 	HopInbound  = "inbound"
 	HopOutbound = "outbound"
+	UseEvents   = "events"
 )
 
-// RouteSecretName is the Secret, in the relays' namespace, that holds the copy of the
-// credentials a MailDomain's hop logs in with. The operator derives it from the
+// RouteSecretName is the Secret, in the relays' namespace, that holds the copy of a
+// MailDomain's secret for one use (a hop's credentials, or its events' key). The operator derives it from the
 // MailDomain alone, so a tenant cannot point a relay at another tenant's copy; a hash
 // keeps it within the name limit for any namespace and name.
 func RouteSecretName(namespace, mailDomain, hop string) string {
@@ -28,36 +30,49 @@ func RouteSecretName(namespace, mailDomain, hop string) string {
 	return "postwarden-route-" + hop + "-" + hex.EncodeToString(sum[:10])
 }
 
-// RouteAuth is one hop's credentials as the spec names them, for the operator to copy.
-type RouteAuth struct {
+// RelaySecret is one secret a MailDomain gives the relays, as the spec names it, for
+// the operator to copy.
+type RelaySecret struct {
 	// Source is the tenant's Secret.
 	Source types.NamespacedName
 	// Copy is the Secret the relays read (RouteSecretName).
 	Copy string
-	// MailDomain is the object the hop belongs to.
+	// MailDomain is the object the secret belongs to.
 	MailDomain types.NamespacedName
-	Hop        string
+	// Hop is what it is for: HopInbound, HopOutbound or UseEvents.
+	Hop string
 }
 
-// RouteAuths lists the hops of md that log in.
-func RouteAuths(md *relayv1alpha1.MailDomain) []RouteAuth {
-	var out []RouteAuth
-	add := func(hop string, a *relayv1alpha1.SMTPAuth) {
-		if a == nil {
-			return
-		}
-		out = append(out, RouteAuth{
-			Source:     types.NamespacedName{Namespace: md.Namespace, Name: a.SecretRef.Name},
+// Field is the spec field that names the secret, for messages.
+func (a RelaySecret) Field() string {
+	switch a.Hop {
+	case HopInbound:
+		return "inboundDelivery.auth"
+	case HopOutbound:
+		return "outboundRoute.auth"
+	}
+	return "deliveryEvents.secretRef"
+}
+
+// RelaySecrets lists the secrets md gives the relays.
+func RelaySecrets(md *relayv1alpha1.MailDomain) []RelaySecret {
+	var out []RelaySecret
+	add := func(hop, name string) {
+		out = append(out, RelaySecret{
+			Source:     types.NamespacedName{Namespace: md.Namespace, Name: name},
 			Copy:       RouteSecretName(md.Namespace, md.Name, hop),
 			MailDomain: types.NamespacedName{Namespace: md.Namespace, Name: md.Name},
 			Hop:        hop,
 		})
 	}
-	if in := md.Spec.InboundDelivery; in != nil {
-		add(HopInbound, in.Auth)
+	if in := md.Spec.InboundDelivery; in != nil && in.Auth != nil {
+		add(HopInbound, in.Auth.SecretRef.Name)
 	}
-	if out := md.Spec.OutboundRoute; out != nil {
-		add(HopOutbound, out.Auth)
+	if out := md.Spec.OutboundRoute; out != nil && out.Auth != nil {
+		add(HopOutbound, out.Auth.SecretRef.Name)
+	}
+	if ev := md.Spec.DeliveryEvents; ev != nil {
+		add(UseEvents, ev.SecretRef.Name)
 	}
 	return out
 }
@@ -89,28 +104,27 @@ func buildRoutes(md *relayv1alpha1.MailDomain, entry *snapshot.Domain) error {
 			return err
 		}
 	}
+	if ev := md.Spec.DeliveryEvents; ev != nil {
+		entry.DeliveryEvents = &snapshot.Webhook{URL: ev.URL, SecretName: RouteSecretName(md.Namespace, md.Name, UseEvents)}
+		for _, t := range ev.Events {
+			entry.DeliveryEvents.Events = append(entry.DeliveryEvents.Events, string(t))
+		}
+		slices.Sort(entry.DeliveryEvents.Events)
+	}
 	return nil
 }
 
-// routeCredentials says whether the relays have what md's hops log in with: "" when
-// every hop that logs in has its credentials copied, else why not. Input.RouteSecrets
-// holds what the operator found of each tenant Secret.
-func (c *compilation) routeCredentials(md *relayv1alpha1.MailDomain) (problem string, hasAuth bool) {
+// relaySecrets says whether the relays have every secret md gives them: "" when each
+// is copied, else why not. Input.SecretProblems holds what the operator found.
+func (c *compilation) relaySecrets(md *relayv1alpha1.MailDomain) (problem string, has bool) {
 	var problems []string
-	for _, a := range RouteAuths(md) {
-		hasAuth = true
-		if p, ok := c.in.RouteSecrets[a.Source]; !ok {
-			problems = append(problems, fmt.Sprintf("%s: Secret %s does not exist", hopField(a.Hop), a.Source.Name))
+	for _, a := range RelaySecrets(md) {
+		has = true
+		if p, ok := c.in.SecretProblems[a.Copy]; !ok {
+			problems = append(problems, fmt.Sprintf("%s: Secret %s does not exist", a.Field(), a.Source.Name))
 		} else if p != "" {
-			problems = append(problems, fmt.Sprintf("%s: Secret %s %s", hopField(a.Hop), a.Source.Name, p))
+			problems = append(problems, fmt.Sprintf("%s: Secret %s %s", a.Field(), a.Source.Name, p))
 		}
 	}
-	return strings.Join(problems, "; "), hasAuth
-}
-
-func hopField(hop string) string {
-	if hop == HopInbound {
-		return "inboundDelivery.auth"
-	}
-	return "outboundRoute.auth"
+	return strings.Join(problems, "; "), has
 }

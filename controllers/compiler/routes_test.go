@@ -1,10 +1,9 @@
 package compiler
 
 import (
+	"slices"
 	"strings"
 	"testing"
-
-	"k8s.io/apimachinery/pkg/types"
 
 	relayv1alpha1 "github.com/postwarden/postwarden/api/v1alpha1"
 	"github.com/postwarden/postwarden/relay/snapshot"
@@ -16,6 +15,13 @@ func outboundRoute(host string, port int32, secret string) domainOpt {
 		if secret != "" {
 			md.Spec.OutboundRoute.Auth = &relayv1alpha1.SMTPAuth{SecretRef: relayv1alpha1.LocalSecretReference{Name: secret}}
 		}
+	}
+}
+
+func deliveryEvents(url, secret string, events ...relayv1alpha1.DeliveryEventType) domainOpt {
+	return func(md *relayv1alpha1.MailDomain) {
+		md.Spec.DeliveryEvents = &relayv1alpha1.DeliveryEvents{URL: url,
+			SecretRef: relayv1alpha1.LocalSecretReference{Name: secret}, Events: events}
 	}
 }
 
@@ -35,10 +41,11 @@ func TestRoutesNameTheCopyOfTheirCredentials(t *testing.T) {
 			domain("a", "shop", "shop.example", 1, outboundRoute("smtp.provider.example", 0, "provider"), inboundAuth("mail.shop.example", "own")),
 			domain("b", "news", "news.example", 2, outboundRoute("smtp.provider.example", 2525, "missing")),
 			domain("c", "plain", "plain.example", 3, outboundRoute("smtp.provider.example", 25, "")),
+			domain("d", "hooks", "hooks.example", 4, deliveryEvents("https://hooks.example/mail", "hmac", "deferred", "bounced")),
 		},
-		RouteSecrets: map[types.NamespacedName]string{
-			{Namespace: "a", Name: "provider"}: "",
-			{Namespace: "a", Name: "own"}:      "needs the keys username and password",
+		SecretProblems: map[string]string{
+			RouteSecretName("a", "shop", HopOutbound): "",
+			RouteSecretName("a", "shop", HopInbound):  "needs the keys username and password",
 		},
 	})
 	domains := map[string]snapshot.Domain{}
@@ -55,22 +62,34 @@ func TestRoutesNameTheCopyOfTheirCredentials(t *testing.T) {
 		t.Errorf("shop's inbound delivery is %+v", in)
 	}
 	v := verdictOf(t, res, KindMailDomain, "a", "shop")
-	if !v.Accepted || !v.RouteAuth || !strings.Contains(v.RouteProblem, "inboundDelivery.auth: Secret own needs the keys") ||
-		strings.Contains(v.RouteProblem, "outboundRoute") {
-		t.Errorf("shop: accepted=%v routeAuth=%v problem=%q", v.Accepted, v.RouteAuth, v.RouteProblem)
+	if !v.Accepted || !v.RelaySecrets || !strings.Contains(v.SecretProblem, "inboundDelivery.auth: Secret own needs the keys") ||
+		strings.Contains(v.SecretProblem, "outboundRoute") {
+		t.Errorf("shop: accepted=%v routeAuth=%v problem=%q", v.Accepted, v.RelaySecrets, v.SecretProblem)
 	}
 
 	v = verdictOf(t, res, KindMailDomain, "b", "news")
-	if !v.Accepted || v.RouteProblem != "outboundRoute.auth: Secret missing does not exist" {
-		t.Errorf("news: accepted=%v problem=%q", v.Accepted, v.RouteProblem)
+	if !v.Accepted || v.SecretProblem != "outboundRoute.auth: Secret missing does not exist" {
+		t.Errorf("news: accepted=%v problem=%q", v.Accepted, v.SecretProblem)
 	}
 	if r := domains["news.example"].OutboundRoute; r == nil || r.Port != 2525 || r.AuthSecret == "" {
 		t.Errorf("news keeps its route, waiting for the Secret: %+v", r)
 	}
 
 	v = verdictOf(t, res, KindMailDomain, "c", "plain")
-	if v.RouteAuth || v.RouteProblem != "" || domains["plain.example"].OutboundRoute.AuthSecret != "" {
-		t.Errorf("a route without auth: routeAuth=%v problem=%q route=%+v", v.RouteAuth, v.RouteProblem, domains["plain.example"].OutboundRoute)
+	if v.RelaySecrets || v.SecretProblem != "" || domains["plain.example"].OutboundRoute.AuthSecret != "" {
+		t.Errorf("a route without auth: routeAuth=%v problem=%q route=%+v", v.RelaySecrets, v.SecretProblem, domains["plain.example"].OutboundRoute)
+	}
+
+	// Delivery events name the copy of their key, and the types asked for, sorted.
+	wantHook := snapshot.Webhook{URL: "https://hooks.example/mail", SecretName: RouteSecretName("d", "hooks", UseEvents),
+		Events: []string{"bounced", "deferred"}}
+	if h := domains["hooks.example"].DeliveryEvents; h == nil || h.URL != wantHook.URL || h.SecretName != wantHook.SecretName ||
+		!slices.Equal(h.Events, wantHook.Events) {
+		t.Errorf("hooks' delivery events are %+v, want %+v", h, wantHook)
+	}
+	v = verdictOf(t, res, KindMailDomain, "d", "hooks")
+	if !v.Accepted || v.SecretProblem != "deliveryEvents.secretRef: Secret hmac does not exist" {
+		t.Errorf("hooks: accepted=%v problem=%q", v.Accepted, v.SecretProblem)
 	}
 }
 
