@@ -20,7 +20,9 @@ spec:
   users: [{address: jane.doe@example.com}]
   aliases: [{address: jane@example.com, target: jane.doe@example.com}]
   sendingServers: [{cidr: 203.0.113.0/28}]
-  inboundDelivery: {host: mail.corp.example.com}
+  inboundDelivery: {host: mail.corp.example.com, auth: {secretRef: {name: corp-login}}}
+  outboundRoute: {host: smtp.provider.example, auth: {secretRef: {name: provider-login}}}
+  deliveryEvents: {url: "https://hooks.example.com/mail", secretRef: {name: events-key}, events: [bounced]}
 `
 	validCredential = `
 apiVersion: relay.postwarden.dev/v1alpha1
@@ -161,6 +163,23 @@ func TestInvalidObjectsAreRejectedWithAClearMessage(t *testing.T) {
 		"an inbound host with a space is refused": {
 			validDomain, set("mail server", "inboundDelivery", "host"),
 			"spec.inboundDelivery.host: Invalid value: \"mail server\": host must be a lower-case DNS name or an IP address",
+		},
+		"delivery events to a plain http URL are refused": {
+			validDomain, set(map[string]any{"url": "http://hooks.example.com/mail", "secretRef": map[string]any{"name": "key"}}, "deliveryEvents"),
+			"spec.deliveryEvents.url: Invalid value: \"http://hooks.example.com/mail\": url must be an https:// URL",
+		},
+		"an unknown delivery event type is refused": {
+			validDomain, set(map[string]any{"url": "https://hooks.example.com/mail", "secretRef": map[string]any{"name": "key"},
+				"events": list("delivered", "opened")}, "deliveryEvents"),
+			"spec.deliveryEvents.events[1]: Unsupported value: \"opened\"",
+		},
+		"an outbound route with a space in its host is refused": {
+			validDomain, set(map[string]any{"host": "smtp provider"}, "outboundRoute"),
+			"host must be a lower-case DNS name or an IP address",
+		},
+		"a route secret name with capitals is refused": {
+			validDomain, set(map[string]any{"host": "smtp.provider.example", "auth": map[string]any{"secretRef": map[string]any{"name": "Provider"}}}, "outboundRoute"),
+			"name must be a Secret name",
 		},
 		"a credential without a label is refused": {
 			validCredential, set("", "label"),
