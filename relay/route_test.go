@@ -202,3 +202,30 @@ func TestTenantsSharingASmarthostLogInAsThemselves(t *testing.T) {
 		}
 	}
 }
+
+// Inbound mail for a domain whose own server asks for a login gets there logged in.
+func TestInboundDeliveryLogsIn(t *testing.T) {
+	a, _ := creds(t)
+	ca := testkit.NewCA(t)
+	customer := testkit.Start(t, testkit.WithCertificate(ca.Leaf(t, "mail.customer.test")),
+		testkit.WithAuth(func(user, pass string) error {
+			if user != "relay-at-customer" || pass != "customer-password" {
+				return errors.New("invalid credentials")
+			}
+			return nil
+		}))
+	s := withInboundDelivery(t, newSnapshot(t, certEntry, a), customer)
+	s.Domains[0].InboundDelivery.AuthSecret = "customer-login"
+	rf := &routeFixture{credentials: t.TempDir()}
+	rf.writeCredentials(t, "customer-login", "relay-at-customer", "customer-password")
+	rf.fileRelay = startFileRelay(t, s, deliverVia(t, testkit.Start(t)), func(c *Config) { c.SecretsDir = rf.credentials })
+	waitFor(t, "readiness", rf.Ready)
+
+	if err := sendPlain(rf.InboundAddr().String(), "news@outside.example", "sender@"+a.domain, "Subject: hi\r\n\r\nfor you\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	got := customer.WaitMessages(t, 1, 30*time.Second)
+	if got[0].User != "relay-at-customer" || got[0].TLS == nil {
+		t.Errorf("the domain's server got the message from user %q, TLS %v", got[0].User, got[0].TLS != nil)
+	}
+}
