@@ -163,6 +163,9 @@ func New(cfg Config) (r *Relay, err error) {
 			Metrics:     smtpMetrics,
 			AuthLimiter: authLimiter,
 		}
+		if r.events != nil {
+			opts.Events = r.events
+		}
 		if l.mode == smtpd.Inbound {
 			// SMTP Discovery serves port 25 only: submission recipients are not checked.
 			opts.RecipientVerifier, opts.Observer = r.verifier, r.discovery

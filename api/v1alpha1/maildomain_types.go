@@ -83,7 +83,7 @@ type MailDomainSpec struct {
 	OutboundRoute *SMTPRoute `json:"outboundRoute,omitempty"`
 
 	// deliveryEvents sends a signed JSON event for each recipient of the domain's mail
-	// that is delivered, deferred, bounced or expires, to an HTTPS endpoint of the
+	// that is delivered, deferred, bounced, expires or is refused, to an HTTPS endpoint of the
 	// customer's (the model of SES and SendGrid event webhooks).
 	// +optional
 	DeliveryEvents *DeliveryEvents `json:"deliveryEvents,omitempty"`
@@ -223,12 +223,12 @@ type DeliveryEvents struct {
 	// events are the event types to send; empty: all of them.
 	// +optional
 	// +listType=set
-	// +kubebuilder:validation:MaxItems=4
+	// +kubebuilder:validation:MaxItems=5
 	Events []DeliveryEventType `json:"events,omitempty"`
 }
 
 // DeliveryEventType is what became of one recipient in one attempt.
-// +kubebuilder:validation:Enum=delivered;deferred;bounced;expired
+// +kubebuilder:validation:Enum=delivered;deferred;bounced;expired;refused
 type DeliveryEventType string
 
 // SMTPAuth is how the relay logs in to a server of the domain's. The relay sends the

@@ -68,7 +68,7 @@ type Domain struct {
 	// the relays' observations. The lists above always win over them.
 	Discovered []DiscoveredAddress `json:"discovered,omitempty"`
 	// DeliveryEvents, when set, is the HTTPS endpoint that receives signed events of the
-	// domain's mail (delivered, deferred, bounced, expired).
+	// domain's mail (delivered, deferred, bounced, expired, refused).
 	DeliveryEvents *Webhook `json:"deliveryEvents,omitempty"`
 }
 
@@ -79,10 +79,13 @@ const (
 	EventDeferred  = "deferred"
 	EventBounced   = "bounced"
 	EventExpired   = "expired"
+	// EventRefused: the relay itself refused the recipient (at RCPT, such as an
+	// unknown user of the domain, or its message at DATA); nothing was queued.
+	EventRefused = "refused"
 )
 
 // EventTypes are the delivery event types, in a fixed order.
-var EventTypes = []string{EventDelivered, EventDeferred, EventBounced, EventExpired}
+var EventTypes = []string{EventDelivered, EventDeferred, EventBounced, EventExpired, EventRefused}
 
 // Webhook is an HTTPS endpoint that receives a domain's delivery events.
 type Webhook struct {

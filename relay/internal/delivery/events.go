@@ -8,9 +8,7 @@ import (
 
 // EventSink takes a delivery event for each recipient outcome; it must not block
 // (webhook.Sender is one, and decides which domains want which events).
-type EventSink interface {
-	Enqueue(ev webhook.Event)
-}
+type EventSink = webhook.Sink
 
 // event hands the outcome a tracking line records to the events sink, for the managed
 // domain the message is for: a notification's OnBehalfOf, the recipient's domain on a

@@ -67,6 +67,7 @@ func (ss *session) Data(r io.Reader) error {
 		reply := ss.srv.fail(ss, err)
 		_, reason := mapError(err)
 		ss.track(txn, tracking.Rejected, reason)
+		ss.refusedData(txn, reply)
 		return reply
 	}
 	ss.c.idle.Store(0) // an accepted message ends a run of junk commands

@@ -12,6 +12,7 @@ import (
 	"github.com/postwarden/postwarden/relay/internal/metrics"
 	"github.com/postwarden/postwarden/relay/internal/spool"
 	"github.com/postwarden/postwarden/relay/internal/throttle"
+	"github.com/postwarden/postwarden/relay/internal/webhook"
 )
 
 // Mode selects the policy of a listener.
@@ -213,7 +214,10 @@ type Options struct {
 	RecipientVerifier RecipientVerifier
 	// Observer, optional, hears of accepted mail from sending servers.
 	Observer Observer
-	Limits   Limits
+	// Events, optional, takes a "refused" delivery event for each recipient of a managed
+	// domain that the server refuses (events.go).
+	Events webhook.Sink
+	Limits Limits
 	// Logger receives the message-tracking lines (relay/internal/tracking) and the
 	// session's other lines (nil: slog.Default()).
 	Logger *slog.Logger

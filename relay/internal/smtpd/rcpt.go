@@ -21,7 +21,9 @@ func (ss *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 	rcpt, err := ss.rcpt(txn, to)
 	if err != nil {
 		txn.rejected++
-		return ss.srv.fail(ss, err)
+		reply := ss.srv.fail(ss, err)
+		ss.refusedRcpt(txn, to, reply)
+		return reply
 	}
 	if !txn.rcptKeys[rcpt] {
 		txn.rcptKeys[rcpt] = true

@@ -24,7 +24,8 @@ const (
 type Event struct {
 	// ID is unique per event and the same on every retry of it, for deduplication.
 	ID string `json:"id"`
-	// Type is snapshot.EventDelivered, EventDeferred, EventBounced or EventExpired.
+	// Type is snapshot.EventDelivered, EventDeferred, EventBounced, EventExpired or
+	// EventRefused.
 	Type      string    `json:"type"`
 	Timestamp time.Time `json:"timestamp"`
 	// Domain is the managed domain whose endpoint receives the event: the recipient's
@@ -53,6 +54,12 @@ type TLS struct {
 	Version  string `json:"version"`
 	Cipher   string `json:"cipher"`
 	Verified bool   `json:"verified"`
+}
+
+// Sink takes events without blocking; Sender is one. Delivery hands it each recipient's
+// outcome, and the SMTP server each recipient it refuses for a managed domain.
+type Sink interface {
+	Enqueue(ev Event)
 }
 
 // NewID returns a fresh event id.
