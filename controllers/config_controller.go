@@ -71,10 +71,10 @@ func (r *configReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	// Route credentials before the snapshot that names them, stale ones after the
-	// snapshot that no longer does.
-	// A copy that cannot be written only holds back mail on that hop: the render goes
-	// on for everyone else and tries again soon.
+	// Relay secrets (route credentials, event keys) are copied before the snapshot that
+	// names them, and stale copies deleted after the snapshot that no longer does. A copy
+	// that cannot be written only holds back its own hop: the render goes on for everyone
+	// else and tries again soon.
 	routeCopies, routeErr := r.writeRouteCopies(ctx, in, res)
 	if routeErr != nil {
 		log.Error(routeErr, "route credentials not copied; mail on those hops waits")
@@ -84,8 +84,10 @@ func (r *configReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	if err := r.deleteStaleRouteCopies(ctx, routeCopies); err != nil {
-		return ctrl.Result{}, err
+	if routeCopies != nil { // nil: the copies could not even be listed; delete nothing
+		if err := r.deleteStaleRouteCopies(ctx, routeCopies); err != nil {
+			return ctrl.Result{}, err
+		}
 	}
 	changed := r.ledger.record(res)
 	if written {

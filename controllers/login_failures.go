@@ -3,7 +3,7 @@ package controllers
 import (
 	"context"
 	"encoding/json"
-	"fmt"
+	"strings"
 	"time"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
@@ -55,49 +55,58 @@ func holderOf(l *coordinationv1.Lease) string {
 }
 
 // tellLoginFailures sends an Event to the MailDomain of each reported hop, once per
-// hop and reason within tellAgainAfter.
+// hop and reason within tellAgainAfter. The hop's MailDomain is read from the
+// annotation the operator wrote on its copy: a relay names only copies, and a name
+// that is not one of the operator's copies tells no one.
 func (r *relaysReconciler) tellLoginFailures(ctx context.Context, failures []relayLoginFailure, now time.Time) error {
 	for key, at := range r.told {
 		if now.Sub(at) > tellAgainAfter {
 			delete(r.told, key)
 		}
 	}
-	if len(failures) == 0 || r.recorder == nil {
+	if r.recorder == nil {
 		return nil
 	}
-	var domains relayv1alpha1.MailDomainList
-	if err := r.client.List(ctx, &domains); err != nil {
-		return fmt.Errorf("listing MailDomains: %w", err)
-	}
-	// The copy names are derived from the MailDomains, so only the operator's own
-	// names match, and a relay cannot name an object it was not given.
-	hops := map[string]struct {
-		md  *relayv1alpha1.MailDomain
-		hop string
-	}{}
-	for i := range domains.Items {
-		for _, a := range compiler.RelaySecrets(&domains.Items[i]) {
-			hops[a.Copy] = struct {
-				md  *relayv1alpha1.MailDomain
-				hop string
-			}{&domains.Items[i], a.Hop}
-		}
-	}
 	for _, f := range failures {
-		h, ok := hops[f.AuthSecret]
 		key := f.AuthSecret + "\x00" + f.Reason
-		if !ok || !r.told[key].IsZero() {
+		if !r.told[key].IsZero() {
+			continue
+		}
+		md, hop, err := r.hopOf(ctx, f.AuthSecret)
+		if err != nil {
+			return err
+		}
+		if md == nil {
 			continue
 		}
 		r.told[key] = now
-		field := "outboundRoute"
-		if h.hop == compiler.HopInbound {
-			field = "inboundDelivery"
-		}
-		r.recorder.Eventf(h.md, nil, corev1.EventTypeWarning, relayv1alpha1.ReasonRouteLoginFailed, "Deliver",
+		field := compiler.RelaySecret{Hop: hop}.Field()
+		r.recorder.Eventf(md, nil, corev1.EventTypeWarning, relayv1alpha1.ReasonRouteLoginFailed, "Deliver",
 			"relay %s could not log in on %s (%s): %s; its mail is deferred until the login works", f.relay, field, f.Host, f.Reason)
-		logf.FromContext(ctx).Info("a relay could not log in on a MailDomain's route", "mailDomain", client.ObjectKeyFromObject(h.md),
+		logf.FromContext(ctx).Info("a relay could not log in on a MailDomain's route", "mailDomain", client.ObjectKeyFromObject(md),
 			"hop", field, "relay", f.relay, "host", f.Host)
 	}
 	return nil
+}
+
+// hopOf returns the MailDomain and hop of the copy named name, from the metadata cache;
+// nil when there is no such copy or MailDomain.
+func (r *relaysReconciler) hopOf(ctx context.Context, name string) (*relayv1alpha1.MailDomain, string, error) {
+	c := secretMeta()
+	if err := r.client.Get(ctx, client.ObjectKey{Namespace: r.opts.Namespace, Name: name}, c); err != nil {
+		return nil, "", client.IgnoreNotFound(err)
+	}
+	ref, hop, ok := strings.Cut(c.Annotations[annotationRouteMailDomain], " ")
+	ns, mdName, ok2 := strings.Cut(ref, "/")
+	if c.Labels[snapshot.LabelRelaySecret] != "true" || !ok || !ok2 {
+		return nil, "", nil
+	}
+	var md relayv1alpha1.MailDomain
+	if err := r.client.Get(ctx, client.ObjectKey{Namespace: ns, Name: mdName}, &md); err != nil {
+		return nil, "", client.IgnoreNotFound(err)
+	}
+	if compiler.RouteSecretName(md.Namespace, md.Name, hop) != name {
+		return nil, "", nil // an annotation the operator did not write
+	}
+	return &md, hop, nil
 }

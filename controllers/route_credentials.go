@@ -25,10 +25,14 @@ import (
 // names the copy, never the values. Copies are written before the snapshot that names
 // them and deleted after the snapshot that no longer does.
 
-// Annotations on a copy, for whoever lists the relays' namespace.
+// Annotations on a copy: the source and its MailDomain, for whoever lists the relays'
+// namespace (and for the relays reconciler, to name a failing hop's MailDomain), and
+// the source's resourceVersion when copied, so a render sees from the metadata cache
+// that a copy is current and reads nothing.
 const (
-	annotationRouteSource     = "relay.postwarden.dev/source-secret"
-	annotationRouteMailDomain = "relay.postwarden.dev/maildomain"
+	annotationRouteSource        = "relay.postwarden.dev/source-secret"
+	annotationRouteMailDomain    = "relay.postwarden.dev/maildomain"
+	annotationRouteSourceVersion = "relay.postwarden.dev/source-version"
 )
 
 // relaySecretProblems reads the tenant Secrets that MailDomains give the relays, marks
@@ -76,6 +80,10 @@ func relaySecretProblem(a compiler.RelaySecret, data map[string][]byte) string {
 // writeRouteCopies writes the copy of every usable Secret that an accepted domain's hop
 // logs in with, and returns the names of the copies that should exist.
 func (r *configReconciler) writeRouteCopies(ctx context.Context, in compiler.Input, res *compiler.Result) (map[string]bool, error) {
+	copies, err := r.routeCopies(ctx)
+	if err != nil {
+		return nil, err
+	}
 	want := map[string]bool{}
 	var errs []error
 	for _, md := range in.MailDomains {
@@ -88,7 +96,12 @@ func (r *configReconciler) writeRouteCopies(ctx context.Context, in compiler.Inp
 				continue // the domain's status says why; mail on the hop waits
 			}
 			want[a.Copy] = true
-			if err := r.writeRouteCopy(ctx, a, r.secrets[a.Source].data); err != nil {
+			src := r.secrets[a.Source]
+			if c := copies[a.Copy]; c != nil && c.Annotations[annotationRouteSourceVersion] == src.resourceVersion &&
+				c.Annotations[annotationRouteSource] == a.Source.String() {
+				continue // current: no read, no write
+			}
+			if err := r.writeRouteCopy(ctx, a, src); err != nil {
 				errs = append(errs, err)
 			}
 		}
@@ -96,12 +109,28 @@ func (r *configReconciler) writeRouteCopies(ctx context.Context, in compiler.Inp
 	return want, errors.Join(errs...)
 }
 
-func (r *configReconciler) writeRouteCopy(ctx context.Context, a compiler.RelaySecret, data map[string][]byte) error {
+// routeCopies returns the copies that exist, from the metadata cache, by name.
+func (r *configReconciler) routeCopies(ctx context.Context) (map[string]*metav1.PartialObjectMetadata, error) {
+	list, err := r.labelledSecrets(ctx, client.InNamespace(r.opts.Namespace), client.MatchingLabels{snapshot.LabelRelaySecret: "true"})
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]*metav1.PartialObjectMetadata, len(list))
+	for name, c := range list {
+		out[name.Name] = c
+	}
+	return out, nil
+}
+
+// writeRouteCopy writes a's copy from its source, unless the API server's copy (read
+// afresh: the cache may lag behind our own last write) already holds it.
+func (r *configReconciler) writeRouteCopy(ctx context.Context, a compiler.RelaySecret, src cachedSecret) error {
+	data := src.data
 	desired := &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Namespace: r.opts.Namespace, Name: a.Copy,
 			Labels: map[string]string{snapshot.LabelRelaySecret: "true", labelManagedBy: managerName},
 			Annotations: map[string]string{annotationRouteSource: a.Source.String(),
-				annotationRouteMailDomain: a.MailDomain.String() + " " + a.Hop}},
+				annotationRouteMailDomain: a.MailDomain.String() + " " + a.Hop, annotationRouteSourceVersion: src.resourceVersion}},
 		Type: corev1.SecretTypeBasicAuth,
 		Data: map[string][]byte{
 			corev1.BasicAuthUsernameKey: data[corev1.BasicAuthUsernameKey],
@@ -124,13 +153,13 @@ func (r *configReconciler) writeRouteCopy(ctx context.Context, a compiler.RelayS
 	case err != nil:
 		return fmt.Errorf("reading route credentials %s: %w", a.Copy, err)
 	case cur.Type != desired.Type:
-		// The type of a Secret cannot change: replace it.
+		// Someone else's Secret of that name, or one edited by hand: the type of a
+		// Secret cannot change, so replace it.
 		if err := r.client.Delete(ctx, &cur, client.Preconditions{UID: &cur.UID}); client.IgnoreNotFound(err) != nil {
 			return fmt.Errorf("replacing route credentials %s: %w", a.Copy, err)
 		}
-		return r.writeRouteCopy(ctx, a, data)
-	case maps.EqualFunc(cur.Data, desired.Data, bytes.Equal) &&
-		cur.Annotations[annotationRouteSource] == desired.Annotations[annotationRouteSource]:
+		return r.writeRouteCopy(ctx, a, src)
+	case maps.EqualFunc(cur.Data, desired.Data, bytes.Equal) && maps.Equal(cur.Annotations, desired.Annotations):
 		return nil
 	}
 	desired.ResourceVersion = cur.ResourceVersion
@@ -142,18 +171,18 @@ func (r *configReconciler) writeRouteCopy(ctx context.Context, a compiler.RelayS
 
 // deleteStaleRouteCopies deletes the copies no accepted domain's hop uses any more.
 func (r *configReconciler) deleteStaleRouteCopies(ctx context.Context, want map[string]bool) error {
-	copies, err := r.labelledSecrets(ctx, client.InNamespace(r.opts.Namespace), client.MatchingLabels{snapshot.LabelRelaySecret: "true"})
+	copies, err := r.routeCopies(ctx)
 	if err != nil {
 		return err
 	}
 	var errs []error
 	for name, c := range copies {
-		if want[name.Name] {
+		if want[name] {
 			continue
 		}
-		s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: name.Namespace, Name: name.Name}}
+		s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: r.opts.Namespace, Name: name}}
 		if err := r.client.Delete(ctx, s, client.Preconditions{UID: &c.UID}); client.IgnoreNotFound(err) != nil {
-			errs = append(errs, fmt.Errorf("deleting unused route credentials %s: %w", name.Name, err))
+			errs = append(errs, fmt.Errorf("deleting unused route credentials %s: %w", name, err))
 		}
 	}
 	return errors.Join(errs...)

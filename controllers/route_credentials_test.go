@@ -123,13 +123,19 @@ func TestRouteCredentialsAreCopiedForTheRelays(t *testing.T) {
 func TestRelayLoginFailuresBecomeEvents(t *testing.T) {
 	ctx := context.Background()
 	ns := newNamespace(t, "login")
+	create(t, &corev1.Secret{ObjectMeta: objectMeta(ns, "provider"), Type: corev1.SecretTypeBasicAuth,
+		StringData: map[string]string{"username": "shop-user", "password": "login-password-7Hq2"}})
 	md := mailDomain(ns, "shop", ns+".example", "sales@"+ns+".example")
 	md.Spec.OutboundRoute = &relayv1alpha1.SMTPRoute{Host: "smtp.provider.example",
 		Auth: &relayv1alpha1.SMTPAuth{SecretRef: relayv1alpha1.LocalSecretReference{Name: "provider"}}}
 	create(t, md)
+	copyName := compiler.RouteSecretName(ns, "shop", compiler.HopOutbound)
+	eventually(t, "the route's credentials are copied", func() error {
+		return k8s.Get(ctx, client.ObjectKey{Namespace: operatorNS, Name: copyName}, &corev1.Secret{})
+	})
 
 	failures, err := json.Marshal([]snapshot.LoginFailure{{
-		AuthSecret: compiler.RouteSecretName(ns, "shop", compiler.HopOutbound), Host: "smtp.provider.example",
+		AuthSecret: copyName, Host: "smtp.provider.example",
 		Reason: "smtp.provider.example refused at AUTH: 535 5.7.8 authentication failed", At: time.Now().UTC()}})
 	if err != nil {
 		t.Fatal(err)
