@@ -39,6 +39,8 @@ type configReconciler struct {
 	secrets map[types.NamespacedName]cachedSecret
 	// discovery decodes the policies' discovery states from the cache.
 	discovery discovery.StateCache
+	// dkim says which DKIM keys each MailDomain signs with; the DKIM checker owns it.
+	dkim *dkimTracker
 }
 
 type cachedSecret struct {
@@ -89,6 +91,9 @@ func (r *configReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.
 			return ctrl.Result{}, err
 		}
 	}
+	if err := r.deleteStaleDKIMKeys(ctx, in.MailDomains); err != nil {
+		return ctrl.Result{}, err
+	}
 	changed := r.ledger.record(res)
 	if written {
 		log.Info("relay config written", "hash", res.Snapshot.Hash, "domains", len(res.Snapshot.Domains),
@@ -125,6 +130,7 @@ func (r *configReconciler) gather(ctx context.Context) (compiler.Input, error) {
 	for i := range domains.Items {
 		in.MailDomains = append(in.MailDomains, &domains.Items[i])
 	}
+	in.DKIM = r.dkim.signing()
 
 	var creds relayv1alpha1.SMTPCredentialList
 	if err := r.client.List(ctx, &creds, noCopy); err != nil {

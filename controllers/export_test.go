@@ -1,9 +1,12 @@
 package controllers
 
+import "time"
+
 // ForTests returns opts for tests: managers may share a process (controller names
-// repeat), and the config is split into shards of shardBytes, so that every test reads
-// a config split over several Secrets.
+// repeat), the config is split into shards of shardBytes, so that every test reads
+// a config split over several Secrets, and DNS records not yet in place are looked up
+// again every 200 ms instead of every two minutes.
 func ForTests(opts OperatorOptions, shardBytes int) OperatorOptions {
-	opts.tests = testSettings{skipNameValidation: true, shardBytes: shardBytes}
+	opts.tests = testSettings{skipNameValidation: true, shardBytes: shardBytes, pendingDNSCheck: 200 * time.Millisecond}
 	return opts
 }

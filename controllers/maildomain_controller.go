@@ -14,11 +14,13 @@ import (
 )
 
 // mailDomainReconciler writes MailDomain status from the last render: the conditions,
-// the counts and policies in effect, the relay certificate, and the config hash.
+// the counts and policies in effect, the relay certificate, and the config hash; and
+// from the DKIM checker's last check, the DKIM keys and records.
 type mailDomainReconciler struct {
 	client client.Client
 	views  statusViews
 	status statusWriter
+	dkim   *dkimTracker
 }
 
 func (r *mailDomainReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
@@ -45,6 +47,7 @@ func (r *mailDomainReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 		meta.RemoveStatusCondition(&s.Conditions, relayv1alpha1.ConditionCertificateReady)
 	}
 	setRelaySecretsStatus(s, md.Generation, v)
+	setDKIMStatus(s, &md, r.dkim)
 	s.ObservedGeneration = md.Generation
 	if err := r.status.write(ctx, &md, before); err != nil {
 		return ctrl.Result{}, err

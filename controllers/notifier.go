@@ -16,10 +16,13 @@ import (
 // enforce changes, the certificate manager when the certificate does.
 type notifier struct {
 	queues map[compiler.Kind]chan event.GenericEvent
+	// renders asks the config reconciler for a render, for an input that is no object
+	// it watches (the DKIM checker's findings). One pending request stands for any number.
+	renders chan event.GenericEvent
 }
 
 func newNotifier() *notifier {
-	n := &notifier{queues: map[compiler.Kind]chan event.GenericEvent{}}
+	n := &notifier{queues: map[compiler.Kind]chan event.GenericEvent{}, renders: make(chan event.GenericEvent, 1)}
 	for _, k := range []compiler.Kind{compiler.KindMailDomain, compiler.KindSMTPCredential, compiler.KindDiscoveryPolicy, compiler.KindTLSDeliveryPolicy} {
 		n.queues[k] = make(chan event.GenericEvent, 1024)
 	}
@@ -41,5 +44,13 @@ func (n *notifier) notify(ctx context.Context, keys []compiler.ObjectKey) {
 		case <-ctx.Done():
 			return
 		}
+	}
+}
+
+// render asks for a render without waiting: one already pending covers this one.
+func (n *notifier) render() {
+	select {
+	case n.renders <- event.GenericEvent{Object: &metav1.PartialObjectMetadata{}}:
+	default:
 	}
 }

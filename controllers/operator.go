@@ -93,6 +93,17 @@ type OperatorOptions struct {
 	// domain before its claim on the domain is released (DefaultDomainClaimReleaseAfter).
 	DomainClaimReleaseAfter time.Duration
 
+	// DNSServers are the resolvers (host:port) the DKIM, SPF and DMARC checks ask; empty
+	// means the system's.
+	DNSServers []string
+	// DNSCheckInterval is how often the records of a domain whose records are all in
+	// place are looked up again (DefaultDNSCheckInterval); until then every two minutes.
+	DNSCheckInterval time.Duration
+	// SPFMechanism is the SPF mechanism a domain's record must hold for mail through the
+	// relay to pass SPF, such as ip4:203.0.113.25 or include:_spf.relay.example.net;
+	// default a:<first relay hostname>.
+	SPFMechanism string
+
 	// tests are settings only tests change (export_test.go).
 	tests testSettings
 }
@@ -130,6 +141,20 @@ func (o *OperatorOptions) BindFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&o.DiscoveryGCAfter, "discovery-gc-after", discovery.DefaultGCAfter, "delete a relay's acknowledged discovery observations this long after its Lease expired")
 	fs.DurationVar(&o.DomainClaimReleaseAfter, "domain-claim-release-after", DefaultDomainClaimReleaseAfter, "how long a namespace keeps its claim on a domain after its last MailDomain for it is deleted")
 	fs.StringVar(&o.ReportRelay, "report-relay", "", "submission address (host:port) of the relay, through which discovery reports are mailed; empty: reports are Events only")
+	fs.Func("dns-servers", "comma-separated resolvers (host:port) for the DKIM, SPF and DMARC record checks (default: the system's)", func(s string) error {
+		for item := range strings.SplitSeq(s, ",") {
+			if item = strings.TrimSpace(item); item == "" {
+				continue
+			}
+			if _, _, err := net.SplitHostPort(item); err != nil {
+				return fmt.Errorf("%q is not host:port", item)
+			}
+			o.DNSServers = append(o.DNSServers, item)
+		}
+		return nil
+	})
+	fs.DurationVar(&o.DNSCheckInterval, "dns-check-interval", DefaultDNSCheckInterval, "how often a domain's DKIM, SPF and DMARC records are looked up again once they are all in place (until then every 2 minutes)")
+	fs.StringVar(&o.SPFMechanism, "spf-mechanism", "", "the SPF mechanism that names the relay's outbound addresses, which a domain's SPF record must hold, such as ip4:203.0.113.25 (default: a:<first --relay-hostnames entry>)")
 	fs.StringVar(&o.ReportRelayServerName, "report-relay-server-name", "", "name to verify on the relay's certificate when mailing reports (default: the first --relay-hostnames entry)")
 }
 
@@ -178,6 +203,15 @@ func (o OperatorOptions) reportServerName() string {
 		return o.ReportRelay
 	}
 	return host
+}
+
+// spfMechanism is the SPF mechanism a domain's record must hold; "" when the relay has
+// no name to say it with.
+func (o OperatorOptions) spfMechanism() string {
+	if o.SPFMechanism != "" || len(o.RelayHostnames) == 0 {
+		return o.SPFMechanism
+	}
+	return "a:" + o.RelayHostnames[0]
 }
 
 // certificateSecretName is the Secret that cert-manager fills for the relay.
@@ -247,6 +281,9 @@ type testSettings struct {
 	// shardBytes, when not 0, is the largest config shard, small so that tests exercise
 	// sharding.
 	shardBytes int
+	// pendingDNSCheck, when not 0, replaces how soon records not yet in place are
+	// looked up again.
+	pendingDNSCheck time.Duration
 }
 
 // NewManager creates the operator's manager. Its cache holds relay Leases and the

@@ -117,6 +117,9 @@ func (r *configReconciler) routeCopies(ctx context.Context) (map[string]*metav1.
 	}
 	out := make(map[string]*metav1.PartialObjectMetadata, len(list))
 	for name, c := range list {
+		if _, key := c.Labels[labelDKIMKey]; key {
+			continue // a DKIM key, which the relays read too, is no copy: see deleteStaleDKIMKeys
+		}
 		out[name.Name] = c
 	}
 	return out, nil

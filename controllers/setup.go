@@ -58,8 +58,9 @@ func SetupWithManager(mgr ctrl.Manager, opts OperatorOptions) error {
 	c := mgr.GetClient()
 	status := statusWriter{client: c, recorder: rec}
 	certs := &certificateManager{client: c, opts: opts, installed: installed, view: cert, notifier: notes, ledger: ledger}
+	dkim := newDKIMTracker()
 	cfg := &configReconciler{client: c, apiReader: mgr.GetAPIReader(), opts: opts, ledger: ledger, relays: relayView,
-		notifier: notes, certs: certs, maxShardBytes: cmp.Or(opts.tests.shardBytes, snapshot.MaxShardBytes), secrets: map[types.NamespacedName]cachedSecret{}}
+		notifier: notes, certs: certs, dkim: dkim, maxShardBytes: cmp.Or(opts.tests.shardBytes, snapshot.MaxShardBytes), secrets: map[types.NamespacedName]cachedSecret{}}
 	if err := setupConfigController(mgr, cfg, installed); err != nil {
 		return err
 	}
@@ -98,8 +99,16 @@ func SetupWithManager(mgr ctrl.Manager, opts OperatorOptions) error {
 		For(&relayv1alpha1.MailDomain{}, generation).
 		WatchesRawSource(notes.source(compiler.KindMailDomain)).
 		WithOptions(workers).
-		Complete(&mailDomainReconciler{client: c, views: views, status: status}); err != nil {
+		Complete(&mailDomainReconciler{client: c, views: views, status: status, dkim: dkim}); err != nil {
 		return fmt.Errorf("setting up the MailDomain controller: %w", err)
+	}
+	checker := &dkimChecker{client: c, apiReader: mgr.GetAPIReader(), recorder: rec, opts: opts,
+		dns: newTXTResolver(opts.DNSServers), tracker: dkim, notifier: notes, now: time.Now}
+	if err := ctrl.NewControllerManagedBy(mgr).Named("dkim").
+		For(&relayv1alpha1.MailDomain{}, generation).
+		WithOptions(controller.Options{MaxConcurrentReconciles: 2}).
+		Complete(checker); err != nil {
+		return fmt.Errorf("setting up the DKIM checker: %w", err)
 	}
 	if err := ctrl.NewControllerManagedBy(mgr).
 		For(&relayv1alpha1.DiscoveryPolicy{}, generation).
@@ -143,6 +152,7 @@ func setupConfigController(mgr ctrl.Manager, r *configReconciler, certManager bo
 		// the snapshot's discovered addresses.
 		Watches(&corev1.ConfigMap{}, toConfig).
 		WatchesRawSource(source.Channel(prime, toConfig)).
+		WatchesRawSource(source.Channel(r.notifier.renders, toConfig)).
 		WithOptions(controller.Options{
 			MaxConcurrentReconciles: 1,
 			// A failed render retries fast at first, and at most every 30 s.

@@ -49,6 +49,8 @@ var (
 	discoveryClock = testingclock.NewFakePassiveClock(time.Now())
 	// sink receives the discovery reports the operator mails.
 	sink *reportSink
+	// dnsServer answers the operator's DKIM, SPF and DMARC lookups.
+	dnsServer *testkit.DNS
 )
 
 func operatorOptions() controllers.OperatorOptions {
@@ -57,6 +59,7 @@ func operatorOptions() controllers.OperatorOptions {
 		RelayHostnames: []string{relayHostname}, SubmissionPort: 587,
 		IssuerName: "test-issuer", IssuerKind: "ClusterIssuer", IssuerGroup: "cert-manager.io",
 		DiscoveryMergeInterval: 100 * time.Millisecond, Clock: discoveryClock, ReportRelay: sink.Addr,
+		DNSServers: []string{dnsServer.Addr},
 	}, 1024)
 }
 
@@ -64,6 +67,10 @@ func TestMain(m *testing.M) {
 	ctrl.SetLogger(zap.New(zap.WriteTo(&logs), zap.UseDevMode(true)))
 	var err error
 	if sink, err = startReportSink(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	if dnsServer, err = testkit.NewDNSServer("127.0.0.1:0"); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}

@@ -14,6 +14,9 @@ const (
 	// outboundRoute logs in or that send delivery events, whether the relays have the
 	// credentials and keys to do so.
 	ConditionRelaySecretsReady = "RelaySecretsReady"
+	// ConditionDKIMPublished reports, on MailDomains that sign with DKIM, whether the
+	// public record of every selector is in DNS as the operator generated it.
+	ConditionDKIMPublished = "DKIMPublished"
 )
 
 // Condition reasons. They are CamelCase, stable, and safe to alert on.
@@ -55,6 +58,19 @@ const (
 	// ReasonRouteLoginFailed (an Event on a MailDomain): a relay could not log in on one
 	// of the domain's hops; mail on it is deferred until it can.
 	ReasonRouteLoginFailed = "RouteLoginFailed"
+	// ReasonRecordsPublished: every DKIM selector's record is in DNS as generated.
+	ReasonRecordsPublished = "RecordsPublished"
+	// ReasonRecordMissing: a DKIM selector has no record in DNS yet.
+	ReasonRecordMissing = "RecordMissing"
+	// ReasonRecordDiffers: a DKIM selector's record in DNS holds another key.
+	ReasonRecordDiffers = "RecordDiffers"
+	// ReasonLookupFailed: DNS did not answer; the last known state stands.
+	ReasonLookupFailed = "LookupFailed"
+	// ReasonKeyPending: the operator has not generated a selector's key yet.
+	ReasonKeyPending = "KeyPending"
+	// ReasonDKIMSigning (an Event on a MailDomain): the selectors the relays sign with
+	// changed.
+	ReasonDKIMSigning = "DKIMSigning"
 )
 
 // MailDomainReference names a MailDomain in the same namespace.

@@ -88,6 +88,14 @@ type MailDomainSpec struct {
 	// +optional
 	DeliveryEvents *DeliveryEvents `json:"deliveryEvents,omitempty"`
 
+	// dkim signs the domain's outbound mail (from credentials and sending servers, never
+	// the inbound mail the relay delivers to the domain) with DKIM. The operator
+	// generates each selector's key pair, keeps the private key where only the relays
+	// read it, and shows in status.dkim the DNS record to publish; the relays sign with
+	// a selector only once its record is found in DNS.
+	// +optional
+	DKIM *DKIMSigning `json:"dkim,omitempty"`
+
 	// submissionHostnames are extra names, such as smtp.example.com, that clients of this
 	// domain use to reach the relay. They are added to the relay's STARTTLS certificate.
 	// +optional
@@ -227,6 +235,51 @@ type DeliveryEvents struct {
 	Events []DeliveryEventType `json:"events,omitempty"`
 }
 
+// DKIMSigning is how the relays sign a domain's outbound mail.
+type DKIMSigning struct {
+	// selectors are the domain's DKIM keys in order of preference. For each key type,
+	// the relays sign with the first selector whose record the operator has found in
+	// DNS; with an RSA2048 and an Ed25519 selector both published, every message gets
+	// both signatures (RFC 8463). To rotate a key without a gap, put a new selector
+	// first and publish its record: signing switches to it once the operator sees it,
+	// and the old one, now Standby, can be removed when status.dkim says so.
+	// +required
+	// +listType=map
+	// +listMapKey=name
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=4
+	Selectors []DKIMSelector `json:"selectors"`
+}
+
+// DKIMSelector is one DKIM key of a domain.
+type DKIMSelector struct {
+	// name is the selector (the s= tag), such as pw2026a: the record is published at
+	// <name>._domainkey.<domain>. Use a new name for each new key.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:XValidation:rule="self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')",message="name must be a DKIM selector: lower-case letters, digits and '-', in labels separated by '.', such as pw2026a"
+	Name string `json:"name"`
+
+	// keyType is RSA2048 (the default, which every receiver verifies) or Ed25519
+	// (RFC 8463: short records and fast signing, but not verified everywhere yet, so
+	// use it beside an RSA2048 selector).
+	// +optional
+	// +kubebuilder:default=RSA2048
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="the keyType of a selector cannot change: add a selector with a new name for a key of another type"
+	KeyType DKIMKeyType `json:"keyType,omitempty"`
+}
+
+// DKIMKeyType is the kind of a DKIM key.
+// +kubebuilder:validation:Enum=RSA2048;Ed25519
+type DKIMKeyType string
+
+// DKIM key types.
+const (
+	DKIMKeyRSA2048 DKIMKeyType = "RSA2048"
+	DKIMKeyEd25519 DKIMKeyType = "Ed25519"
+)
+
 // DeliveryEventType is what became of one recipient in one attempt.
 // +kubebuilder:validation:Enum=delivered;deferred;bounced;expired;refused
 type DeliveryEventType string
@@ -285,11 +338,118 @@ type MailDomainStatus struct {
 	// +optional
 	Certificate *CertificateStatus `json:"certificate,omitempty"`
 
+	// dkim is the state of the domain's DKIM selectors and the DNS records that mail
+	// through the relay needs to pass DMARC.
+	// +optional
+	DKIM *DKIMStatus `json:"dkim,omitempty"`
+
 	// configHash is the hash of the first relay config snapshot that held the domain as it
 	// is now; a relay reporting it (or a later one) enforces the domain.
 	// +optional
 	// +kubebuilder:validation:MaxLength=128
 	ConfigHash string `json:"configHash,omitempty"`
+}
+
+// DKIMStatus is what the operator found of a domain's DKIM keys and records in DNS.
+type DKIMStatus struct {
+	// selectors are the spec's selectors, in its order.
+	// +optional
+	// +listType=map
+	// +listMapKey=name
+	// +kubebuilder:validation:MaxItems=4
+	Selectors []DKIMSelectorStatus `json:"selectors,omitempty"`
+
+	// spf is the SPF record that lets the relay send for the domain.
+	// +optional
+	SPF *DNSRecordStatus `json:"spf,omitempty"`
+
+	// dmarc is the domain's DMARC policy record.
+	// +optional
+	DMARC *DNSRecordStatus `json:"dmarc,omitempty"`
+
+	// lastChanged is when a lookup last found something different: the operator looks again every --dns-check-interval (every two minutes while a record is missing) but writes status only on a change.
+	// +optional
+	LastChanged *metav1.Time `json:"lastChanged,omitempty"`
+}
+
+// DKIMSelectorState is where a selector stands.
+type DKIMSelectorState string
+
+// DKIM selector states.
+const (
+	// DKIMStateKeyPending: the key pair is not generated yet.
+	DKIMStateKeyPending DKIMSelectorState = "KeyPending"
+	// DKIMStateNotPublished: the record is not in DNS (yet); the relays do not sign with it.
+	DKIMStateNotPublished DKIMSelectorState = "NotPublished"
+	// DKIMStateRecordDiffers: DNS holds another key under the selector; the relays do not
+	// sign with it.
+	DKIMStateRecordDiffers DKIMSelectorState = "RecordDiffers"
+	// DKIMStateSigning: the record is published and the relays sign with this selector.
+	DKIMStateSigning DKIMSelectorState = "Signing"
+	// DKIMStateStandby: the record is published, but a selector earlier in the spec signs.
+	DKIMStateStandby DKIMSelectorState = "Standby"
+)
+
+// DKIMSelectorStatus is one selector's key and record.
+type DKIMSelectorStatus struct {
+	// name is the selector.
+	// +required
+	// +kubebuilder:validation:MaxLength=63
+	Name string `json:"name"`
+
+	// keyType is the key's type.
+	// +optional
+	KeyType DKIMKeyType `json:"keyType,omitempty"`
+
+	// state is KeyPending, NotPublished, RecordDiffers, Signing or Standby.
+	// +optional
+	// +kubebuilder:validation:MaxLength=32
+	State DKIMSelectorState `json:"state,omitempty"`
+
+	// recordName is the DNS name to publish the TXT record at.
+	// +optional
+	// +kubebuilder:validation:MaxLength=320
+	RecordName string `json:"recordName,omitempty"`
+
+	// record is the TXT record's value, exactly as to publish it. DNS software splits
+	// a value over 255 bytes into several strings; receivers join them.
+	// +optional
+	// +kubebuilder:validation:MaxLength=1024
+	Record string `json:"record,omitempty"`
+
+	// signedUntil is when the relays last stopped signing with the selector. Receivers
+	// verify queued and late mail against the record for days after: keep it published
+	// until removableAfter.
+	// +optional
+	SignedUntil *metav1.Time `json:"signedUntil,omitempty"`
+
+	// removableAfter is when the selector's record can leave DNS and the selector the
+	// spec: a week after it last signed.
+	// +optional
+	RemovableAfter *metav1.Time `json:"removableAfter,omitempty"`
+}
+
+// DNSRecordStatus is a TXT record the domain needs, and what DNS holds.
+type DNSRecordStatus struct {
+	// recordName is the DNS name of the TXT record.
+	// +optional
+	// +kubebuilder:validation:MaxLength=320
+	RecordName string `json:"recordName,omitempty"`
+
+	// expected is the record to publish, or, for SPF, the mechanism the domain's record
+	// must contain.
+	// +optional
+	// +kubebuilder:validation:MaxLength=1024
+	Expected string `json:"expected,omitempty"`
+
+	// found is the record DNS holds, if any (cut at 1024 bytes).
+	// +optional
+	// +kubebuilder:validation:MaxLength=1024
+	Found string `json:"found,omitempty"`
+
+	// ok says whether what DNS holds is what mail through the relay needs.
+	// +optional
+	OK bool `json:"ok,omitempty"`
 }
 
 // CertificateStatus summarises a cert-manager Certificate.
@@ -319,6 +479,7 @@ type CertificateStatus struct {
 // +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`
 // +kubebuilder:printcolumn:name="Users",type=integer,JSONPath=`.status.users`
 // +kubebuilder:printcolumn:name="Credentials",type=integer,JSONPath=`.status.credentials`
+// +kubebuilder:printcolumn:name="DKIM",type=string,JSONPath=`.status.conditions[?(@.type=="DKIMPublished")].reason`,priority=1
 // +kubebuilder:printcolumn:name="Inbound",type=string,JSONPath=`.spec.inboundDelivery.host`,priority=1
 // +kubebuilder:printcolumn:name="Message",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].message`,priority=1
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`

@@ -14,6 +14,8 @@ import (
 	"strings"
 	"time"
 
+	"k8s.io/apimachinery/pkg/types"
+
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	relayv1alpha1 "github.com/postwarden/postwarden/api/v1alpha1"
@@ -79,6 +81,11 @@ type Input struct {
 	// the relays, by its copy's name (RelaySecret.Copy): "" when it has the keys its use
 	// needs, else what is wrong with it. A missing entry means the Secret does not exist.
 	SecretProblems map[string]string
+	// DKIM are the keys each MailDomain's mail is signed with, by MailDomain: those of
+	// its selectors whose record the operator found in DNS, at most one per algorithm
+	// (see the operator's DKIM checker). A key for a selector the spec no longer names
+	// is dropped.
+	DKIM map[types.NamespacedName][]snapshot.DKIMKey
 	// ReportCredential is the operator's own SMTP identity, which sends the discovery
 	// reports through the relay; nil when the operator sends none.
 	ReportCredential *ReportCredential

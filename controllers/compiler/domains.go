@@ -6,6 +6,8 @@ import (
 	"slices"
 	"strings"
 
+	"k8s.io/apimachinery/pkg/types"
+
 	relayv1alpha1 "github.com/postwarden/postwarden/api/v1alpha1"
 	"github.com/postwarden/postwarden/relay/snapshot"
 )
@@ -35,7 +37,7 @@ func (c *compilation) compileDomains() {
 			continue
 		}
 		owner[md.Spec.Domain] = md
-		d, err := buildDomain(md)
+		d, err := buildDomain(md, c.in.DKIM[types.NamespacedName{Namespace: md.Namespace, Name: md.Name}])
 		if err != nil {
 			reject(v, relayv1alpha1.ReasonInvalidSpec, "%s", err)
 			continue
@@ -77,9 +79,9 @@ func (c *compilation) compileDomains() {
 	}
 }
 
-// buildDomain converts one MailDomain and checks what admission cannot: addresses used
+// buildDomain converts one MailDomain, with the DKIM keys it signs with, and checks what admission cannot: addresses used
 // twice across lists, and everything the relay's own validation would refuse.
-func buildDomain(md *relayv1alpha1.MailDomain) (*domainEntry, error) {
+func buildDomain(md *relayv1alpha1.MailDomain, dkim []snapshot.DKIMKey) (*domainEntry, error) {
 	spec := md.Spec
 	if !snapshot.IsDomain(spec.Domain) {
 		return nil, fmt.Errorf("domain %q is not a lower-case DNS name", spec.Domain)
@@ -156,6 +158,7 @@ func buildDomain(md *relayv1alpha1.MailDomain) (*domainEntry, error) {
 	if err := buildRoutes(md, &d.entry); err != nil {
 		return nil, err
 	}
+	d.entry.DKIM = signingKeys(md, dkim)
 	// The relay's own check of a domain, so that what it would refuse is refused here,
 	// for this object alone, and never makes the whole snapshot invalid.
 	if err := d.entry.Validate(); err != nil {

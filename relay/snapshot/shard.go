@@ -31,10 +31,13 @@ const (
 // password, type kubernetes.io/basic-auth) and the HMAC key its delivery events are
 // signed with (Webhook.SecretName, the key WebhookSecretKey). The operator copies them
 // from the tenant's Secret into a Secret of the relays' namespace labelled
-// LabelRelaySecret=true; the relay reads only such Secrets of its own namespace.
+// LabelRelaySecret=true; the relay reads only such Secrets of its own namespace. DKIM
+// private keys (DKIMKey.SecretName, the key DKIMPrivateKeyKey) are relay secrets too,
+// but the operator generates them there: they never exist in a tenant's namespace.
 const (
-	LabelRelaySecret = "relay.postwarden.dev/relay-secret"
-	WebhookSecretKey = "secret"
+	LabelRelaySecret  = "relay.postwarden.dev/relay-secret"
+	WebhookSecretKey  = "secret"
+	DKIMPrivateKeyKey = "private.pem"
 )
 
 // How a relay replica reports what it enforces. Each replica keeps a coordination.k8s.io

@@ -70,6 +70,27 @@ type Domain struct {
 	// DeliveryEvents, when set, is the HTTPS endpoint that receives signed events of the
 	// domain's mail (delivered, deferred, bounced, expired, refused).
 	DeliveryEvents *Webhook `json:"deliveryEvents,omitempty"`
+	// DKIM are the keys the relay signs the domain's outbound mail with (submission and
+	// sending servers, never inbound), one signature per key: at most one key per
+	// algorithm, and only keys whose public record the operator has found published.
+	DKIM []DKIMKey `json:"dkim,omitempty"`
+}
+
+// DKIM signing algorithms (RFC 6376, RFC 8463).
+const (
+	DKIMRSASHA256     = "rsa-sha256"
+	DKIMEd25519SHA256 = "ed25519-sha256"
+)
+
+// DKIMKey is one DKIM signing key of a domain. The private key itself is never in a
+// snapshot: it is the key DKIMPrivateKeyKey of the relay secret SecretName, a PKCS #8
+// PEM block.
+type DKIMKey struct {
+	// Selector is the s= tag: the record is at <selector>._domainkey.<domain>.
+	Selector string `json:"selector"`
+	// Algorithm is DKIMRSASHA256 or DKIMEd25519SHA256.
+	Algorithm  string `json:"algorithm"`
+	SecretName string `json:"secretName"`
 }
 
 // Delivery event types: what became of one recipient in one attempt. The names are
@@ -234,6 +255,7 @@ func (s *Snapshot) Normalize() {
 		if d.DeliveryEvents != nil {
 			slices.Sort(d.DeliveryEvents.Events)
 		}
+		slices.SortFunc(d.DKIM, func(a, b DKIMKey) int { return strings.Compare(a.Algorithm, b.Algorithm) })
 	}
 	slices.SortFunc(s.Credentials, func(a, b Credential) int { return strings.Compare(a.Username, b.Username) })
 	for i := range s.Credentials {

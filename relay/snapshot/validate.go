@@ -150,6 +150,22 @@ func (d *Domain) Validate() error {
 			}
 		}
 	}
+	algorithms := map[string]bool{}
+	for _, k := range d.DKIM {
+		if !IsDKIMSelector(k.Selector) {
+			add("domain %s: DKIM selector %q is not a DNS label sequence", d.Name, k.Selector)
+		}
+		if k.Algorithm != DKIMRSASHA256 && k.Algorithm != DKIMEd25519SHA256 {
+			add("domain %s: DKIM selector %s has unknown algorithm %q", d.Name, k.Selector, k.Algorithm)
+		}
+		if algorithms[k.Algorithm] {
+			add("domain %s: more than one DKIM key signs with %s", d.Name, k.Algorithm)
+		}
+		algorithms[k.Algorithm] = true
+		if !isSecretName(k.SecretName) {
+			add("domain %s: DKIM selector %s names %q, which is not a Secret name", d.Name, k.Selector, k.SecretName)
+		}
+	}
 	return errors.Join(errs...)
 }
 
@@ -186,6 +202,27 @@ func IsDomain(s string) bool {
 	}
 	for label := range strings.SplitSeq(s, ".") {
 		if len(label) == 0 || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for i := 0; i < len(label); i++ {
+			c := label[i]
+			if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// IsDKIMSelector reports whether s is a DKIM selector as the API admits it: one or more
+// lower-case DNS labels (RFC 6376 3.1), at most 63 characters in all, so that
+// <selector>._domainkey.<domain> stays a short name.
+func IsDKIMSelector(s string) bool {
+	if len(s) == 0 || len(s) > 63 {
+		return false
+	}
+	for label := range strings.SplitSeq(s, ".") {
+		if len(label) == 0 || label[0] == '-' || label[len(label)-1] == '-' {
 			return false
 		}
 		for i := 0; i < len(label); i++ {

@@ -23,6 +23,7 @@ spec:
   inboundDelivery: {host: mail.corp.example.com, auth: {secretRef: {name: corp-login}}}
   outboundRoute: {host: smtp.provider.example, auth: {secretRef: {name: provider-login}}}
   deliveryEvents: {url: "https://hooks.example.com/mail", secretRef: {name: events-key}, events: [bounced]}
+  dkim: {selectors: [{name: pw2026a}, {name: ed2026a, keyType: Ed25519}]}
 `
 	validCredential = `
 apiVersion: relay.postwarden.dev/v1alpha1
@@ -181,6 +182,18 @@ func TestInvalidObjectsAreRejectedWithAClearMessage(t *testing.T) {
 			validDomain, set(map[string]any{"host": "smtp.provider.example", "auth": map[string]any{"secretRef": map[string]any{"name": "Provider"}}}, "outboundRoute"),
 			"name must be a Secret name",
 		},
+		"a DKIM selector with an underscore is refused": {
+			validDomain, set(map[string]any{"selectors": []any{map[string]any{"name": "pw_1"}}}, "dkim"),
+			"name must be a DKIM selector",
+		},
+		"an unknown DKIM key type is refused": {
+			validDomain, set(map[string]any{"selectors": []any{map[string]any{"name": "pw1", "keyType": "RSA1024"}}}, "dkim"),
+			"spec.dkim.selectors[0].keyType: Unsupported value: \"RSA1024\"",
+		},
+		"DKIM without a selector is refused": {
+			validDomain, set(map[string]any{"selectors": []any{}}, "dkim"),
+			"spec.dkim.selectors: Invalid value: 0: spec.dkim.selectors in body should have at least 1 items",
+		},
 		"a credential without a label is refused": {
 			validCredential, set("", "label"),
 			"spec.label in body should be at least 1 chars long",
@@ -306,5 +319,26 @@ func TestDomainIsImmutable(t *testing.T) {
 	want := "domain is immutable; create a new MailDomain for another domain"
 	if err == nil || !strings.Contains(err.Error(), want) {
 		t.Fatalf("changing spec.domain: got %v, want %q", err, want)
+	}
+}
+
+func TestDKIMKeyTypeOfASelectorIsImmutable(t *testing.T) {
+	ns := newNamespace(t)
+	obj := edit(t, validDomain, func(map[string]any) {})
+	obj.SetNamespace(ns)
+	ctx := context.Background()
+	if err := env.Client.Create(ctx, obj); err != nil {
+		t.Fatal(err)
+	}
+	set(map[string]any{"selectors": []any{map[string]any{"name": "pw2026a", "keyType": "Ed25519"}}}, "dkim")(obj.Object)
+	err := env.Client.Update(ctx, obj)
+	want := "the keyType of a selector cannot change: add a selector with a new name for a key of another type"
+	if err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("changing a selector's keyType: got %v, want %q", err, want)
+	}
+	// A new selector in front, as in a rotation, is fine.
+	set(map[string]any{"selectors": []any{map[string]any{"name": "pw2027a"}, map[string]any{"name": "pw2026a"}}}, "dkim")(obj.Object)
+	if err := env.Client.Update(ctx, obj); err != nil {
+		t.Fatalf("adding a selector: %v", err)
 	}
 }

@@ -116,6 +116,14 @@ func (d *DNS) Drop(name string) {
 	d.dropped[dns.Fqdn(strings.ToLower(name))] = true
 }
 
+// Remove deletes every record at name, as a DNS admin deleting them would: the name
+// then answers NXDOMAIN.
+func (d *DNS) Remove(name string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	delete(d.records, dns.Fqdn(strings.ToLower(name)))
+}
+
 // Queries returns how many queries the server has received, answered or not.
 func (d *DNS) Queries() int64 { return d.queries.Load() }
 
