@@ -14,19 +14,8 @@ import (
 	relayv1alpha1 "github.com/postwarden/postwarden/api/v1alpha1"
 	"github.com/postwarden/postwarden/controllers/compiler"
 	"github.com/postwarden/postwarden/relay/snapshot"
+	"github.com/postwarden/postwarden/test/testkit"
 )
-
-// txtRecord is a TXT record in zone-file syntax, its value split into the 255-byte
-// strings DNS carries, as a DNS admin's software does.
-func txtRecord(name, value string) string {
-	var parts []string
-	for len(value) > 255 {
-		parts = append(parts, `"`+value[:255]+`"`)
-		value = value[255:]
-	}
-	parts = append(parts, `"`+value+`"`)
-	return name + ". 300 IN TXT " + strings.Join(parts, " ")
-}
 
 // A MailDomain's DKIM selectors: the operator generates each key once, into an
 // immutable Secret of the relays' namespace; shows the record to publish; makes the
@@ -111,8 +100,8 @@ func TestDKIMKeysAreMadeAndSignWhenPublished(t *testing.T) {
 	})
 
 	// The admin publishes the RSA record, and a wrong Ed25519 one.
-	dnsServer.Add(t, txtRecord("pw1._domainkey."+domain, rsaRecord),
-		txtRecord("ed1._domainkey."+domain, "v=DKIM1; k=ed25519; p=11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo="))
+	dnsServer.Add(t, testkit.TXTRecord("pw1._domainkey."+domain, rsaRecord),
+		testkit.TXTRecord("ed1._domainkey."+domain, "v=DKIM1; k=ed25519; p=11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo="))
 	rsaKey := snapshot.DKIMKey{Selector: "pw1", Algorithm: snapshot.DKIMRSASHA256,
 		SecretName: compiler.DKIMSecretName(ns, "shop", "pw1", relayv1alpha1.DKIMKeyRSA2048)}
 	snapshotWhere(t, "the relays sign with the published RSA selector", func(s *snapshot.Snapshot) error {
@@ -159,7 +148,7 @@ func TestDKIMKeysAreMadeAndSignWhenPublished(t *testing.T) {
 		}
 		return nil
 	})
-	dnsServer.Add(t, txtRecord("pw2._domainkey."+domain, newRecord))
+	dnsServer.Add(t, testkit.TXTRecord("pw2._domainkey."+domain, newRecord))
 	snapshotWhere(t, "signing switches to pw2 once it is published", func(s *snapshot.Snapshot) error {
 		if d := findDomain(s, domain); d == nil || len(d.DKIM) != 1 || d.DKIM[0].Selector != "pw2" {
 			return fmt.Errorf("domain entry %+v", d)
@@ -180,7 +169,7 @@ func TestDKIMKeysAreMadeAndSignWhenPublished(t *testing.T) {
 	// The right Ed25519 record: both key types sign (RFC 8463 dual signing), and every
 	// record is in place.
 	dnsServer.Remove("ed1._domainkey." + domain)
-	dnsServer.Add(t, txtRecord("ed1._domainkey."+domain, edRecord))
+	dnsServer.Add(t, testkit.TXTRecord("ed1._domainkey."+domain, edRecord))
 	snapshotWhere(t, "RSA and Ed25519 both sign", func(s *snapshot.Snapshot) error {
 		if d := findDomain(s, domain); d == nil || len(d.DKIM) != 2 {
 			return fmt.Errorf("domain entry %+v", d)
@@ -205,7 +194,7 @@ func TestDKIMKeysAreMadeAndSignWhenPublished(t *testing.T) {
 		}
 		return nil
 	})
-	dnsServer.Add(t, txtRecord(domain, "v=spf1 mx a:"+relayHostname+" -all"), txtRecord("_dmarc."+domain, "v=DMARC1; p=quarantine"))
+	dnsServer.Add(t, testkit.TXTRecord(domain, "v=spf1 mx a:"+relayHostname+" -all"), testkit.TXTRecord("_dmarc."+domain, "v=DMARC1; p=quarantine"))
 	eventually(t, "SPF and DMARC are found", func() error {
 		if err := get(t, md); err != nil {
 			return err

@@ -22,13 +22,16 @@ import (
 
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/klog/v2"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	relayv1alpha1 "github.com/postwarden/postwarden/api/v1alpha1"
 	"github.com/postwarden/postwarden/controllers"
 	"github.com/postwarden/postwarden/relay"
 	"github.com/postwarden/postwarden/test/testkit"
@@ -220,6 +223,10 @@ func Start(ctx context.Context, opts Options) (env *Env, err error) {
 		return nil, err
 	}
 	e.Info.Sender, e.Info.LocalRecipient = facts.sender, facts.localRecipient
+	fmt.Fprintf(opts.Out, "dev: publishing the sample domain's DKIM, SPF and DMARC records in the loopback DNS, as its admin would\n")
+	if err := e.PublishDNSRecords(ctx, opts.SamplesNamespace, facts.mailDomain); err != nil {
+		return nil, err
+	}
 	if e.Info.Username, e.Info.Password, err = e.WaitCredential(ctx, opts.SamplesNamespace, facts.credentialSecret); err != nil {
 		return nil, err
 	}
@@ -227,6 +234,65 @@ func Start(ctx context.Context, opts Options) (env *Env, err error) {
 		return nil, err
 	}
 	return e, nil
+}
+
+// dnsCheckInterval is how often the dev operator looks DNS records up again.
+const dnsCheckInterval = 3 * time.Second
+
+// PublishDNSRecords plays the domain admin: it publishes in the loopback DNS server the
+// records the MailDomain's status asks for (every DKIM selector's, SPF and DMARC), and
+// waits until the operator has seen them, so that the relay signs the domain's mail.
+func (e *Env) PublishDNSRecords(ctx context.Context, namespace, name string) error {
+	var md relayv1alpha1.MailDomain
+	key := types.NamespacedName{Namespace: namespace, Name: name}
+	err := Poll(ctx, time.Minute, func() error {
+		if err := e.Client.Get(ctx, key, &md); err != nil {
+			return err
+		}
+		d := md.Status.DKIM
+		if md.Spec.DKIM == nil {
+			return nil
+		}
+		if d == nil || len(d.Selectors) != len(md.Spec.DKIM.Selectors) {
+			return errors.New("status.dkim does not show every selector's record yet")
+		}
+		for _, s := range d.Selectors {
+			if s.Record == "" {
+				return fmt.Errorf("selector %s has no key yet", s.Name)
+			}
+		}
+		return nil
+	})
+	if err != nil || md.Spec.DKIM == nil {
+		return err
+	}
+	d := md.Status.DKIM
+	var records []string
+	for _, s := range d.Selectors {
+		records = append(records, testkit.TXTRecord(s.RecordName, s.Record))
+	}
+	if d.SPF != nil {
+		records = append(records, testkit.TXTRecord(d.SPF.RecordName, "v=spf1 "+d.SPF.Expected+" -all"))
+	}
+	if d.DMARC != nil {
+		records = append(records, testkit.TXTRecord(d.DMARC.RecordName, d.DMARC.Expected))
+	}
+	if err := e.DNS.AddRecords(records...); err != nil {
+		return err
+	}
+	err = Poll(ctx, time.Minute, func() error {
+		if err := e.Client.Get(ctx, key, &md); err != nil {
+			return err
+		}
+		if !meta.IsStatusConditionTrue(md.Status.Conditions, relayv1alpha1.ConditionDKIMPublished) {
+			return errors.New("the operator has not seen the DKIM records yet")
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("publishing the DNS records of %s: %w", key, err)
+	}
+	return nil
 }
 
 func (e *Env) startRelay(ctx context.Context, opts Options) error {
@@ -289,6 +355,10 @@ func (e *Env) startOperator(ctx context.Context, devOpts Options) error {
 		// stand-in issuer's CA (the certificate Secret's ca.crt) for RelayHostname.
 		ReportRelay:            e.Relay.SubmissionAddr().String(),
 		DiscoveryMergeInterval: devOpts.DiscoveryMergeInterval,
+		// DKIM, SPF and DMARC records are looked up in the loopback DNS server, where
+		// publishing is instant: look again every few seconds, not every two minutes.
+		DNSServers:       []string{e.DNS.Addr},
+		DNSCheckInterval: dnsCheckInterval,
 	}
 	mgr, err := controllers.NewManager(e.Config, opts)
 	if err != nil {

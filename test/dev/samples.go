@@ -15,6 +15,7 @@ import (
 
 // sampleFacts are what the summary needs from the samples.
 type sampleFacts struct {
+	mailDomain       string
 	credentialSecret string
 	sender           string
 	localRecipient   string
@@ -42,6 +43,7 @@ func applySamples(ctx context.Context, c client.Client, root, namespace, inbound
 		obj.SetNamespace(namespace)
 		switch obj.GetKind() {
 		case "MailDomain":
+			facts.mailDomain = obj.GetName()
 			if err := unstructured.SetNestedMap(obj.Object, map[string]any{
 				"host": inboundHost, "port": int64(inboundPort),
 			}, "spec", "inboundDelivery"); err != nil {

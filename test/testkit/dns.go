@@ -3,6 +3,7 @@ package testkit
 import (
 	"fmt"
 	"net"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -114,6 +115,19 @@ func (d *DNS) Drop(name string) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.dropped[dns.Fqdn(strings.ToLower(name))] = true
+}
+
+// TXTRecord is a TXT record at name in zone-file syntax, for AddRecords, with value
+// split into the strings of at most 255 bytes that DNS carries, as DNS software does
+// with a long DKIM record.
+func TXTRecord(name, value string) string {
+	var parts []string
+	for len(value) > 255 {
+		parts = append(parts, strconv.Quote(value[:255]))
+		value = value[255:]
+	}
+	parts = append(parts, strconv.Quote(value))
+	return dns.Fqdn(name) + " 300 IN TXT " + strings.Join(parts, " ")
 }
 
 // Remove deletes every record at name, as a DNS admin deleting them would: the name
