@@ -70,7 +70,7 @@ func parseFlags(args []string) (Config, *slog.Logger, error) {
 	fs.StringVar(&cfg.Hostname, "hostname", hostname, "the relay's name in greetings and Received: headers; picks the certificate for clients without SNI")
 
 	fs.StringVar(&cfg.ConfigFile, "config", "", "snapshot document to load and watch (standalone use)")
-	fs.StringVar(&cfg.SecretsDir, "relay-secrets-dir", "", "with --config: folder of the relay secrets the config names (route credentials, delivery event keys), <dir>/<name>/<key>")
+	fs.StringVar(&cfg.SecretsDir, "relay-secrets-dir", "", "with --config: folder of the relay secrets the config names (route credentials, delivery event keys, DKIM keys), <dir>/<name>/<key>")
 	fs.StringVar(&cfg.KubeConfigName, "kube-config-name", "", "read the snapshot from the Secrets labelled "+
 		"relay.postwarden.dev/config=NAME in --namespace")
 	fs.StringVar(&cfg.Namespace, "namespace", "", "namespace of the config Secrets and the status Lease (default: the pod's)")

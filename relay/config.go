@@ -29,8 +29,9 @@ type Config struct {
 	// ConfigFile is a snapshot document (standalone use).
 	ConfigFile string
 	// SecretsDir holds, for a ConfigFile, the relay secrets the config names: the
-	// credentials the domains' hops log in with and the keys their delivery events are
-	// signed with, <dir>/<name>/<key> (see configsource.File).
+	// credentials the domains' hops log in with, the keys their delivery events are
+	// signed with and their DKIM private keys, <dir>/<name>/<key> (see
+	// configsource.File).
 	SecretsDir string
 	// KubeConfigName is the snapshot.LabelConfig value of the shard Secrets in Namespace,
 	// read through Kube.

@@ -11,6 +11,7 @@ import (
 	"github.com/postwarden/postwarden/relay/internal/compiled"
 	"github.com/postwarden/postwarden/relay/internal/configsource"
 	"github.com/postwarden/postwarden/relay/internal/directory"
+	"github.com/postwarden/postwarden/relay/internal/dkim"
 	"github.com/postwarden/postwarden/relay/internal/metrics"
 	"github.com/postwarden/postwarden/relay/internal/tlscert"
 	"github.com/postwarden/postwarden/relay/snapshot"
@@ -62,11 +63,23 @@ func (r *reloader) Apply(u configsource.Update) error {
 	if prev != nil && prev.Hash() == u.Snapshot.Hash {
 		next = prev.WithSecrets(set, u.Secrets) // only certificates or relay secrets changed
 	} else {
-		if next, err = compiled.Build(u.Snapshot, set, u.Secrets); err != nil {
+		if next, err = compiled.BuildFrom(prev, u.Snapshot, set, u.Secrets); err != nil {
 			return r.refuse(u.Snapshot.Hash, fmt.Errorf("compiling snapshot: %w", err))
 		}
 		if err := next.TLSErr(); err != nil {
 			r.log.Error("the snapshot's TLS policies do not compile: delivery and callouts will defer", "error", err)
+		}
+	}
+
+	// Each unusable DKIM key is logged when it becomes unusable, not at every update
+	// while it stays so.
+	known := map[string]bool{}
+	for _, p := range prev.DKIM().Problems() {
+		known[p] = true
+	}
+	for _, p := range next.DKIM().Problems() {
+		if !known[p] {
+			r.log.Warn("a DKIM key is not usable: mail goes out without its signature", "problem", p)
 		}
 	}
 
@@ -130,3 +143,6 @@ func (r *reloader) InboundTLS(domain string) tlspolicy.Policy { return r.cur.Loa
 
 // Hash returns the hash of the snapshot in force, or "".
 func (r *reloader) Hash() string { return r.cur.Load().Hash() }
+
+// DKIM returns the DKIM keys in force; nil (no keys) before the first load.
+func (r *reloader) DKIM() *dkim.Keyring { return r.cur.Load().DKIM() }

@@ -157,6 +157,7 @@ func New(cfg Config) (r *Relay, err error) {
 			Hostname:    cfg.Hostname,
 			TLSConfig:   tlscert.ServerConfig(r.reload.Certificates),
 			Directory:   r.reload.Directory,
+			DKIM:        r.reload.DKIM,
 			Queue:       r.spool,
 			Limits:      cfg.Limits,
 			Logger:      r.log,

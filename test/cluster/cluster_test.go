@@ -55,6 +55,8 @@ func TestChartOnARealCluster(t *testing.T) {
 	firstMail := time.Since(installed)
 	waitDelivered(t, "first@cluster.test")
 
+	t.Run("mail from the relay is DKIM-signed and verifies", func(t *testing.T) { dkimEndToEnd(t, sub) })
+
 	t.Run("swaks sends through the Service with STARTTLS verified", func(t *testing.T) {
 		host, port := splitAddr(sub.addr)
 		out, err := exec.Command("swaks", "--server", host, "--port", port, "--tls", "--tls-verify",

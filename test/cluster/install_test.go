@@ -186,7 +186,8 @@ spec:
 `
 
 // installSink runs the mail destination (test/cluster/images/sink) behind a Service at
-// sinkIP:25, with its counts on the node's port sinkHTTPPort.
+// sinkIP:25, with its counts on the node's port sinkHTTPPort; it is also the DNS server
+// (sinkIP:53) the operator checks DKIM records with.
 func installSink(t testing.TB) {
 	t.Helper()
 	kube(t, fmt.Sprintf(`apiVersion: v1
@@ -220,6 +221,7 @@ spec:
   ports:
   - {name: smtp, port: 25, targetPort: 2525}
   - {name: http, port: 8080, targetPort: 8080, nodePort: %d}
+  - {name: dns, port: 53, targetPort: 5353, protocol: UDP}
 `, sinkIP, sinkHTTPPort), "apply", "--server-side", "-f", "-")
 	kube(t, "", "rollout", "status", "-n", "sink", "deployment/sink", "--timeout=3m")
 }
@@ -265,6 +267,8 @@ func chartValues() map[string]any {
 			"certificate": map[string]any{
 				"issuerRef": map[string]any{"name": "test-ca", "kind": "ClusterIssuer"},
 			},
+			// The sink serves the records the test publishes; look them up often.
+			"dns": map[string]any{"servers": []any{sinkIP + ":53"}, "checkInterval": "3s"},
 		},
 		"relay": map[string]any{
 			"replicas": 2,

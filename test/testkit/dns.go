@@ -1,12 +1,14 @@
 package testkit
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/miekg/dns"
 )
@@ -128,6 +130,19 @@ func TXTRecord(name, value string) string {
 	}
 	parts = append(parts, strconv.Quote(value))
 	return dns.Fqdn(name) + " 300 IN TXT " + strings.Join(parts, " ")
+}
+
+// LookupTXT asks the server for the TXT records at name over the network, as a
+// resolver pointed at it would, with each record's strings joined: the lookup a DKIM
+// verifier (go-msgauth's VerifyOptions.LookupTXT) makes.
+func (d *DNS) LookupTXT(name string) ([]string, error) {
+	r := &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
+		var dialer net.Dialer
+		return dialer.DialContext(ctx, network, d.Addr)
+	}}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return r.LookupTXT(ctx, dns.Fqdn(name))
 }
 
 // Remove deletes every record at name, as a DNS admin deleting them would: the name

@@ -1,16 +1,17 @@
 // Package compiled is the relay's one compiled view of a config snapshot: the directory
 // the SMTP sessions consult, the managed domains (with their own servers) and the TLS
 // policy matcher that delivery routes by and discovery calls out under, the STARTTLS
-// certificate set, and the snapshot hash. The reloader builds one View per update and
-// swaps it in whole; smtpd, delivery and discovery read that same View, never the raw
-// snapshot, so nothing compiles a snapshot twice and a feature added here reaches every
-// reader at once.
+// certificate set, the domains' parsed DKIM keys, and the snapshot hash. The reloader
+// builds one View per update and swaps it in whole; smtpd, delivery and discovery read
+// that same View, never the raw snapshot, so nothing compiles a snapshot twice and a
+// feature added here reaches every reader at once.
 package compiled
 
 import (
 	"crypto/x509"
 
 	"github.com/postwarden/postwarden/relay/internal/directory"
+	"github.com/postwarden/postwarden/relay/internal/dkim"
 	"github.com/postwarden/postwarden/relay/internal/tlscert"
 	"github.com/postwarden/postwarden/relay/outbound"
 	"github.com/postwarden/postwarden/relay/snapshot"
@@ -28,12 +29,15 @@ type View struct {
 	tlsErr error
 	certs  *tlscert.Set
 	// secrets are the relay secrets, by the name the snapshot gives them
-	// (snapshot.Endpoint.AuthSecret, snapshot.Webhook.SecretName).
+	// (snapshot.Endpoint.AuthSecret, snapshot.Webhook.SecretName,
+	// snapshot.DKIMKey.SecretName).
 	secrets map[string]map[string][]byte
 	// webhooks are the domains' delivery event endpoints, by domain name.
 	webhooks map[string]*snapshot.Webhook
 	// autoAddOutbound holds the discovery policies whose outbound senders become users.
 	autoAddOutbound map[string]bool
+	// dkim are the domains' DKIM keys, parsed from secrets.
+	dkim *dkim.Keyring
 }
 
 // unusable is the policy of every lookup when the snapshot's TLS policies do not
@@ -48,6 +52,12 @@ var unusable = tlspolicy.Policy{Mode: tlspolicy.RequireVerifiedTLS, Roots: x509.
 // no error: the View is built, every policy lookup answers a policy that nothing
 // satisfies, and TLSErr says why.
 func Build(s *snapshot.Snapshot, certs *tlscert.Set, secrets map[string]map[string][]byte) (*View, error) {
+	return BuildFrom(nil, s, certs, secrets)
+}
+
+// BuildFrom is Build for the update that follows prev (may be nil): what prev parsed
+// from relay secrets whose bytes did not change (DKIM keys) is reused, not parsed again.
+func BuildFrom(prev *View, s *snapshot.Snapshot, certs *tlscert.Set, secrets map[string]map[string][]byte) (*View, error) {
 	dir, err := directory.Build(s)
 	if err != nil {
 		return nil, err
@@ -59,6 +69,7 @@ func Build(s *snapshot.Snapshot, certs *tlscert.Set, secrets map[string]map[stri
 			v.webhooks[d.Name] = d.DeliveryEvents
 		}
 	}
+	v.dkim = dkim.Compile(s.Domains, secrets, prev.DKIM())
 	v.tls, v.tlsErr = tlspolicy.Compile(s.TLSPolicies)
 	for _, p := range s.DiscoveryPolicies {
 		if p.AutoAddOutboundUsers {
@@ -73,7 +84,17 @@ func Build(s *snapshot.Snapshot, certs *tlscert.Set, secrets map[string]map[stri
 func (v *View) WithSecrets(certs *tlscert.Set, secrets map[string]map[string][]byte) *View {
 	next := *v
 	next.certs, next.secrets = certs, secrets
+	next.dkim = v.dkim.WithSecrets(secrets)
 	return &next
+}
+
+// DKIM returns the managed domains' usable DKIM keys; nil (no keys) for a nil View.
+// Its Problems say which keys the snapshot names are not usable, and why.
+func (v *View) DKIM() *dkim.Keyring {
+	if v == nil {
+		return nil
+	}
+	return v.dkim
 }
 
 // RouteCredentials returns what a hop whose snapshot.Endpoint names secret logs in

@@ -1,7 +1,10 @@
 package compiled_test
 
 import (
+	"crypto/ed25519"
+	"crypto/rand"
 	"crypto/x509"
+	"encoding/pem"
 	"strings"
 	"testing"
 
@@ -141,10 +144,47 @@ func TestWithSecretsCompilesNothingAgain(t *testing.T) {
 func TestNilViewIsAnEmptyConfig(t *testing.T) {
 	var v *compiled.View
 	if v.Hash() != "" || v.Directory() != nil || v.Certificates() != nil || v.Domain("in.example") != nil ||
-		v.TLSErr() != nil || v.AutoAddsOutbound("ns/auto") {
+		v.TLSErr() != nil || v.AutoAddsOutbound("ns/auto") || v.DKIM().Keys("out.example") != nil {
 		t.Fatal("a nil view holds something")
 	}
 	if p := v.InboundTLS("in.example"); p != tlspolicy.Default {
 		t.Fatalf("a nil view's policy is %+v, want the default", p)
+	}
+}
+
+// The DKIM keys are parsed when the view is built and follow the relay secrets of each
+// update; a key whose secret is missing is left out and reported, never the others.
+func TestDKIMKeysFollowTheSecrets(t *testing.T) {
+	_, key, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	secrets := map[string]map[string][]byte{"out-dkim": {snapshot.DKIMPrivateKeyKey: pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})}}
+	s := testSnapshot()
+	s.Domains[1].DKIM = []snapshot.DKIMKey{{Selector: "ed1", Algorithm: snapshot.DKIMEd25519SHA256, SecretName: "out-dkim"}}
+	if err := s.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	v, err := compiled.Build(s, nil, secrets)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys := v.DKIM().Keys("out.example")
+	if len(keys) != 1 || keys[0].Selector != "ed1" || !key.Equal(keys[0].Signer) || len(v.DKIM().Problems()) != 0 {
+		t.Fatalf("keys %+v, problems %q", keys, v.DKIM().Problems())
+	}
+	if v.DKIM().Keys("in.example") != nil {
+		t.Error("a domain without DKIM keys has keys")
+	}
+	gone := v.WithSecrets(nil, nil)
+	if gone.DKIM().Keys("out.example") != nil || len(gone.DKIM().Problems()) != 1 {
+		t.Errorf("without its secret: keys %+v, problems %q", gone.DKIM().Keys("out.example"), gone.DKIM().Problems())
+	}
+	if back := gone.WithSecrets(nil, secrets); len(back.DKIM().Keys("out.example")) != 1 {
+		t.Error("the key did not come back with its secret")
 	}
 }

@@ -30,9 +30,9 @@ type File struct {
 	// ExtraCerts are served besides the certificates the snapshot names (--tls-cert).
 	ExtraCerts []CertFiles
 	// SecretsDir holds the relay secrets the snapshot names (route credentials, delivery
-	// event keys), laid out as Secrets mounted as volumes are: <dir>/<name>/<key>, such
-	// as <dir>/<name>/username and <dir>/<name>/password. Empty: no hop can log in and
-	// no delivery event is signed.
+	// event keys, DKIM private keys), laid out as Secrets mounted as volumes are:
+	// <dir>/<name>/<key>, such as <dir>/<name>/username and <dir>/<name>/password.
+	// Empty: no hop can log in, and no delivery event or message is signed.
 	SecretsDir string
 	// Debounce coalesces a burst of events, such as a certificate and its key written
 	// one after the other (100 ms when zero).

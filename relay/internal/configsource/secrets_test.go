@@ -8,8 +8,8 @@ import (
 	"github.com/postwarden/postwarden/relay/snapshot"
 )
 
-// Route credentials and delivery event keys come through the one relay secrets path:
-// a folder per name, a file per key, followed like the config.
+// Route credentials, delivery event keys and DKIM keys come through the one relay
+// secrets path: a folder per name, a file per key, followed like the config.
 func TestFileSourceLoadsRelaySecrets(t *testing.T) {
 	dir, secrets := t.TempDir(), t.TempDir()
 	path := filepath.Join(dir, "relay.json")
@@ -17,6 +17,7 @@ func TestFileSourceLoadsRelaySecrets(t *testing.T) {
 		Name: "example.com", Source: snapshot.ObjectRef{Namespace: "mail", Name: "example"},
 		OutboundRoute:  &snapshot.Endpoint{Host: "smtp.provider.test", Port: 587, AuthSecret: "login"},
 		DeliveryEvents: &snapshot.Webhook{URL: "https://hooks.example.com/mail", SecretName: "hook"},
+		DKIM:           []snapshot.DKIMKey{{Selector: "ed1", Algorithm: snapshot.DKIMEd25519SHA256, SecretName: "dkim-ed1"}},
 	}}}
 	data, err := s.Marshal()
 	if err != nil {
@@ -32,6 +33,7 @@ func TestFileSourceLoadsRelaySecrets(t *testing.T) {
 	}
 	write("login", "username", "shop\n")
 	write("login", "password", "pw")
+	write("dkim-ed1", snapshot.DKIMPrivateKeyKey, "-----BEGIN PRIVATE KEY-----\n")
 	if err := os.MkdirAll(filepath.Join(secrets, "hook", "..data"), 0o700); err != nil { // a mounted Secret's own folder
 		t.Fatal(err)
 	}
@@ -40,6 +42,9 @@ func TestFileSourceLoadsRelaySecrets(t *testing.T) {
 	u := rec.waitApplied(t, "the snapshot", hasHash(s.Hash))
 	if got := u.Secrets["login"]; string(got["username"]) != "shop" || string(got["password"]) != "pw" {
 		t.Fatalf("route credentials = %q", got)
+	}
+	if got := u.Secrets["dkim-ed1"]; string(got[snapshot.DKIMPrivateKeyKey]) != "-----BEGIN PRIVATE KEY-----" {
+		t.Fatalf("DKIM key = %q", got)
 	}
 	if got := u.Secrets["hook"]; len(got) != 0 {
 		t.Fatalf("the key's folder holds no key yet, got %q", got)

@@ -86,7 +86,7 @@ func fingerprint(u Update) string {
 }
 
 // secretNames lists the relay secrets the snapshot names: the credentials its hops log
-// in with and the keys its delivery events are signed with.
+// in with, the keys its delivery events are signed with, and its domains' DKIM keys.
 func secretNames(s *snapshot.Snapshot) []string {
 	var names []string
 	for _, d := range s.Domains {
@@ -97,6 +97,9 @@ func secretNames(s *snapshot.Snapshot) []string {
 		}
 		if w := d.DeliveryEvents; w != nil {
 			names = append(names, w.SecretName)
+		}
+		for _, k := range d.DKIM {
+			names = append(names, k.SecretName)
 		}
 	}
 	return names

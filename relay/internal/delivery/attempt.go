@@ -52,6 +52,9 @@ func (r *Runner) process(ctx context.Context, m spool.Message) {
 		return
 	}
 	defer body.Close()
+	// The message as it goes out: the prefix stored at acceptance (its DKIM
+	// signatures), then the body.
+	content := spool.Content(m, body)
 
 	view := r.opts.View()
 	if err := view.TLSErr(); err != nil {
@@ -84,7 +87,7 @@ func (r *Runner) process(ctx context.Context, m spool.Message) {
 	for _, g := range groups {
 		rt, direction := route(view, m.Envelope.Sender, m.Envelope.OnBehalfOf, g.domain, r.opts.Smarthost)
 		req := Request{Route: rt, Sender: m.Envelope.Sender, Recipients: g.rcpts,
-			Body: io.NewSectionReader(body, 0, m.Size), Size: m.Size}
+			Body: io.NewSectionReader(content, 0, content.Size()), Size: content.Size()}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

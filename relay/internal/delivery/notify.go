@@ -69,7 +69,7 @@ func (r *Runner) notify(ctx context.Context, m spool.Message, view *compiled.Vie
 	if err != nil {
 		return fmt.Errorf("opening the original message: %w", err)
 	}
-	report.Headers, err = dsn.HeaderSection(f)
+	report.Headers, err = dsn.HeaderSection(spool.Content(m, f)) // with its signatures, as it went out
 	_ = f.Close()
 	if err != nil {
 		return err

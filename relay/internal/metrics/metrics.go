@@ -31,6 +31,10 @@ type Metrics struct {
 	BytesReceived prometheus.Counter
 	// Replies counts the replies produced by the error mapper by basic and enhanced code.
 	Replies *prometheus.CounterVec
+	// DKIMSigned counts messages queued with a DKIM signature, by algorithm
+	// ("rsa-sha256", "ed25519-sha256"): a message signed with both keys counts once
+	// under each.
+	DKIMSigned *prometheus.CounterVec
 }
 
 // New creates the metrics and registers them with reg (nil: not registered, for tests).
@@ -68,10 +72,14 @@ func New(reg prometheus.Registerer) *Metrics {
 			Namespace: namespace, Subsystem: "smtp", Name: "replies_total",
 			Help: "Replies produced by the relay's error mapper by code and enhanced code.",
 		}, []string{"code", "enhanced"}),
+		DKIMSigned: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Subsystem: "smtp", Name: "dkim_signed_total",
+			Help: "Messages queued with a DKIM signature, by signing algorithm.",
+		}, []string{"algorithm"}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.Connections, m.ActiveConnections, m.AuthSuccesses, m.AuthFailures,
-			m.MessagesAccepted, m.MessagesRejected, m.BytesReceived, m.Replies)
+			m.MessagesAccepted, m.MessagesRejected, m.BytesReceived, m.Replies, m.DKIMSigned)
 	}
 	return m
 }

@@ -46,7 +46,7 @@ type Message struct {
 	ClientIP    string      `json:"clientIP,omitempty"`
 	Direction   string      `json:"direction"`
 	ReceivedAt  time.Time   `json:"receivedAt"`
-	Size        int64       `json:"size"`
+	Size        int64       `json:"size"` // as delivered: the stored body and the signatures put before it
 	Attempts    int         `json:"attempts"`
 	NextAttempt time.Time   `json:"nextAttempt"`
 	Recipients  []Recipient `json:"recipients"`

@@ -57,7 +57,9 @@ func (s *Server) show(w http.ResponseWriter, r *http.Request) {
 		writeError(w, errorOf(err))
 		return
 	}
-	head, err := dsn.HeaderSection(f) // the header block only: never the body
+	// The header block only, never the body; with the prefix stored at acceptance (the
+	// DKIM signatures), as delivery sends it.
+	head, err := dsn.HeaderSection(spool.Content(m, f))
 	_ = f.Close()
 	if err != nil {
 		s.log.Error("queue: cannot read a queued message's headers", "queue_id", id, "error", err)
@@ -137,7 +139,7 @@ func (s *Server) run(r *http.Request, cmd, id string) (Result, error) {
 func (s *Server) summarize(m spool.Message, now time.Time) Message {
 	out := Message{
 		ID: m.ID, Sender: m.Envelope.Sender, Credential: m.Envelope.AuthUser, ClientIP: m.Envelope.ClientIP,
-		Direction: m.Envelope.Direction, ReceivedAt: m.Envelope.ReceivedAt, Size: m.Size, Attempts: m.Attempts,
+		Direction: m.Envelope.Direction, ReceivedAt: m.Envelope.ReceivedAt, Size: m.ContentSize(), Attempts: m.Attempts,
 		NextAttempt: m.NextAttempt, InFlight: s.admin.InFlight(m.ID),
 	}
 	switch {

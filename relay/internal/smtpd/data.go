@@ -27,8 +27,9 @@ var (
 )
 
 // Data reads the message, checks its From: header where the sender is restricted, and
-// streams it, behind our Received: header, into the queue. Any refusal happens before
-// the queue sees a byte or makes the queue's Accept fail, so nothing is kept.
+// streams it, behind our Received: header, into the queue, signing outbound mail with
+// DKIM on the way (dkim.go). Any refusal happens before the queue sees a byte or makes
+// the queue's Accept fail, so nothing is kept.
 func (ss *session) Data(r io.Reader) error {
 	ss.inData.Store(true)
 	defer ss.inData.Store(false)
@@ -103,11 +104,25 @@ func (ss *session) queue(txn *transaction, br *bufio.Reader) error {
 		MessageID:  txn.messageID,
 	}
 	id := ss.srv.opts.Queue.NewID()
-	body := io.MultiReader(strings.NewReader(ss.received(txn, id, env.ReceivedAt)), bytes.NewReader(header), br)
-	if err := ss.srv.opts.Queue.AcceptAs(ss.ctx, id, env, body); err != nil {
+	received := strings.NewReader(ss.received(txn, id, env.ReceivedAt))
+	signer, keys, err := ss.startSigning(txn, header)
+	if err != nil {
+		return err
+	}
+	var rest io.Reader = br
+	var seal func(*spool.Envelope) error
+	if signer != nil {
+		// The signer sees the rest of the message as the spool stores it, in the same
+		// pass; it has the header already, and never sees our Received: field.
+		defer signer.Abort()
+		rest, seal = io.TeeReader(br, signer), sealWith(signer)
+	}
+	body := io.MultiReader(received, bytes.NewReader(header), rest)
+	if err := ss.srv.opts.Queue.AcceptSealed(ss.ctx, id, env, body, seal); err != nil {
 		return err
 	}
 	txn.queueID = id
+	ss.signed(txn, keys)
 	return nil
 }
 
@@ -144,12 +159,14 @@ func (ss *session) checkFrom(txn *transaction, header []byte) error {
 			return reject(553, smtp.EnhancedCode{5, 7, 1}, "from_not_allowed",
 				fmt.Sprintf("From: address <%s> is not allowed for user %s", m, ss.cred.Username))
 		}
+		txn.fromDomain = m.Domain
 		return nil
 	}
 	if !slices.Contains(txn.fromDomains, m.Domain) {
 		return reject(553, smtp.EnhancedCode{5, 7, 1}, "from_not_allowed",
 			fmt.Sprintf("From: address <%s> is not in a domain this server may send for", m))
 	}
+	txn.fromDomain = m.Domain
 	return nil
 }
 

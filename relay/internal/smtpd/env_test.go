@@ -113,8 +113,8 @@ func newEnv(t testing.TB, mode Mode, opts ...envOption) *testEnv {
 type delegateQueue struct{ e *testEnv }
 
 func (d delegateQueue) NewID() string { return d.e.queue.NewID() }
-func (d delegateQueue) AcceptAs(ctx context.Context, id string, env spool.Envelope, body io.Reader) error {
-	return d.e.queue.AcceptAs(ctx, id, env, body)
+func (d delegateQueue) AcceptSealed(ctx context.Context, id string, env spool.Envelope, body io.Reader, seal func(*spool.Envelope) error) error {
+	return d.e.queue.AcceptSealed(ctx, id, env, body, seal)
 }
 
 // queueFunc is a Queue that hands each message to a function, under a fixed id.
@@ -124,8 +124,11 @@ type queueFunc func(ctx context.Context, env spool.Envelope, body io.Reader) err
 const queueFuncID = "0000000000DISCARD0"
 
 func (f queueFunc) NewID() string { return queueFuncID }
-func (f queueFunc) AcceptAs(ctx context.Context, _ string, env spool.Envelope, body io.Reader) error {
-	return f(ctx, env, body)
+func (f queueFunc) AcceptSealed(ctx context.Context, _ string, env spool.Envelope, body io.Reader, seal func(*spool.Envelope) error) error {
+	if err := f(ctx, env, body); err != nil || seal == nil {
+		return err
+	}
+	return seal(&env)
 }
 
 // message returns the queued envelope and body of id.

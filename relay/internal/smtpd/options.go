@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/postwarden/postwarden/relay/internal/directory"
+	"github.com/postwarden/postwarden/relay/internal/dkim"
 	"github.com/postwarden/postwarden/relay/internal/metrics"
 	"github.com/postwarden/postwarden/relay/internal/spool"
 	"github.com/postwarden/postwarden/relay/internal/throttle"
@@ -39,13 +40,15 @@ func (m Mode) String() string {
 
 // Queue stores accepted messages durably; the spool implements it. DATA takes the id
 // from NewID before it writes its Received: header, so that the header, the 250 reply
-// and the tracking log all name the message by the id it is queued under. AcceptAs
-// returns nil only once the message is durable under id: the 250 promises it. When body
-// returns an error, AcceptAs must return it wrapped (errors.Is and errors.As work) and
-// keep nothing.
+// and the tracking log all name the message by the id it is queued under. AcceptSealed
+// returns nil only once the message is durable under id: the 250 promises it. seal, when
+// not nil, is called after body's last byte and may set the envelope's Prepend (the DKIM
+// signatures), which must then be as durable as the body. When body or seal returns an
+// error, AcceptSealed must return it wrapped (errors.Is and errors.As work) and keep
+// nothing.
 type Queue interface {
 	NewID() string
-	AcceptAs(ctx context.Context, id string, env spool.Envelope, body io.Reader) error
+	AcceptSealed(ctx context.Context, id string, env spool.Envelope, body io.Reader, seal func(*spool.Envelope) error) error
 }
 
 // Verdict is a RecipientVerifier's answer.
@@ -217,6 +220,10 @@ type Options struct {
 	// Events, optional, takes a "refused" delivery event for each recipient of a managed
 	// domain that the server refuses (events.go).
 	Events webhook.Sink
+	// DKIM, optional, returns the DKIM keys in force; each transaction pins them with
+	// the directory, and outbound mail is signed with the keys of its From: domain
+	// (dkim.go). Nil: nothing is signed.
+	DKIM   func() *dkim.Keyring
 	Limits Limits
 	// Logger receives the message-tracking lines (relay/internal/tracking) and the
 	// session's other lines (nil: slog.Default()).

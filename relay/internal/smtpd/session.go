@@ -14,6 +14,7 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"github.com/postwarden/postwarden/relay/internal/directory"
+	"github.com/postwarden/postwarden/relay/internal/dkim"
 	"github.com/postwarden/postwarden/relay/internal/tracking"
 )
 
@@ -29,6 +30,7 @@ type session struct {
 	srv    *Server
 	c      *conn
 	dir    *directory.Directory // pinned at each MAIL FROM: a reload never changes a transaction
+	keys   *dkim.Keyring        // the DKIM keys, pinned with dir
 	tls    *tls.ConnectionState
 	helo   string
 	ctx    context.Context
@@ -57,11 +59,14 @@ type transaction struct {
 	rcpts         []string
 	rcptKeys      map[string]bool
 	rejected      int
-	// Set by DATA, for the tracking line: the Message-ID, the bytes read, and the queue
-	// id once the message is queued.
-	messageID string
-	size      int64
-	queueID   string
+	// Set by DATA: the From: domain of outbound mail once checkFrom allowed it (the
+	// d= of its signatures); for the tracking line, the Message-ID, the bytes read, the
+	// queue id once the message is queued and the selectors it was signed with.
+	fromDomain string
+	messageID  string
+	size       int64
+	queueID    string
+	dkim       []string
 }
 
 func (s *Server) newSession(sc *smtp.Conn) (smtp.Session, error) {
@@ -74,6 +79,7 @@ func (s *Server) newSession(sc *smtp.Conn) (smtp.Session, error) {
 		srv:    s,
 		c:      c,
 		dir:    s.directoryNow(),
+		keys:   s.keyringNow(),
 		helo:   sc.Hostname(),
 		ctx:    ctx,
 		cancel: cancel,
@@ -193,7 +199,7 @@ func (ss *session) Mail(from string, _ *smtp.MailOptions) error {
 // for as long as it sends commands). Within a transaction the view stays pinned, so a
 // reload never changes one halfway; only a revocation also stops it at DATA.
 func (ss *session) repin() error {
-	ss.dir = ss.srv.directoryNow()
+	ss.dir, ss.keys = ss.srv.directoryNow(), ss.srv.keyringNow()
 	if ss.cred == nil {
 		return nil
 	}
@@ -292,6 +298,7 @@ func (ss *session) track(txn *transaction, event tracking.Event, reason string) 
 		TLSVersion:         ss.tlsVersion(),
 		TLSCipher:          ss.tlsCipher(),
 		Reason:             reason,
+		DKIM:               txn.dkim,
 	}
 	t.Log(context.Background(), ss.srv.tracking)
 }

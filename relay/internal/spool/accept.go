@@ -36,7 +36,7 @@ func (s *Spool) Accept(ctx context.Context, env Envelope, body io.Reader) (strin
 		if err != nil {
 			return "", err
 		}
-		if err := s.store(ctx, id, f, env, body, now); err != nil {
+		if err := s.store(ctx, id, f, env, body, nil, now); err != nil {
 			return "", err
 		}
 		return id, nil
@@ -49,6 +49,16 @@ func (s *Spool) Accept(ctx context.Context, env Envelope, body io.Reader) (strin
 // being accepted already, is refused before body is read. Since the caller has already
 // written the id into the message, AcceptAs never picks another one.
 func (s *Spool) AcceptAs(ctx context.Context, id string, env Envelope, body io.Reader) error {
+	return s.AcceptSealed(ctx, id, env, body, nil)
+}
+
+// AcceptSealed is AcceptAs with a last word: seal, when not nil, is called once the
+// body's last byte is on its way to disk and before the state is written, and may
+// change the envelope it is given, typically to set Envelope.Prepend from what only
+// the whole body determines (its signatures). What it sets is fsync'd with the body
+// before AcceptSealed returns nil, so a 250 promises it as much as the body. An error
+// from seal is returned wrapped and keeps nothing, as one from body does.
+func (s *Spool) AcceptSealed(ctx context.Context, id string, env Envelope, body io.Reader, seal func(*Envelope) error) error {
 	if !validID(id) {
 		return fmt.Errorf("spool: %q is not a queue id", id)
 	}
@@ -59,7 +69,7 @@ func (s *Spool) AcceptAs(ctx context.Context, id string, env Envelope, body io.R
 	if err != nil {
 		return err
 	}
-	return s.store(ctx, id, f, env, body, s.now())
+	return s.store(ctx, id, f, env, body, seal, s.now())
 }
 
 func (s *Spool) isClosed() bool {
@@ -68,9 +78,10 @@ func (s *Spool) isClosed() bool {
 	return s.closed
 }
 
-// store writes body into f (tmp/id.body), writes the state beside it, fsyncs both and
-// hands them to the committer; it returns once the commit is durable.
-func (s *Spool) store(ctx context.Context, id string, f *os.File, env Envelope, body io.Reader, now time.Time) error {
+// store writes body into f (tmp/id.body), lets seal complete the envelope, writes the
+// state beside it, fsyncs both and hands them to the committer; it returns once the
+// commit is durable.
+func (s *Spool) store(ctx context.Context, id string, f *os.File, env Envelope, body io.Reader, seal func(*Envelope) error, now time.Time) error {
 	if env.ReceivedAt.IsZero() {
 		env.ReceivedAt = now
 	}
@@ -83,6 +94,13 @@ func (s *Spool) store(ctx context.Context, id string, f *os.File, env Envelope, 
 		return err
 	}
 	s.crash("body-written")
+	if seal != nil {
+		if err := seal(&env); err != nil {
+			_ = f.Close()
+			_ = os.Remove(o.tmpBody)
+			return fmt.Errorf("spool: seal message: %w", err)
+		}
+	}
 
 	m := Message{
 		ID:          id,

@@ -75,6 +75,24 @@ func runChild(mode, dir string) {
 	}
 
 	switch {
+	case mode == "sealed-loop":
+		// As accept-loop, with a prefix sealed after each body.
+		for w := range 4 {
+			go func() {
+				for i := 0; ; i++ {
+					seq := w*1_000_000 + i
+					id := s.NewID()
+					err := s.AcceptSealed(context.Background(), id, testEnvelope(), bytes.NewReader(testBody(seq)),
+						func(env *Envelope) error { env.Prepend = sealFor(seq); return nil })
+					if err != nil {
+						fmt.Fprintln(os.Stderr, "child:", err)
+						os.Exit(2)
+					}
+					ack(id, seq)
+				}
+			}()
+		}
+		select {}
 	case mode == "accept-loop":
 		// Several writers, so the kill also lands inside group commits.
 		for w := range 4 {

@@ -26,6 +26,13 @@
 //     after a power loss, any subset of the two files. A state file whose body is
 //     missing or has the wrong size is never delivered: Open moves it to corrupt/.
 //
+// The body file is never modified, so header fields that can only be made once the
+// whole body has been read (the relay's DKIM signatures) go into the state instead:
+// AcceptSealed calls its seal after the body's last byte and before it writes the
+// state, which then holds them as Envelope.Prepend, fsync'd with the body before the
+// accept returns. Whoever reads the message as a whole (delivery, DSNs, the queue
+// admin) reads Content: the prefix, then the body.
+//
 // Update writes the new state to tmp/ with fsync and renames it over queue/ID.json in
 // the next group commit, so a reader or a crash sees the old or the new state, never a
 // torn one. Remove unlinks the state first (the commit point) and then the body.

@@ -26,6 +26,11 @@ type Envelope struct {
 	// MessageID is the message's Message-ID header as the client sent it (bounded), for
 	// delivery events; "" when it had none.
 	MessageID string `json:"messageID,omitempty"`
+	// Prepend holds header fields, each ending in CRLF, that go before the stored body
+	// whenever the message is read as a whole (Content): those that could only be made
+	// once the body's last byte was read, such as DKIM signatures. AcceptSealed sets it;
+	// the body file stays exactly as received.
+	Prepend string `json:"prepend,omitempty"`
 }
 
 // Status is the delivery outcome for one recipient.
@@ -50,7 +55,7 @@ type RecipientState struct {
 type Message struct {
 	ID            string           `json:"id"` // the queue id; also printed in logs and in the 250 reply
 	Envelope      Envelope         `json:"envelope"`
-	Size          int64            `json:"size"` // body bytes
+	Size          int64            `json:"size"` // body bytes, without Envelope.Prepend
 	Recipients    []RecipientState `json:"recipients"`
 	Attempts      int              `json:"attempts,omitempty"`
 	NextAttempt   time.Time        `json:"nextAttempt"`

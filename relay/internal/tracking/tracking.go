@@ -71,6 +71,7 @@ const (
 	KeyTLSVersion         = "tls_version"
 	KeyTLSCipher          = "tls_cipher"
 	KeyReason             = "reason"
+	KeyDKIM               = "dkim"
 
 	// Outcome fields, besides queue_id, sasl_user, sender, direction and the TLS ones.
 	KeyRecipient    = "recipient"
@@ -117,6 +118,9 @@ type Transaction struct {
 	Size                    int64 // bytes the client sent in DATA
 	TLSVersion, TLSCipher   string
 	Reason                  string // Rejected only: why
+	// DKIM are the selectors the message was signed with, in the order of its
+	// signatures; written on Accepted lines only, [] for a message not signed.
+	DKIM []string
 }
 
 // Log writes t. An abandoned transaction that never got a recipient is written at
@@ -130,7 +134,7 @@ func (t *Transaction) Log(ctx context.Context, l *slog.Logger) {
 	if !l.Enabled(ctx, level) {
 		return
 	}
-	l.LogAttrs(ctx, level, Msg,
+	attrs := []slog.Attr{
 		slog.String(KeyEvent, string(t.Event)),
 		slog.String(KeyQueueID, t.QueueID),
 		slog.String(KeyListener, t.Listener),
@@ -147,7 +151,11 @@ func (t *Transaction) Log(ctx context.Context, l *slog.Logger) {
 		slog.String(KeyTLSVersion, t.TLSVersion),
 		slog.String(KeyTLSCipher, t.TLSCipher),
 		slog.String(KeyReason, t.Reason),
-	)
+	}
+	if t.Event == Accepted {
+		attrs = append(attrs, slog.Any(KeyDKIM, list(t.DKIM)))
+	}
+	l.LogAttrs(ctx, level, Msg, attrs...)
 }
 
 // Outcome is what one delivery attempt did for one recipient.

@@ -1,13 +1,18 @@
 // Command sink is the mail destination of the test cluster, run as a pod: a catch-all
 // SMTP server that counts each message by its Message-ID, and an HTTP endpoint that
 // reports the counts, so that the test outside the cluster can tell what was delivered,
-// what was lost and what arrived twice.
+// what was lost and what arrived twice. It keeps the last messages whole, for the test
+// to verify their DKIM signatures, and it is the cluster's DNS server for the records
+// the test publishes (the DKIM, SPF and DMARC records the operator looks up).
 //
-//	GET /messages   {"total": N, "byMessageID": {"<id>": count, ...}}
+//	GET  /messages          {"total": N, "byMessageID": {"<id>": count, ...}}
+//	GET  /messages/raw?id=  the last message with that Message-ID, as received
+//	POST /dns               records in zone-file syntax, one per line, to serve
 package main
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -18,11 +23,14 @@ import (
 	"net/textproto"
 	"os"
 	"os/signal"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
 
 	"github.com/emersion/go-smtp"
+
+	"github.com/postwarden/postwarden/test/testkit"
 )
 
 // counts is what the sink received.
@@ -30,13 +38,39 @@ type counts struct {
 	mu          sync.Mutex
 	Total       int            `json:"total"`
 	ByMessageID map[string]int `json:"byMessageID"`
+	// raw holds the last keepRaw messages whole, by Message-ID; order is their arrival.
+	raw   map[string][]byte
+	order []string
 }
 
-func (c *counts) add(id string) {
+// keepRaw bounds the memory the whole messages take under the test's load.
+const keepRaw = 256
+
+func (c *counts) add(id string, raw []byte) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.Total++
 	c.ByMessageID[id]++
+	if _, ok := c.raw[id]; !ok {
+		c.order = append(c.order, id)
+	}
+	c.raw[id] = raw
+	if len(c.order) > keepRaw {
+		delete(c.raw, c.order[0])
+		c.order = c.order[1:]
+	}
+}
+
+func (c *counts) serveRaw(w http.ResponseWriter, r *http.Request) {
+	c.mu.Lock()
+	raw, ok := c.raw[r.URL.Query().Get("id")]
+	c.mu.Unlock()
+	if !ok {
+		http.NotFound(w, r)
+		return
+	}
+	w.Header().Set("Content-Type", "message/rfc822")
+	_, _ = w.Write(raw)
 }
 
 func (c *counts) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
@@ -58,23 +92,29 @@ func (s *session) Reset()                               {}
 func (s *session) Logout() error                        { return nil }
 
 func (s *session) Data(r io.Reader) error {
-	header, err := textproto.NewReader(bufio.NewReader(r)).ReadMIMEHeader()
+	raw, err := io.ReadAll(r)
+	if err != nil {
+		return err
+	}
+	header, err := textproto.NewReader(bufio.NewReader(bytes.NewReader(raw))).ReadMIMEHeader()
 	if err != nil && !errors.Is(err, io.EOF) {
 		return err
 	}
-	if _, err := io.Copy(io.Discard, r); err != nil {
-		return err
-	}
-	s.counts.add(header.Get("Message-Id"))
+	s.counts.add(header.Get("Message-Id"), raw)
 	return nil
 }
 
 func main() {
 	smtpAddr := flag.String("smtp-listen", ":2525", "SMTP address")
 	httpAddr := flag.String("http-listen", ":8080", "address of GET /messages")
+	dnsAddr := flag.String("dns-listen", ":5353", "UDP address of the DNS server")
 	flag.Parse()
 
-	c := &counts{ByMessageID: map[string]int{}}
+	c := &counts{ByMessageID: map[string]int{}, raw: map[string][]byte{}}
+	dns, err := testkit.NewDNSServer(*dnsAddr)
+	if err != nil {
+		log.Fatal(err)
+	}
 	srv := smtp.NewServer(backend{counts: c})
 	srv.Domain = "sink.test"
 	srv.ReadTimeout = time.Minute
@@ -88,8 +128,27 @@ func main() {
 	go func() { log.Fatal(srv.Serve(ln)) }()
 	mux := http.NewServeMux()
 	mux.Handle("GET /messages", c)
+	mux.HandleFunc("GET /messages/raw", c.serveRaw)
+	mux.HandleFunc("POST /dns", func(w http.ResponseWriter, r *http.Request) {
+		body, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		var records []string
+		for line := range strings.SplitSeq(string(body), "\n") {
+			if line = strings.TrimSpace(line); line != "" {
+				records = append(records, line)
+			}
+		}
+		if err := dns.AddRecords(records...); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		log.Printf("sink: serving %d more DNS records", len(records))
+	})
 	go func() { log.Fatal(http.ListenAndServe(*httpAddr, mux)) }()
-	log.Printf("sink: SMTP on %s, counts on http://%s/messages", *smtpAddr, *httpAddr)
+	log.Printf("sink: SMTP on %s, counts on http://%s/messages, DNS on %s", *smtpAddr, *httpAddr, dns.Addr)
 
 	stop := make(chan os.Signal, 1)
 	signal.Notify(stop, syscall.SIGINT, syscall.SIGTERM)
