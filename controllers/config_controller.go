@@ -131,6 +131,7 @@ func (r *configReconciler) gather(ctx context.Context) (compiler.Input, error) {
 		in.MailDomains = append(in.MailDomains, &domains.Items[i])
 	}
 	in.DKIM = r.dkim.signing()
+	in.Relays = r.relays.current().Live
 
 	var creds relayv1alpha1.SMTPCredentialList
 	if err := r.client.List(ctx, &creds, noCopy); err != nil {

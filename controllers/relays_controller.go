@@ -52,7 +52,13 @@ func (r *relaysReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.
 			next = d
 		}
 	}
+	before := r.view.current().Live
 	r.notifier.notify(ctx, r.view.set(live, hashes))
+	if live != before {
+		// Each live relay enforces its share of the credentials' sending limits: the
+		// shares change with the count.
+		r.notifier.render()
+	}
 	if err := r.tellLoginFailures(ctx, failures, now); err != nil {
 		return ctrl.Result{}, err
 	}

@@ -22,6 +22,7 @@ import (
 	"github.com/postwarden/postwarden/relay/internal/mx"
 	"github.com/postwarden/postwarden/relay/internal/proxyproto"
 	"github.com/postwarden/postwarden/relay/internal/queueadmin"
+	"github.com/postwarden/postwarden/relay/internal/sendlimit"
 	"github.com/postwarden/postwarden/relay/internal/smtpd"
 	"github.com/postwarden/postwarden/relay/internal/spool"
 	"github.com/postwarden/postwarden/relay/internal/throttle"
@@ -141,6 +142,7 @@ func New(cfg Config) (r *Relay, err error) {
 		}
 	}
 	authLimiter := throttle.NewAuthLimiter(throttle.DefaultAuthLimits(), nil)
+	sendLimiter := sendlimit.New(nil, func() int { return r.reload.View().Relays() })
 	for _, l := range []struct {
 		Listener
 		mode smtpd.Mode
@@ -163,6 +165,7 @@ func New(cfg Config) (r *Relay, err error) {
 			Logger:      r.log,
 			Metrics:     smtpMetrics,
 			AuthLimiter: authLimiter,
+			SendLimits:  sendLimiter,
 		}
 		if r.events != nil {
 			opts.Events = r.events

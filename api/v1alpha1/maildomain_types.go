@@ -88,6 +88,12 @@ type MailDomainSpec struct {
 	// +optional
 	DeliveryEvents *DeliveryEvents `json:"deliveryEvents,omitempty"`
 
+	// sendingLimits are the defaults of the domain's SMTPCredentials' limits: a field a
+	// credential leaves at 0 takes the value here, and a field left at 0 here the
+	// built-in default (see SendingLimits).
+	// +optional
+	SendingLimits *SendingLimits `json:"sendingLimits,omitempty"`
+
 	// dkim signs the domain's outbound mail (from credentials and sending servers, never
 	// the inbound mail the relay delivers to the domain) with DKIM. The operator
 	// generates each selector's key pair, keeps the private key where only the relays

@@ -38,12 +38,56 @@ type SMTPCredentialSpec struct {
 	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="secretName is immutable; delete and recreate the SMTPCredential to move its Secret"
 	SecretName string `json:"secretName,omitempty"`
 
+	// limits caps what the credential may send. A field that is 0 or absent takes the
+	// MailDomain's spec.sendingLimits, then the built-in default; -1 means unlimited.
+	// +optional
+	Limits *SendingLimits `json:"limits,omitempty"`
+
 	// rotationToken rotates the password when it changes: set it to any new value, such
 	// as today's date, and the operator replaces the Secret with a new password. The old
 	// password stops working as soon as the relays apply the new config.
 	// +optional
 	// +kubebuilder:validation:MaxLength=64
 	RotationToken string `json:"rotationToken,omitempty"`
+}
+
+// SendingLimits caps what one credential may send through all the relays together, so
+// that a leaked password cannot send without bound. For each field, 0 or absent means
+// the default (on an SMTPCredential: its MailDomain's, then the built-in one), and -1
+// means unlimited. The built-in defaults are those of the commercial gateways users
+// know: 500 messages in 10 minutes and 2,500 a day (Proofpoint Essentials), 100
+// recipients per message (the least RFC 5321 lets a server take) and 10,000 recipients a
+// day (Microsoft 365's).
+type SendingLimits struct {
+	// messagesPerWindow is how many messages may be sent per window; over it, MAIL gets
+	// 451 4.7.1 until the window moves on. Default 500.
+	// +optional
+	// +kubebuilder:validation:Minimum=-1
+	MessagesPerWindow int32 `json:"messagesPerWindow,omitempty"`
+
+	// window is the length of the sliding window of messagesPerWindow, from 1m to 24h.
+	// Default 10m.
+	// +optional
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1m') && duration(self) <= duration('24h')",message="window must be between 1m and 24h"
+	Window *metav1.Duration `json:"window,omitempty"`
+
+	// messagesPerDay is how many messages may be sent in any 24 hours; over it, MAIL gets
+	// 550 5.7.1. Default 2500.
+	// +optional
+	// +kubebuilder:validation:Minimum=-1
+	MessagesPerDay int32 `json:"messagesPerDay,omitempty"`
+
+	// recipientsPerMessage is how many recipients one message may have; a RCPT over it
+	// gets 452 4.5.3, and the client sends the rest in another message. Default 100.
+	// +optional
+	// +kubebuilder:validation:Minimum=-1
+	RecipientsPerMessage int32 `json:"recipientsPerMessage,omitempty"`
+
+	// recipientsPerDay is how many recipients may be sent to in any 24 hours; a RCPT
+	// over it gets 550 5.7.1. Default 10000.
+	// +optional
+	// +kubebuilder:validation:Minimum=-1
+	RecipientsPerDay int32 `json:"recipientsPerDay,omitempty"`
 }
 
 // SMTPCredentialStatus is what the operator last observed about the credential.

@@ -86,6 +86,9 @@ type Input struct {
 	// (see the operator's DKIM checker). A key for a selector the spec no longer names
 	// is dropped.
 	DKIM map[types.NamespacedName][]snapshot.DKIMKey
+	// Relays is how many relay replicas are live: each enforces its share of every
+	// credential's sending limits (snapshot.Snapshot.Relays).
+	Relays int
 	// ReportCredential is the operator's own SMTP identity, which sends the discovery
 	// reports through the relay; nil when the operator sends none.
 	ReportCredential *ReportCredential
@@ -176,7 +179,7 @@ func Compile(in Input) (*Result, error) {
 	c := &compilation{
 		in: in,
 		res: &Result{
-			Snapshot: &snapshot.Snapshot{APIVersion: snapshot.APIVersion},
+			Snapshot: &snapshot.Snapshot{APIVersion: snapshot.APIVersion, Relays: in.Relays},
 			Verdicts: make(map[ObjectKey]*Verdict, len(in.MailDomains)+len(in.Credentials)+len(in.DiscoveryPolicies)+len(in.TLSPolicies)),
 		},
 		domains:  make(map[string]*domainEntry, len(in.MailDomains)),

@@ -62,6 +62,7 @@ func (c *compilation) compileCredentials() {
 			AllowedSenders: slices.Sorted(slices.Values(obj.Spec.AllowedSenders)),
 			Label:          obj.Spec.Label,
 			Source:         ref(obj),
+			Limits:         ResolveLimits(obj.Spec.Limits, d.obj.Spec.SendingLimits),
 		}
 		creds = append(creds, entry)
 		d.verdict.Credentials++

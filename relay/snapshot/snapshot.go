@@ -32,6 +32,10 @@ type Snapshot struct {
 	DiscoveryPolicies []DiscoveryPolicy `json:"discoveryPolicies,omitempty"`
 	TLSPolicies       []TLSPolicy       `json:"tlsPolicies,omitempty"`
 	Certificates      []Certificate     `json:"certificates,omitempty"`
+	// Relays is how many relay replicas were live when the operator wrote the snapshot:
+	// each enforces 1/Relays of every credential's Limits, so that together they enforce
+	// the limits (see relay/internal/sendlimit). 0 counts as 1.
+	Relays int `json:"relays,omitempty"`
 }
 
 // ObjectRef names the custom resource an entry was compiled from, for logs and for the
@@ -184,6 +188,20 @@ type Credential struct {
 	AllowedSenders []string  `json:"allowedSenders,omitempty"`
 	Label          string    `json:"label,omitempty"`
 	Source         ObjectRef `json:"source"`
+	// Limits are what the credential may send through all the relays together, with
+	// every default applied; nil (as in snapshots of releases before limits) means none.
+	Limits *Limits `json:"limits,omitempty"`
+}
+
+// Limits are a credential's sending limits. A count of 0 means unlimited.
+type Limits struct {
+	// MessagesPerWindow messages in any WindowSeconds seconds.
+	MessagesPerWindow int `json:"messagesPerWindow,omitempty"`
+	WindowSeconds     int `json:"windowSeconds,omitempty"`
+	// MessagesPerDay and RecipientsPerDay count over any 24 hours.
+	MessagesPerDay       int `json:"messagesPerDay,omitempty"`
+	RecipientsPerMessage int `json:"recipientsPerMessage,omitempty"`
+	RecipientsPerDay     int `json:"recipientsPerDay,omitempty"`
 }
 
 // DiscoveryPolicy is SMTP Discovery for the domains that name it.

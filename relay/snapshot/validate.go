@@ -27,6 +27,9 @@ func (s *Snapshot) Validate() error {
 		domains[d.Name] = true
 	}
 
+	if s.Relays < 0 {
+		add("relays %d is negative", s.Relays)
+	}
 	users := make(map[string]bool, len(s.Credentials))
 	for _, c := range s.Credentials {
 		switch {
@@ -45,6 +48,14 @@ func (s *Snapshot) Validate() error {
 		for _, a := range c.AllowedSenders {
 			if !IsAddress(a) {
 				add("credential %q: allowed sender %q is not an address", c.Username, a)
+			}
+		}
+		if l := c.Limits; l != nil {
+			if l.MessagesPerWindow < 0 || l.MessagesPerDay < 0 || l.RecipientsPerMessage < 0 || l.RecipientsPerDay < 0 {
+				add("credential %q: a limit is negative", c.Username)
+			}
+			if l.MessagesPerWindow > 0 && (l.WindowSeconds < 60 || l.WindowSeconds > 86400) {
+				add("credential %q: window of %d s is not between 60 s and a day", c.Username, l.WindowSeconds)
 			}
 		}
 	}

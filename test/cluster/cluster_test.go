@@ -38,6 +38,10 @@ func TestChartOnARealCluster(t *testing.T) {
 	// points it at the sink.
 	kube(t, "", "patch", "maildomain", "-n", "mail", "example-com", "--type=merge",
 		"-p", fmt.Sprintf(`{"spec":{"inboundDelivery":{"host":%q,"port":25}}}`, sinkIP))
+	// The load below sends thousands of messages with the sample credential: lift its
+	// sending limits, as an admin would for a high-volume application.
+	kube(t, "", "patch", "smtpcredential", "-n", "mail", "billing-app", "--type=merge",
+		"-p", `{"spec":{"limits":{"messagesPerWindow":-1,"messagesPerDay":-1,"recipientsPerDay":-1}}}`)
 
 	sub := submitter{
 		addr:  nodePort(t, namespace, relaySTS, "submission"),

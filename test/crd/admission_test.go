@@ -24,6 +24,7 @@ spec:
   outboundRoute: {host: smtp.provider.example, auth: {secretRef: {name: provider-login}}}
   deliveryEvents: {url: "https://hooks.example.com/mail", secretRef: {name: events-key}, events: [bounced]}
   dkim: {selectors: [{name: pw2026a}, {name: ed2026a, keyType: Ed25519}]}
+  sendingLimits: {messagesPerWindow: 200, window: 10m, recipientsPerMessage: 50}
 `
 	validCredential = `
 apiVersion: relay.postwarden.dev/v1alpha1
@@ -32,6 +33,7 @@ metadata: {name: billing}
 spec:
   mailDomainRef: {name: example-com}
   label: billing app
+  limits: {messagesPerWindow: 100, window: 1h, messagesPerDay: -1}
 `
 	validDiscovery = `
 apiVersion: relay.postwarden.dev/v1alpha1
@@ -193,6 +195,14 @@ func TestInvalidObjectsAreRejectedWithAClearMessage(t *testing.T) {
 		"DKIM without a selector is refused": {
 			validDomain, set(map[string]any{"selectors": []any{}}, "dkim"),
 			"spec.dkim.selectors: Invalid value: 0: spec.dkim.selectors in body should have at least 1 items",
+		},
+		"a sending limit window under a minute is refused": {
+			validCredential, set(map[string]any{"window": "30s"}, "limits"),
+			"window must be between 1m and 24h",
+		},
+		"a sending limit below -1 is refused": {
+			validCredential, set(map[string]any{"messagesPerDay": int64(-2)}, "limits"),
+			"spec.limits.messagesPerDay in body should be greater than or equal to -1",
 		},
 		"a credential without a label is refused": {
 			validCredential, set("", "label"),

@@ -34,6 +34,8 @@ type View struct {
 	secrets map[string]map[string][]byte
 	// webhooks are the domains' delivery event endpoints, by domain name.
 	webhooks map[string]*snapshot.Webhook
+	// relays is how many relay replicas share the credentials' sending limits (≥ 1).
+	relays int
 	// autoAddOutbound holds the discovery policies whose outbound senders become users.
 	autoAddOutbound map[string]bool
 	// dkim are the domains' DKIM keys, parsed from secrets.
@@ -63,7 +65,7 @@ func BuildFrom(prev *View, s *snapshot.Snapshot, certs *tlscert.Set, secrets map
 		return nil, err
 	}
 	v := &View{hash: s.Hash, dir: dir, certs: certs, secrets: secrets, autoAddOutbound: map[string]bool{},
-		webhooks: map[string]*snapshot.Webhook{}}
+		webhooks: map[string]*snapshot.Webhook{}, relays: max(s.Relays, 1)}
 	for _, d := range s.Domains {
 		if d.DeliveryEvents != nil {
 			v.webhooks[d.Name] = d.DeliveryEvents
@@ -127,6 +129,15 @@ func (v *View) DeliveryEvents(domain string) (*snapshot.Webhook, []byte) {
 		return w, nil
 	}
 	return w, key
+}
+
+// Relays is how many relay replicas share the credentials' sending limits, at least 1:
+// each enforces its share (relay/internal/sendlimit).
+func (v *View) Relays() int {
+	if v == nil {
+		return 1
+	}
+	return v.relays
 }
 
 // Hash is the hash of the snapshot compiled, or "" for a nil View.

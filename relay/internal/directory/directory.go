@@ -81,6 +81,8 @@ type Credential struct {
 	AllowedSenders map[string]struct{}
 	Label          string
 	Source         snapshot.ObjectRef
+	// Limits are the credential's sending limits; nil: none.
+	Limits *snapshot.Limits
 }
 
 // Directory is immutable once built; share it freely between goroutines.
@@ -135,7 +137,7 @@ func Build(s *snapshot.Snapshot) (*Directory, error) {
 		if dom == nil {
 			return nil, fmt.Errorf("credential %q: domain %q is not in the snapshot", c.Username, c.Domain)
 		}
-		cred := &Credential{Username: c.Username, Hash: hash, Domain: dom, Label: c.Label, Source: c.Source}
+		cred := &Credential{Username: c.Username, Hash: hash, Domain: dom, Label: c.Label, Source: c.Source, Limits: c.Limits}
 		if len(c.AllowedSenders) > 0 {
 			cred.AllowedSenders = make(map[string]struct{}, len(c.AllowedSenders))
 			for _, a := range c.AllowedSenders {

@@ -35,6 +35,12 @@ type Metrics struct {
 	// ("rsa-sha256", "ed25519-sha256"): a message signed with both keys counts once
 	// under each.
 	DKIMSigned *prometheus.CounterVec
+	// SendLimited counts transactions refused by a credential's sending limits, by limit.
+	SendLimited *prometheus.CounterVec
+	// CredentialMessages counts, by credential ("<namespace>/<name>" of the
+	// SMTPCredential) and result ("sent": queued; "limited": refused by a sending
+	// limit), what each credential sends through this relay.
+	CredentialMessages *prometheus.CounterVec
 }
 
 // New creates the metrics and registers them with reg (nil: not registered, for tests).
@@ -76,10 +82,18 @@ func New(reg prometheus.Registerer) *Metrics {
 			Namespace: namespace, Subsystem: "smtp", Name: "dkim_signed_total",
 			Help: "Messages queued with a DKIM signature, by signing algorithm.",
 		}, []string{"algorithm"}),
+		SendLimited: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Subsystem: "smtp", Name: "send_limited_total",
+			Help: "MAIL and RCPT commands refused by a credential's sending limits, by limit.",
+		}, []string{"limit"}),
+		CredentialMessages: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Subsystem: "smtp", Name: "credential_messages_total",
+			Help: "Messages each credential sent (queued) or had refused by its sending limits.",
+		}, []string{"credential", "result"}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.Connections, m.ActiveConnections, m.AuthSuccesses, m.AuthFailures,
-			m.MessagesAccepted, m.MessagesRejected, m.BytesReceived, m.Replies, m.DKIMSigned)
+			m.MessagesAccepted, m.MessagesRejected, m.BytesReceived, m.Replies, m.DKIMSigned, m.SendLimited, m.CredentialMessages)
 	}
 	return m
 }

@@ -41,6 +41,9 @@ func (ss *session) Data(r io.Reader) error {
 		_ = ss.c.Close()
 		return ss.srv.fail(ss, reject(503, smtp.EnhancedCode{5, 5, 1}, "bad_sequence", "MAIL and RCPT first"))
 	}
+	// What the transaction reserved of its sending limits is given back unless the
+	// message is accepted (Commit below).
+	defer txn.sendLimit.Cancel()
 	if err := ss.checkRevoked(ss.srv.directoryNow()); err != nil {
 		ss.c.closeOnSend.Store(true)
 		ss.track(txn, tracking.Rejected, "credential_revoked")
@@ -70,6 +73,10 @@ func (ss *session) Data(r io.Reader) error {
 		ss.track(txn, tracking.Rejected, reason)
 		ss.refusedData(txn, reply)
 		return reply
+	}
+	txn.sendLimit.Commit()
+	if ss.cred != nil {
+		ss.srv.metrics.CredentialMessages.WithLabelValues(ss.cred.Source.String(), "sent").Inc()
 	}
 	ss.c.idle.Store(0) // an accepted message ends a run of junk commands
 	ss.srv.metrics.MessagesAccepted.WithLabelValues(txn.direction).Inc()

@@ -11,6 +11,7 @@ import (
 	"github.com/postwarden/postwarden/relay/internal/directory"
 	"github.com/postwarden/postwarden/relay/internal/dkim"
 	"github.com/postwarden/postwarden/relay/internal/metrics"
+	"github.com/postwarden/postwarden/relay/internal/sendlimit"
 	"github.com/postwarden/postwarden/relay/internal/spool"
 	"github.com/postwarden/postwarden/relay/internal/throttle"
 	"github.com/postwarden/postwarden/relay/internal/webhook"
@@ -223,8 +224,14 @@ type Options struct {
 	// DKIM, optional, returns the DKIM keys in force; each transaction pins them with
 	// the directory, and outbound mail is signed with the keys of its From: domain
 	// (dkim.go). Nil: nothing is signed.
-	DKIM   func() *dkim.Keyring
-	Limits Limits
+	DKIM func() *dkim.Keyring
+	// SendLimits, optional, enforces the credentials' sending limits (limits.go); nil:
+	// none.
+	SendLimits *sendlimit.Limiter
+	// LimitHit, optional, hears of each transaction refused by a sending limit (a
+	// credential over its limits may be a leaked one).
+	LimitHit func(cred *directory.Credential, limit sendlimit.Limit)
+	Limits   Limits
 	// Logger receives the message-tracking lines (relay/internal/tracking) and the
 	// session's other lines (nil: slog.Default()).
 	Logger *slog.Logger

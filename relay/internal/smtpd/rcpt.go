@@ -19,6 +19,9 @@ func (ss *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 		return ss.srv.fail(ss, reject(503, smtp.EnhancedCode{5, 5, 1}, "bad_sequence", "MAIL first"))
 	}
 	rcpt, err := ss.rcpt(txn, to)
+	if err == nil && !txn.rcptKeys[rcpt] {
+		err = ss.admitRecipient(txn)
+	}
 	if err != nil {
 		txn.rejected++
 		reply := ss.srv.fail(ss, err)

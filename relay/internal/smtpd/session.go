@@ -15,6 +15,7 @@ import (
 
 	"github.com/postwarden/postwarden/relay/internal/directory"
 	"github.com/postwarden/postwarden/relay/internal/dkim"
+	"github.com/postwarden/postwarden/relay/internal/sendlimit"
 	"github.com/postwarden/postwarden/relay/internal/tracking"
 )
 
@@ -67,6 +68,8 @@ type transaction struct {
 	size       int64
 	queueID    string
 	dkim       []string
+	// sendLimit holds what the transaction reserved of its credential's sending limits.
+	sendLimit *sendlimit.Txn
 }
 
 func (s *Server) newSession(sc *smtp.Conn) (smtp.Session, error) {
@@ -152,6 +155,7 @@ func (ss *session) Reset() {
 		_ = ss.c.Close()
 	}
 	if txn := ss.takeTxn(); txn != nil {
+		txn.sendLimit.Cancel()
 		ss.track(txn, tracking.Abandoned, "")
 	}
 	ss.c.busy.Store(false)
@@ -182,6 +186,9 @@ func (ss *session) Mail(from string, _ *smtp.MailOptions) error {
 		return ss.srv.fail(ss, err)
 	}
 	txn, err := ss.mail(from)
+	if err == nil {
+		err = ss.admitMessage(txn)
+	}
 	if err != nil {
 		ss.c.busy.Store(false)
 		return ss.srv.fail(ss, err)
