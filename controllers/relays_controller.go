@@ -39,6 +39,7 @@ func (r *relaysReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.
 	live := 0
 	var hashes []string
 	var failures []relayLoginFailure
+	var hits []relayLimitHit
 	var next time.Duration
 	for i := range leases.Items {
 		expires, ok := snapshot.LeaseExpiry(&leases.Items[i])
@@ -48,6 +49,7 @@ func (r *relaysReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.
 		live++
 		hashes = append(hashes, leases.Items[i].Annotations[snapshot.AnnotationHash])
 		failures = append(failures, loginFailuresOf(&leases.Items[i])...)
+		hits = append(hits, limitHitsOf(&leases.Items[i])...)
 		if d := expires.Sub(now); next == 0 || d < next {
 			next = d
 		}
@@ -60,6 +62,9 @@ func (r *relaysReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.
 		r.notifier.render()
 	}
 	if err := r.tellLoginFailures(ctx, failures, now); err != nil {
+		return ctrl.Result{}, err
+	}
+	if err := r.tellLimitHits(ctx, hits, now); err != nil {
 		return ctrl.Result{}, err
 	}
 	if next == 0 {

@@ -159,18 +159,28 @@ func clusterNetworks() []netip.Prefix {
 }
 
 // leaseAnnotations is what the status Lease reports besides the hash: the hops whose
-// login failed lately, so the operator can tell their MailDomains' owners.
+// login failed lately, so the operator can tell their MailDomains' owners, and the
+// credentials refused for a sending limit, so it can tell theirs.
 func (r *Relay) leaseAnnotations() map[string]string {
 	var failures []snapshot.LoginFailure
 	if r.deliveryClient != nil {
 		failures = r.deliveryClient.LoginFailures()
 	}
-	if len(failures) == 0 {
-		return map[string]string{snapshot.AnnotationLoginFailures: ""}
+	return map[string]string{
+		snapshot.AnnotationLoginFailures: jsonAnnotation(failures),
+		snapshot.AnnotationLimitHits:     jsonAnnotation(r.limitHits.Recent(time.Now())),
 	}
-	data, err := json.Marshal(failures)
+}
+
+// jsonAnnotation encodes a report for a Lease annotation; "" (which removes the
+// annotation) when there is nothing to report.
+func jsonAnnotation[T any](items []T) string {
+	if len(items) == 0 {
+		return ""
+	}
+	data, err := json.Marshal(items)
 	if err != nil {
-		return nil // cannot happen: plain strings and times
+		return "" // cannot happen: plain strings and times
 	}
-	return map[string]string{snapshot.AnnotationLoginFailures: string(data)}
+	return string(data)
 }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/postwarden/postwarden/relay/internal/configsource"
 	"github.com/postwarden/postwarden/relay/internal/delivery"
+	"github.com/postwarden/postwarden/relay/internal/directory"
 	"github.com/postwarden/postwarden/relay/internal/discovery"
 	"github.com/postwarden/postwarden/relay/internal/metrics"
 	"github.com/postwarden/postwarden/relay/internal/mx"
@@ -45,10 +46,12 @@ type Relay struct {
 	registry *prometheus.Registry
 	cfgm     *metrics.Config
 	reload   *reloader
-	spool    *spool.Spool
-	servers  []*smtpServer
-	lease    *configsource.LeaseReporter
-	source   interface {
+	// limitHits are the credentials refused for a sending limit lately, for the Lease.
+	limitHits sendlimit.Hits
+	spool     *spool.Spool
+	servers   []*smtpServer
+	lease     *configsource.LeaseReporter
+	source    interface {
 		Run(ctx context.Context, sink configsource.Sink) error
 	}
 	http     *http.Server
@@ -166,6 +169,9 @@ func New(cfg Config) (r *Relay, err error) {
 			Metrics:     smtpMetrics,
 			AuthLimiter: authLimiter,
 			SendLimits:  sendLimiter,
+			LimitHit: func(c *directory.Credential, l sendlimit.Limit) {
+				r.limitHits.Record(c.Username, c.Source, l, time.Now())
+			},
 		}
 		if r.events != nil {
 			opts.Events = r.events

@@ -68,6 +68,10 @@ const (
 	ReasonLookupFailed = "LookupFailed"
 	// ReasonKeyPending: the operator has not generated a selector's key yet.
 	ReasonKeyPending = "KeyPending"
+	// ReasonSendingLimitReached (an Event on an SMTPCredential): a relay refused the
+	// credential's mail for one of its sending limits. A credential that suddenly hits
+	// its limits may have leaked.
+	ReasonSendingLimitReached = "SendingLimitReached"
 	// ReasonDKIMSigning (an Event on a MailDomain): the selectors the relays sign with
 	// changed.
 	ReasonDKIMSigning = "DKIMSigning"

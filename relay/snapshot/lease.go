@@ -36,3 +36,22 @@ type LoginFailure struct {
 	Reason     string    `json:"reason"`
 	At         time.Time `json:"at"`
 }
+
+// AnnotationLimitHits on a relay's status Lease lists, as JSON ([]LimitHit), the
+// credentials that replica refused for a sending limit lately: the operator tells each
+// SMTPCredential's owner, since a credential over its limits may be a leaked one. One
+// entry per credential and limit, the latest; at most MaxLimitHits.
+const AnnotationLimitHits = "relay.postwarden.dev/limit-hits"
+
+// MaxLimitHits bounds AnnotationLimitHits, which rides on every Lease renewal.
+const MaxLimitHits = 50
+
+// LimitHit is a credential refused for a limit: one of the names of
+// relay/internal/sendlimit (messages_per_window, messages_per_day,
+// recipients_per_message, recipients_per_day).
+type LimitHit struct {
+	Credential ObjectRef `json:"credential"`
+	Username   string    `json:"username"`
+	Limit      string    `json:"limit"`
+	At         time.Time `json:"at"`
+}

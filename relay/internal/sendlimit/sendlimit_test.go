@@ -122,3 +122,25 @@ func TestUnlimitedAndNilLimitsAdmitEverything(t *testing.T) {
 		}
 	}
 }
+
+func TestHitsKeepTheLatestPerCredentialAndLimitForAnHour(t *testing.T) {
+	var h Hits
+	t0 := time.Unix(1_800_000_000, 0)
+	src := snapshot.ObjectRef{Namespace: "mail", Name: "app"}
+	h.Record("app@example.com", src, Window, t0)
+	h.Record("app@example.com", src, Window, t0.Add(time.Minute))
+	h.Record("app@example.com", src, Day, t0.Add(2*time.Minute))
+	got := h.Recent(t0.Add(3 * time.Minute))
+	if len(got) != 2 || got[0].Limit != "messages_per_day" || got[1].Limit != "messages_per_window" || !got[1].At.Equal(t0.Add(time.Minute)) {
+		t.Fatalf("recent %+v", got)
+	}
+	for i := range 2 * snapshot.MaxLimitHits {
+		h.Record(string(rune('a'+i%26))+string(rune('a'+i/26))+"@example.com", src, Window, t0.Add(3*time.Minute))
+	}
+	if got := h.Recent(t0.Add(4 * time.Minute)); len(got) != snapshot.MaxLimitHits {
+		t.Errorf("%d reported, want the bound %d", len(got), snapshot.MaxLimitHits)
+	}
+	if got := h.Recent(t0.Add(2 * time.Hour)); len(got) != 0 {
+		t.Errorf("after an hour: %+v", got)
+	}
+}
