@@ -90,4 +90,13 @@ func TestSendingLimitHitsBecomeOneEvent(t *testing.T) {
 	if got := notes("messages_per_day"); len(got) != 0 {
 		t.Errorf("a report with another username was told: %v", got)
 	}
+	eventually(t, "kubectl get shows the last limit reached", func() error {
+		if err := get(t, cred); err != nil {
+			return err
+		}
+		if l := cred.Status.LimitReached; l == nil || l.Limit != "recipients_per_day" || l.Relay != "relay-limits-a-"+cred.Namespace {
+			return fmt.Errorf("status.limitReached %+v", l)
+		}
+		return nil
+	})
 }

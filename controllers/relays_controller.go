@@ -24,6 +24,8 @@ type relaysReconciler struct {
 	now      func() time.Time
 	// told remembers which login failures were told to a MailDomain, and when.
 	told map[string]time.Time
+	// limitHits is owned here: the latest sending-limit refusal told per credential.
+	limitHits *limitHitTracker
 }
 
 // maxRelayRecheck bounds the wait before a Lease is looked at again.

@@ -33,6 +33,8 @@ import (
 // hash and the username are in the credential's login record in the operator's
 // namespace (smtpcredential_login.go), which the config render reads.
 type smtpCredentialReconciler struct {
+	// limitHits says when the relays last refused each credential for a limit.
+	limitHits *limitHitTracker
 	client    client.Client
 	apiReader client.Reader // uncached: whether a Secret exists right now
 	scheme    *runtime.Scheme
@@ -255,5 +257,6 @@ func (r *smtpCredentialReconciler) updateStatus(ctx context.Context, scope *cred
 		setConditions(&s.Conditions, cred.Generation, st)
 		s.ObservedGeneration = cred.Generation
 	}
+	r.limitHits.setLimitReached(s, client.ObjectKeyFromObject(cred))
 	return statusWriter{r.client, r.recorder}.write(ctx, cred, before)
 }

@@ -122,6 +122,30 @@ type SMTPCredentialStatus struct {
 	// +optional
 	// +kubebuilder:validation:MaxLength=64
 	RotationToken string `json:"rotationToken,omitempty"`
+
+	// limitReached is the last time a relay refused the credential's mail for one of its
+	// sending limits (written at most once an hour per limit). How much each credential
+	// sends is in the relays' metric postwarden_relay_smtp_credential_messages_total.
+	// +optional
+	LimitReached *LimitReached `json:"limitReached,omitempty"`
+}
+
+// LimitReached is a refusal for a sending limit.
+type LimitReached struct {
+	// limit is messages_per_window, messages_per_day, recipients_per_message or
+	// recipients_per_day.
+	// +required
+	// +kubebuilder:validation:MaxLength=64
+	Limit string `json:"limit"`
+
+	// at is when the relay refused.
+	// +required
+	At metav1.Time `json:"at"`
+
+	// relay is the relay replica that refused.
+	// +optional
+	// +kubebuilder:validation:MaxLength=253
+	Relay string `json:"relay,omitempty"`
 }
 
 // SMTPCredential is an SMTP AUTH username and password for sending through the relay
@@ -135,6 +159,8 @@ type SMTPCredentialStatus struct {
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
 // +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`
 // +kubebuilder:printcolumn:name="Secret",type=string,JSONPath=`.status.secretName`
+// +kubebuilder:printcolumn:name="Limited",type=date,JSONPath=`.status.limitReached.at`
+// +kubebuilder:printcolumn:name="Limit",type=string,JSONPath=`.status.limitReached.limit`,priority=1
 // +kubebuilder:printcolumn:name="Username",type=string,JSONPath=`.status.username`,priority=1
 // +kubebuilder:printcolumn:name="Issued",type=date,JSONPath=`.status.issuedAt`,priority=1
 // +kubebuilder:printcolumn:name="Message",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].message`,priority=1
