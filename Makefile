@@ -78,7 +78,7 @@ fuzz: ## Run each fuzz target for FUZZTIME (default 30s); findings land in testd
 .PHONY: bench
 bench: envtest ## Benchmarks: the relay beside a private Postfix (installed from Debian when root), then package benchmarks.
 	$(GO) test -run '^$$' -bench . -benchtime 500x -count 3 -timeout 20m ./test/bench
-	$(GO) test -p 1 -run '^$$' -bench . -benchmem ./relay/internal/directory ./relay/internal/smtpd ./relay/internal/dkim ./controllers/compiler
+	$(GO) test -p 1 -run '^$$' -bench . -benchmem ./relay/internal/directory ./relay/internal/smtpd ./relay/internal/dkim ./relay/internal/sendlimit ./controllers/compiler
 	$(GO) test -run '^$$' -bench BenchmarkAccept -benchmem ./relay/internal/spool
 	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" $(GO) test -run '^$$' -bench 'BenchmarkReload|BenchmarkUserStory' -benchtime 5x -benchmem ./relay ./test/e2e
 

@@ -204,11 +204,13 @@ s.quit()
 	})
 
 	credentialLatencies := credentialPropagation(t, sub, 20)
+	limitLatency := limitChange(t, sub)
 	rss := residentMemory(t)
 
 	fmt.Printf("\ntest/cluster: helm install to the first accepted mail: %s\n", firstMail.Round(time.Millisecond))
 	fmt.Printf("test/cluster: SMTPCredential apply to first accepted login, %d changes: p50 %s, p99 %s\n",
 		len(credentialLatencies), percentile(credentialLatencies, 50), percentile(credentialLatencies, 99))
+	fmt.Printf("test/cluster: a lowered sending limit refused mail %s after the patch\n", limitLatency.Round(time.Millisecond))
 	fmt.Printf("test/cluster: resident memory after the load: %s\n", strings.Join(rss, ", "))
 	fmt.Printf("\n%-32s %8s %10s %5s %10s %14s\n", "fault", "acked", "delivered", "lost", "duplicate", "client errors")
 	for _, r := range results {
