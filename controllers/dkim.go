@@ -43,11 +43,15 @@ const (
 
 // DKIM check timing. A domain whose records are all in place is checked every
 // --dns-check-interval (an hour by default): records rarely change, and the relays keep
-// signing through a failed lookup. Until then every pendingDNSCheck, so that an admin
-// who has just published a record sees the relays sign within minutes.
+// signing through a failed lookup. Until then every pendingDNSCheck for the first
+// pendingFastFor after a spec change, so that an admin who has just published a record
+// sees the relays sign within minutes; after that every slowPendingDNSCheck, so that
+// domains whose records never come cost the resolvers little.
 const (
 	DefaultDNSCheckInterval = time.Hour
 	pendingDNSCheck         = 2 * time.Minute
+	pendingFastFor          = time.Hour
+	slowPendingDNSCheck     = 15 * time.Minute
 	// dkimRetireAfter is how long a selector's record stays needed after its last
 	// signature: a queued message may be delivered days later (the queue lifetime is
 	// 5 days), and receivers may verify after that.
@@ -61,8 +65,10 @@ const (
 // dkimCheck is what the checker last found for one MailDomain generation.
 type dkimCheck struct {
 	generation int64
-	status     relayv1alpha1.DKIMStatus
-	condition  metav1.Condition
+	// since is when this operator first checked this generation.
+	since     time.Time
+	status    relayv1alpha1.DKIMStatus
+	condition metav1.Condition
 	// signing are the keys the relays sign with; records are the public records by
 	// key Secret name, so that a check reads no Secret it has read before.
 	signing []snapshot.DKIMKey
@@ -157,11 +163,19 @@ func (r *dkimChecker) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Res
 	if keyErr != nil {
 		return ctrl.Result{}, keyErr
 	}
+	return ctrl.Result{RequeueAfter: r.nextCheck(c)}, nil
+}
+
+// nextCheck is how soon c's domain is looked up again.
+func (r *dkimChecker) nextCheck(c *dkimCheck) time.Duration {
 	next := cmpOrDuration(r.opts.DNSCheckInterval, DefaultDNSCheckInterval)
-	if c.condition.Status != metav1.ConditionTrue || c.status.SPF != nil && !c.status.SPF.OK || c.status.DMARC != nil && !c.status.DMARC.OK {
-		next = min(next, cmpOrDuration(r.opts.tests.pendingDNSCheck, pendingDNSCheck))
+	if c.condition.Status == metav1.ConditionTrue && (c.status.SPF == nil || c.status.SPF.OK) && (c.status.DMARC == nil || c.status.DMARC.OK) {
+		return next
 	}
-	return ctrl.Result{RequeueAfter: next}, nil
+	if r.now().Sub(c.since) >= pendingFastFor {
+		return min(next, slowPendingDNSCheck)
+	}
+	return min(next, cmpOrDuration(r.opts.tests.pendingDNSCheck, pendingDNSCheck))
 }
 
 func cmpOrDuration(d, def time.Duration) time.Duration {
@@ -195,7 +209,10 @@ func (r *dkimChecker) check(ctx context.Context, md *relayv1alpha1.MailDomain, p
 	now := r.now()
 	domain := md.Spec.Domain
 	known := priorSelectors(md, prev)
-	c := &dkimCheck{generation: md.Generation, records: map[string]string{}}
+	c := &dkimCheck{generation: md.Generation, since: now, records: map[string]string{}}
+	if prev != nil && prev.generation == md.Generation {
+		c.since = prev.since
+	}
 	c.status.LastChanged = &metav1.Time{Time: now}
 	var keyErrs []error
 	var missing, differs, failed, pending []string

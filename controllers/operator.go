@@ -97,7 +97,8 @@ type OperatorOptions struct {
 	// means the system's.
 	DNSServers []string
 	// DNSCheckInterval is how often the records of a domain whose records are all in
-	// place are looked up again (DefaultDNSCheckInterval); until then every two minutes.
+	// place are looked up again (DefaultDNSCheckInterval); until then more often (see
+	// pendingDNSCheck).
 	DNSCheckInterval time.Duration
 	// SPFMechanism is the SPF mechanism a domain's record must hold for mail through the
 	// relay to pass SPF, such as ip4:203.0.113.25 or include:_spf.relay.example.net;
@@ -153,7 +154,7 @@ func (o *OperatorOptions) BindFlags(fs *flag.FlagSet) {
 		}
 		return nil
 	})
-	fs.DurationVar(&o.DNSCheckInterval, "dns-check-interval", DefaultDNSCheckInterval, "how often a domain's DKIM, SPF and DMARC records are looked up again once they are all in place (until then every 2 minutes)")
+	fs.DurationVar(&o.DNSCheckInterval, "dns-check-interval", DefaultDNSCheckInterval, "how often a domain's DKIM, SPF and DMARC records are looked up again once they are all in place (until then every 2 minutes for an hour after a change, then every 15 minutes)")
 	fs.StringVar(&o.SPFMechanism, "spf-mechanism", "", "the SPF mechanism that names the relay's outbound addresses, which a domain's SPF record must hold, such as ip4:203.0.113.25 (default: a:<first --relay-hostnames entry>)")
 	fs.StringVar(&o.ReportRelayServerName, "report-relay-server-name", "", "name to verify on the relay's certificate when mailing reports (default: the first --relay-hostnames entry)")
 }

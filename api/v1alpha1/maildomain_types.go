@@ -373,7 +373,7 @@ type DKIMStatus struct {
 	// +optional
 	DMARC *DNSRecordStatus `json:"dmarc,omitempty"`
 
-	// lastChanged is when a lookup last found something different: the operator looks again every --dns-check-interval (every two minutes while a record is missing) but writes status only on a change.
+	// lastChanged is when a lookup last found something different: the operator looks again every --dns-check-interval (more often while a record is missing) but writes status only on a change.
 	// +optional
 	LastChanged *metav1.Time `json:"lastChanged,omitempty"`
 }
