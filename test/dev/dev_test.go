@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/emersion/go-msgauth/dkim"
 	"github.com/emersion/go-smtp"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -68,6 +69,16 @@ func TestDevEnvironment(t *testing.T) {
 		saved, err := os.ReadFile(m.Path)
 		if err != nil || !bytes.Equal(saved, m.Data) {
 			t.Errorf("%s: the .eml file does not hold the bytes received (%v)", id, err)
+		}
+		// The sample domain signs its outbound mail; the records are in the loopback DNS.
+		vs, err := dkim.VerifyWithOptions(bytes.NewReader(m.Data), &dkim.VerifyOptions{LookupTXT: env.DNS.LookupTXT})
+		switch {
+		case err != nil:
+			t.Errorf("%s: verifying DKIM: %v", id, err)
+		case id == "dev-outbound" && (len(vs) != 1 || vs[0].Err != nil || vs[0].Domain != "example.com"):
+			t.Errorf("the outbound mail is not signed by example.com with a signature that verifies: %+v", vs)
+		case id == "dev-inbound" && len(vs) != 0:
+			t.Errorf("the inbound mail is signed: %+v", vs)
 		}
 	}
 	// The sample domain adds smtp.example.com to the relay's Certificate: the stand-in

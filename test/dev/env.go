@@ -241,7 +241,8 @@ const dnsCheckInterval = 3 * time.Second
 
 // PublishDNSRecords plays the domain admin: it publishes in the loopback DNS server the
 // records the MailDomain's status asks for (every DKIM selector's, SPF and DMARC), and
-// waits until the operator has seen them, so that the relay signs the domain's mail.
+// waits until the operator has seen them and the relay enforces the config that signs
+// with them (a new configHash, Ready), so that the next mail of the domain is signed.
 func (e *Env) PublishDNSRecords(ctx context.Context, namespace, name string) error {
 	var md relayv1alpha1.MailDomain
 	key := types.NamespacedName{Namespace: namespace, Name: name}
@@ -267,6 +268,7 @@ func (e *Env) PublishDNSRecords(ctx context.Context, namespace, name string) err
 		return err
 	}
 	d := md.Status.DKIM
+	before := md.Status.ConfigHash
 	var records []string
 	for _, s := range d.Selectors {
 		records = append(records, testkit.TXTRecord(s.RecordName, s.Record))
@@ -286,6 +288,9 @@ func (e *Env) PublishDNSRecords(ctx context.Context, namespace, name string) err
 		}
 		if !meta.IsStatusConditionTrue(md.Status.Conditions, relayv1alpha1.ConditionDKIMPublished) {
 			return errors.New("the operator has not seen the DKIM records yet")
+		}
+		if md.Status.ConfigHash == before || !meta.IsStatusConditionTrue(md.Status.Conditions, relayv1alpha1.ConditionReady) {
+			return errors.New("the relay does not enforce the config that signs yet")
 		}
 		return nil
 	})
