@@ -91,6 +91,11 @@ func printSummary(w io.Writer, env *Env, opts Options) {
 		fmt.Fprintf(w, "\nAn unknown recipient of the sample domain goes through an SMTP Discovery callout\n")
 		fmt.Fprintf(w, "to the sink, then shows in `kubectl get discoverypolicies -n %s -o yaml`:\n\n", opts.SamplesNamespace)
 		fmt.Fprintf(w, "  swaks --server %s --port %d --from someone@example.org --to new.person@%s\n", ihost, iport, domain)
+		fmt.Fprintf(w, "\nOutbound mail of %s is DKIM-signed (see DKIM-Signature in the sink's copy): the\n", domain)
+		fmt.Fprintf(w, "records to publish, and whether the loopback DNS has them, are in the MailDomain's status;\n")
+		fmt.Fprintf(w, "the credential's sending limits, and when it last hit one, in the SMTPCredential's:\n\n")
+		fmt.Fprintf(w, "  %s get maildomains -n %s -o jsonpath='{.items[0].status.dkim}'\n", rel(env.Kubectl), opts.SamplesNamespace)
+		fmt.Fprintf(w, "  %s get smtpcredentials -n %s -o wide\n", rel(env.Kubectl), opts.SamplesNamespace)
 	}
 	fmt.Fprintf(w, "\nThe queue (as mailq and postsuper), and each message's life in the log:\n\n")
 	fmt.Fprintf(w, "  %s queue list --spool-dir %s\n", rel(os.Args[0]), rel(filepath.Join(opts.Dir, "spool")))
