@@ -2,7 +2,6 @@ package controllers
 
 import (
 	"context"
-	"encoding/json"
 	"sync"
 	"time"
 
@@ -59,18 +58,10 @@ type relayLimitHit struct {
 	relay string
 }
 
-// limitHitsOf decodes a Lease's report; one that does not decode is ignored.
+// limitHitsOf decodes a Lease's report of sending-limit refusals.
 func limitHitsOf(l *coordinationv1.Lease) []relayLimitHit {
-	data := l.Annotations[snapshot.AnnotationLimitHits]
-	if data == "" {
-		return nil
-	}
-	var hits []snapshot.LimitHit
-	if err := json.Unmarshal([]byte(data), &hits); err != nil {
-		return nil
-	}
-	out := make([]relayLimitHit, 0, min(len(hits), snapshot.MaxLimitHits))
-	for _, h := range hits[:min(len(hits), snapshot.MaxLimitHits)] {
+	var out []relayLimitHit
+	for _, h := range leaseReport[snapshot.LimitHit](l, snapshot.AnnotationLimitHits, snapshot.MaxLimitHits) {
 		out = append(out, relayLimitHit{LimitHit: h, relay: holderOf(l)})
 	}
 	return out

@@ -29,19 +29,25 @@ type relayLoginFailure struct {
 	relay string
 }
 
-// loginFailuresOf decodes a Lease's report; a report that does not decode is ignored
-// (the relay writes it; a newer relay may write more).
-func loginFailuresOf(l *coordinationv1.Lease) []relayLoginFailure {
-	data := l.Annotations[snapshot.AnnotationLoginFailures]
+// leaseReport decodes the JSON list a relay reports in annotation of its Lease, at most
+// limit entries; a report that does not decode is ignored (the relay writes it; a newer
+// relay may write more).
+func leaseReport[T any](l *coordinationv1.Lease, annotation string, limit int) []T {
+	data := l.Annotations[annotation]
 	if data == "" {
 		return nil
 	}
-	var fs []snapshot.LoginFailure
-	if err := json.Unmarshal([]byte(data), &fs); err != nil {
+	var items []T
+	if err := json.Unmarshal([]byte(data), &items); err != nil {
 		return nil
 	}
-	out := make([]relayLoginFailure, 0, min(len(fs), snapshot.MaxLoginFailures))
-	for _, f := range fs[:min(len(fs), snapshot.MaxLoginFailures)] {
+	return items[:min(len(items), limit)]
+}
+
+// loginFailuresOf decodes a Lease's report of failed logins.
+func loginFailuresOf(l *coordinationv1.Lease) []relayLoginFailure {
+	var out []relayLoginFailure
+	for _, f := range leaseReport[snapshot.LoginFailure](l, snapshot.AnnotationLoginFailures, snapshot.MaxLoginFailures) {
 		out = append(out, relayLoginFailure{LoginFailure: f, relay: holderOf(l)})
 	}
 	return out

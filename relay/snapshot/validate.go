@@ -208,32 +208,24 @@ func (p *TLSPolicy) Validate() error {
 
 // IsDomain reports whether s is a lower-case DNS name with at least two labels.
 func IsDomain(s string) bool {
-	if len(s) == 0 || len(s) > 253 || !strings.Contains(s, ".") {
-		return false
-	}
-	for label := range strings.SplitSeq(s, ".") {
-		if len(label) == 0 || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
-			return false
-		}
-		for i := 0; i < len(label); i++ {
-			c := label[i]
-			if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
-				return false
-			}
-		}
-	}
-	return true
+	return len(s) <= 253 && strings.Contains(s, ".") && labels(s)
 }
 
 // IsDKIMSelector reports whether s is a DKIM selector as the API admits it: one or more
 // lower-case DNS labels (RFC 6376 3.1), at most 63 characters in all, so that
 // <selector>._domainkey.<domain> stays a short name.
 func IsDKIMSelector(s string) bool {
-	if len(s) == 0 || len(s) > 63 {
+	return len(s) <= 63 && labels(s)
+}
+
+// labels reports whether s is one or more dot-separated lower-case DNS labels (letters,
+// digits and inner hyphens, 1 to 63 characters each).
+func labels(s string) bool {
+	if s == "" {
 		return false
 	}
 	for label := range strings.SplitSeq(s, ".") {
-		if len(label) == 0 || label[0] == '-' || label[len(label)-1] == '-' {
+		if len(label) == 0 || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
 			return false
 		}
 		for i := 0; i < len(label); i++ {
