@@ -9,8 +9,9 @@
 //   - Enqueue puts the event in a channel of Options.QueueSize; when it is full the
 //     event is dropped and counted (reason queue_full), never waited for.
 //   - One goroutine writes each event to its own file under Options.Dir (in the spool
-//     volume), at most Options.MaxDiskBytes in all; beyond, new events are dropped and
-//     counted (disk_full). Files are not fsync'd: a process crash loses only the events
+//     volume), at most Options.MaxDiskBytes in all, and for one endpoint at most half
+//     of what the others leave free, so that one receiver down for long cannot take
+//     the room of the others; beyond, new events are dropped and counted (disk_full). Files are not fsync'd: a process crash loses only the events
 //     still in the channel, a machine crash also those the kernel had not written out.
 //   - Events for one endpoint (URL) are sent one at a time, in the order they were
 //     written; endpoints proceed independently, at most Options.Concurrency at once.

@@ -33,6 +33,12 @@ type record struct {
 // where endpoint is a hash of the URL and seq a number that grows with every event, so
 // a folder listed in name order is its endpoint's queue in order. In memory it keeps
 // only each file's sequence number and size.
+//
+// The endpoints share maxBytes, but none may hold more than half of what the others
+// leave free (fits): an endpoint that is down for a day fills at most half the store,
+// and the tenants whose endpoints answer keep room for their events. A healthy endpoint
+// holds next to nothing, so it is refused only when several dead ones have taken their
+// halves.
 type store struct {
 	dir      string
 	maxBytes int64
@@ -42,6 +48,15 @@ type store struct {
 	events int
 	bytes  int64
 	queues map[string][]item // by endpoint key, oldest first
+	held   map[string]int64  // bytes pending, by endpoint key
+}
+
+// fits reports whether endpoint key may store size more bytes: within maxBytes, and
+// within half of what the other endpoints leave free.
+func (s *store) fits(key string, size int64) bool {
+	mine := s.held[key]
+	others := s.bytes - mine
+	return s.bytes+size <= s.maxBytes && mine+size <= (s.maxBytes-others)/2
 }
 
 type item struct {
@@ -61,7 +76,7 @@ func openStore(dir string, maxBytes int64) (*store, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("creating the delivery event store: %w", err)
 	}
-	s := &store{dir: dir, maxBytes: maxBytes, queues: map[string][]item{}}
+	s := &store{dir: dir, maxBytes: maxBytes, queues: map[string][]item{}, held: map[string]int64{}}
 	endpoints, err := os.ReadDir(dir)
 	if err != nil {
 		return nil, fmt.Errorf("reading the delivery event store: %w", err)
@@ -88,6 +103,7 @@ func openStore(dir string, maxBytes int64) (*store, error) {
 			}
 			items = append(items, item{seq: seq, size: info.Size()})
 			s.bytes += info.Size()
+			s.held[ep.Name()] += info.Size()
 			s.events++
 			s.seq = max(s.seq, seq)
 		}
@@ -110,7 +126,7 @@ func (s *store) append(r record) (string, error) {
 	key := endpointKey(r.URL)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.bytes+int64(len(data)) > s.maxBytes {
+	if !s.fits(key, int64(len(data))) {
 		return "", errDiskFull
 	}
 	dir := filepath.Join(s.dir, key)
@@ -135,6 +151,7 @@ func (s *store) append(r record) (string, error) {
 	}
 	s.seq = seq
 	s.bytes += int64(len(data))
+	s.held[key] += int64(len(data))
 	s.events++
 	s.queues[key] = append(s.queues[key], item{seq: seq, size: int64(len(data))})
 	return key, nil
@@ -172,9 +189,11 @@ func (s *store) remove(key string, seq uint64) {
 	}
 	_ = os.Remove(filepath.Join(s.dir, key, seqName(seq)))
 	s.bytes -= q[0].size
+	s.held[key] -= q[0].size
 	s.events--
 	if len(q) == 1 {
 		delete(s.queues, key)
+		delete(s.held, key)
 		return
 	}
 	s.queues[key] = q[1:]
