@@ -485,7 +485,7 @@ func (r *configReconciler) deleteStaleDKIMKeys(ctx context.Context, domains []*r
 	for name, k := range keys {
 		// Wall time, as the API server's creationTimestamp is: not the injectable clock
 		// of discovery and claims, which tests move by weeks.
-		if want[name.Name] || time.Since(k.CreationTimestamp.Time) < staleKeyAge {
+		if want[name.Name] || time.Since(k.CreationTimestamp.Time) < cmpOrDuration(r.opts.tests.staleKeyAge, staleKeyAge) {
 			continue
 		}
 		s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: name.Namespace, Name: name.Name}}

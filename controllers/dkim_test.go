@@ -5,10 +5,12 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	relayv1alpha1 "github.com/postwarden/postwarden/api/v1alpha1"
@@ -210,6 +212,24 @@ func TestDKIMKeysAreMadeAndSignWhenPublished(t *testing.T) {
 	if found := leaks(t, pems, client.ObjectKey{Namespace: operatorNS, Name: rsaKey.SecretName},
 		client.ObjectKey{Namespace: operatorNS, Name: compiler.DKIMSecretName(ns, "shop", "ed1", relayv1alpha1.DKIMKeyEd25519)}); len(found) > 0 {
 		t.Errorf("a DKIM private key appears in %v", found)
+	}
+
+	// The old selector leaves the spec: its key goes, the others stay.
+	oldKey := client.ObjectKey{Namespace: operatorNS, Name: rsaKey.SecretName}
+	update(t, md, func(m *relayv1alpha1.MailDomain) {
+		m.Spec.DKIM.Selectors = slices.DeleteFunc(m.Spec.DKIM.Selectors, func(s relayv1alpha1.DKIMSelector) bool { return s.Name == "pw1" })
+	})
+	eventually(t, "the removed selector's key is deleted", func() error {
+		if err := k8s.Get(ctx, oldKey, &corev1.Secret{}); !apierrors.IsNotFound(err) {
+			return fmt.Errorf("key of pw1 still there (%v)", err)
+		}
+		return nil
+	})
+	for _, sel := range []relayv1alpha1.DKIMSelector{{Name: "pw2", KeyType: relayv1alpha1.DKIMKeyRSA2048}, {Name: "ed1", KeyType: relayv1alpha1.DKIMKeyEd25519}} {
+		key := client.ObjectKey{Namespace: operatorNS, Name: compiler.DKIMSecretName(ns, "shop", sel.Name, sel.KeyType)}
+		if err := k8s.Get(ctx, key, &corev1.Secret{}); err != nil {
+			t.Errorf("the key of %s, still in the spec: %v", sel.Name, err)
+		}
 	}
 
 	// Signing off: the snapshot names no key.

@@ -285,6 +285,8 @@ type testSettings struct {
 	// pendingDNSCheck, when not 0, replaces how soon records not yet in place are
 	// looked up again.
 	pendingDNSCheck time.Duration
+	// staleKeyAge, when not 0, replaces how old an unused DKIM key must be to go.
+	staleKeyAge time.Duration
 }
 
 // NewManager creates the operator's manager. Its cache holds relay Leases and the
