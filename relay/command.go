@@ -115,6 +115,7 @@ func parseFlags(args []string) (Config, *slog.Logger, error) {
 	fs.DurationVar(&limits.MaxSessionLifetime, "max-session-lifetime", defaults.MaxSessionLifetime, "age at which a connection is ended between commands")
 
 	fs.StringVar(&cfg.HTTPAddr, "http-listen", ":9090", "address of /metrics, /healthz and /readyz; empty disables it")
+	fs.StringVar(&cfg.ProfileAddr, "profile-listen", "", "loopback address (such as 127.0.0.1:6060) serving Go's runtime profiles at /debug/pprof/; empty (the default) disables it")
 	fs.DurationVar(&cfg.DrainDelay, "drain-delay", 0, "at shutdown, keep serving this long after /readyz fails, so load balancers stop sending first")
 	fs.DurationVar(&cfg.GracePeriod, "grace-period", 30*time.Second, "at shutdown, how long sessions in a mail transaction may take to finish")
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")

@@ -2,7 +2,9 @@ package relay
 
 import (
 	"errors"
+	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
 	"time"
 
@@ -63,6 +65,10 @@ type Config struct {
 
 	// HTTPAddr serves /metrics, /healthz and /readyz; "" disables it.
 	HTTPAddr string
+	// ProfileAddr serves Go's runtime profiles (net/http/pprof, /debug/pprof/) on a
+	// listener of its own, for profiling a relay under load; "" (the default) disables
+	// it. It must be a loopback address: reach it with kubectl port-forward.
+	ProfileAddr string
 	// DrainDelay is how long the relay keeps serving after it reports not ready, so load
 	// balancers stop sending new connections before the listeners close.
 	DrainDelay time.Duration
@@ -95,6 +101,14 @@ func (cfg *Config) check() error {
 	}
 	if (cfg.Submission.Proxy || cfg.Inbound.Proxy) && len(cfg.TrustedProxies) == 0 {
 		errs = append(errs, errors.New("the PROXY protocol needs the trusted proxy networks"))
+	}
+	if cfg.ProfileAddr != "" {
+		// Profiles show the relay's internals (goroutines, allocation sites, command
+		// line): for an admin at the pod only.
+		host, _, err := net.SplitHostPort(cfg.ProfileAddr)
+		if ip := net.ParseIP(host); err != nil || host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+			errs = append(errs, fmt.Errorf("profile address %q: the profile server listens on loopback only (127.0.0.1:<port> or [::1]:<port>); reach it with kubectl port-forward", cfg.ProfileAddr))
+		}
 	}
 	return errors.Join(errs...)
 }

@@ -2,6 +2,7 @@ package relay
 
 import (
 	"net/http"
+	"net/http/pprof"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
@@ -26,5 +27,17 @@ func (r *Relay) httpHandler() http.Handler {
 			_, _ = w.Write([]byte("ok " + r.reload.Hash() + "\n"))
 		}
 	})
+	return mux
+}
+
+// profileHandler serves net/http/pprof's handlers, on a mux of its own rather than the
+// default one, so nothing else registered there is exposed.
+func profileHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	return mux
 }

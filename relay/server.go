@@ -54,10 +54,13 @@ type Relay struct {
 	source    interface {
 		Run(ctx context.Context, sink configsource.Sink) error
 	}
-	http     *http.Server
-	httpLn   net.Listener
-	admin    *queueadmin.Server // the queue's admin socket; nil when off
-	draining atomic.Bool
+	http   *http.Server
+	httpLn net.Listener
+	// profile serves /debug/pprof/ on --profile-listen, when set.
+	profile   *http.Server
+	profileLn net.Listener
+	admin     *queueadmin.Server // the queue's admin socket; nil when off
+	draining  atomic.Bool
 
 	runner         *delivery.Runner
 	deliveryClient *delivery.Client
@@ -189,6 +192,12 @@ func New(cfg Config) (r *Relay, err error) {
 		}
 		r.http = &http.Server{Handler: r.httpHandler(), ReadHeaderTimeout: 10 * time.Second}
 	}
+	if cfg.ProfileAddr != "" {
+		if r.profileLn, err = net.Listen("tcp", cfg.ProfileAddr); err != nil {
+			return nil, fmt.Errorf("listening for profiles on %s: %w", cfg.ProfileAddr, err)
+		}
+		r.profile = &http.Server{Handler: profileHandler(), ReadHeaderTimeout: 10 * time.Second}
+	}
 	return r, nil
 }
 
@@ -226,6 +235,14 @@ func (r *Relay) SubmissionAddr() net.Addr { return r.Addr(smtpd.Submission) }
 
 // InboundAddr returns the bound inbound address, or nil.
 func (r *Relay) InboundAddr() net.Addr { return r.Addr(smtpd.Inbound) }
+
+// ProfileAddr returns the bound address of the profile server, or nil.
+func (r *Relay) ProfileAddr() net.Addr {
+	if r.profileLn == nil {
+		return nil
+	}
+	return r.profileLn.Addr()
+}
 
 // HTTPAddr returns the bound address of the metrics and health server, or nil.
 func (r *Relay) HTTPAddr() net.Addr {
@@ -284,6 +301,14 @@ func (r *Relay) Run(ctx context.Context) error {
 			}
 		}()
 	}
+	if r.profile != nil {
+		r.log.Info("listening", "listener", "profiles", "addr", r.profileLn.Addr().String())
+		go func() {
+			if err := r.profile.Serve(r.profileLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				fatal <- fmt.Errorf("profile server: %w", err)
+			}
+		}()
+	}
 	if r.http != nil {
 		r.log.Info("listening", "listener", "http", "addr", r.httpLn.Addr().String())
 		go func() {
@@ -330,6 +355,9 @@ func (r *Relay) shutdown(stopBG context.CancelFunc, wg *sync.WaitGroup, stopDeli
 	if err := r.spool.Close(); err != nil {
 		r.log.Error("closing spool", "error", err)
 	}
+	if r.profile != nil {
+		_ = r.profile.Close()
+	}
 	if r.http != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
@@ -346,5 +374,8 @@ func (r *Relay) closeListeners() {
 	r.closeAdmin()
 	if r.httpLn != nil {
 		_ = r.httpLn.Close()
+	}
+	if r.profileLn != nil {
+		_ = r.profileLn.Close()
 	}
 }
