@@ -24,8 +24,10 @@ type relaysReconciler struct {
 	now      func() time.Time
 	// told remembers which login failures were told to a MailDomain, and when.
 	told map[string]time.Time
-	// limitHits is owned here: the latest sending-limit refusal told per credential.
+	// limitHits is owned here: the latest sending-limit refusal told per credential;
+	// so is usage, the credentials' summed usage.
 	limitHits *limitHitTracker
+	usage     *usageTracker
 }
 
 // maxRelayRecheck bounds the wait before a Lease is looked at again.
@@ -42,6 +44,7 @@ func (r *relaysReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.
 	var hashes []string
 	var failures []relayLoginFailure
 	var hits []relayLimitHit
+	var usage []snapshot.CredentialUsage
 	var next time.Duration
 	for i := range leases.Items {
 		expires, ok := snapshot.LeaseExpiry(&leases.Items[i])
@@ -52,6 +55,7 @@ func (r *relaysReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.
 		hashes = append(hashes, leases.Items[i].Annotations[snapshot.AnnotationHash])
 		failures = append(failures, loginFailuresOf(&leases.Items[i])...)
 		hits = append(hits, limitHitsOf(&leases.Items[i])...)
+		usage = append(usage, usageOf(&leases.Items[i])...)
 		if d := expires.Sub(now); next == 0 || d < next {
 			next = d
 		}
@@ -69,6 +73,7 @@ func (r *relaysReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.
 	if err := r.tellLimitHits(ctx, hits, now); err != nil {
 		return ctrl.Result{}, err
 	}
+	r.notifier.notify(ctx, r.usage.set(usage, now))
 	if next == 0 {
 		return ctrl.Result{}, nil
 	}

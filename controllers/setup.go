@@ -70,9 +70,9 @@ func SetupWithManager(mgr ctrl.Manager, opts OperatorOptions) error {
 	}
 
 	toConfig := func(context.Context, client.Object) []reconcile.Request { return []reconcile.Request{configRequest} }
-	limitHits := &limitHitTracker{}
+	limitHits, usage := &limitHitTracker{}, &usageTracker{}
 	relays := &relaysReconciler{client: c, recorder: rec, opts: opts, view: relayView, notifier: notes, now: time.Now,
-		told: map[string]time.Time{}, limitHits: limitHits}
+		told: map[string]time.Time{}, limitHits: limitHits, usage: usage}
 	if err := ctrl.NewControllerManagedBy(mgr).Named("relaystatus").
 		Watches(&coordinationv1.Lease{}, handler.EnqueueRequestsFromMapFunc(toConfig)).
 		Complete(relays); err != nil {
@@ -83,7 +83,7 @@ func SetupWithManager(mgr ctrl.Manager, opts OperatorOptions) error {
 	generation := builder.WithPredicates(predicate.GenerationChangedPredicate{})
 
 	creds := &smtpCredentialReconciler{client: c, apiReader: mgr.GetAPIReader(), scheme: mgr.GetScheme(), recorder: rec, views: views, opts: opts,
-		limitHits: limitHits}
+		limitHits: limitHits, usage: usage}
 	if err := ctrl.NewControllerManagedBy(mgr).
 		For(&relayv1alpha1.SMTPCredential{}, generation).
 		WatchesMetadata(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(credentialsOfSecret(c))).

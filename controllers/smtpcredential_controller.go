@@ -33,8 +33,10 @@ import (
 // hash and the username are in the credential's login record in the operator's
 // namespace (smtpcredential_login.go), which the config render reads.
 type smtpCredentialReconciler struct {
-	// limitHits says when the relays last refused each credential for a limit.
+	// limitHits says when the relays last refused each credential for a limit; usage,
+	// what each sent.
 	limitHits *limitHitTracker
+	usage     *usageTracker
 	client    client.Client
 	apiReader client.Reader // uncached: whether a Secret exists right now
 	scheme    *runtime.Scheme
@@ -258,5 +260,6 @@ func (r *smtpCredentialReconciler) updateStatus(ctx context.Context, scope *cred
 		s.ObservedGeneration = cred.Generation
 	}
 	r.limitHits.setLimitReached(s, client.ObjectKeyFromObject(cred))
+	r.usage.setUsage(ctx, r.client, cred)
 	return statusWriter{r.client, r.recorder}.write(ctx, cred, before)
 }

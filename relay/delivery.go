@@ -159,16 +159,18 @@ func clusterNetworks() []netip.Prefix {
 }
 
 // leaseAnnotations is what the status Lease reports besides the hash: the hops whose
-// login failed lately, so the operator can tell their MailDomains' owners, and the
-// credentials refused for a sending limit, so it can tell theirs.
+// login failed lately, so the operator can tell their MailDomains' owners, the
+// credentials refused for a sending limit, so it can tell theirs, and what the busiest
+// credentials sent, for their status.
 func (r *Relay) leaseAnnotations() map[string]string {
 	var failures []snapshot.LoginFailure
 	if r.deliveryClient != nil {
 		failures = r.deliveryClient.LoginFailures()
 	}
 	return map[string]string{
-		snapshot.AnnotationLoginFailures: jsonAnnotation(failures),
-		snapshot.AnnotationLimitHits:     jsonAnnotation(r.limitHits.Recent(time.Now())),
+		snapshot.AnnotationLoginFailures:   jsonAnnotation(failures),
+		snapshot.AnnotationLimitHits:       jsonAnnotation(r.limitHits.Recent(time.Now())),
+		snapshot.AnnotationCredentialUsage: jsonAnnotation(r.sendLimits.Busiest(snapshot.MaxUsageReports)),
 	}
 }
 

@@ -25,6 +25,15 @@ func limitedSnapshot(t *testing.T, limits snapshot.Limits, relays int) *snapshot
 	return s
 }
 
+// startReadyRelay is startFileRelay that waits until the relay serves mail (config and
+// certificate loaded), so the first login does not race the first load.
+func startReadyRelay(t *testing.T, s *snapshot.Snapshot) *fileRelay {
+	t.Helper()
+	f := startFileRelay(t, s)
+	waitFor(t, "readiness", f.Ready)
+	return f
+}
+
 // trySend logs in to f as alice and sends one message to n recipients; it returns the
 // relay's refusal, if any.
 func trySend(t *testing.T, f *fileRelay, n int) error {
@@ -68,7 +77,7 @@ func wantRefusal(t *testing.T, err error, code int, enhanced smtp.EnhancedCode, 
 func TestSendingLimitsHoldAcrossTwoRelays(t *testing.T) {
 	const limit = 9
 	s := limitedSnapshot(t, snapshot.Limits{MessagesPerWindow: limit, WindowSeconds: 600}, 2)
-	relays := []*fileRelay{startFileRelay(t, s), startFileRelay(t, s)}
+	relays := []*fileRelay{startReadyRelay(t, s), startReadyRelay(t, s)}
 	accepted := 0
 	var refused error
 	for i := range 3 * limit {
@@ -90,7 +99,7 @@ func TestSendingLimitsHoldAcrossTwoRelays(t *testing.T) {
 // A daily limit refuses with 550 5.7.1; recipients beyond the per-message limit get
 // 452 4.5.3, and the message goes out to those before them.
 func TestDailyAndRecipientLimitsOnTheWire(t *testing.T) {
-	f := startFileRelay(t, limitedSnapshot(t, snapshot.Limits{MessagesPerDay: 2, RecipientsPerMessage: 2}, 1))
+	f := startReadyRelay(t, limitedSnapshot(t, snapshot.Limits{MessagesPerDay: 2, RecipientsPerMessage: 2}, 1))
 	wantRefusal(t, trySend(t, f, 3), 452, smtp.EnhancedCode{4, 5, 3}, "at most 2 per message")
 	for range 2 {
 		if err := trySend(t, f, 2); err != nil {
@@ -112,7 +121,7 @@ func TestDailyAndRecipientLimitsOnTheWire(t *testing.T) {
 // to wait for the window.
 func TestLimitChangeAppliesAtReloadAndRevocationWins(t *testing.T) {
 	s := limitedSnapshot(t, snapshot.Limits{MessagesPerWindow: 2, WindowSeconds: 600}, 1)
-	f := startFileRelay(t, s)
+	f := startReadyRelay(t, s)
 	for range 2 {
 		if err := trySend(t, f, 1); err != nil {
 			t.Fatal(err)

@@ -46,12 +46,14 @@ type Relay struct {
 	registry *prometheus.Registry
 	cfgm     *metrics.Config
 	reload   *reloader
-	// limitHits are the credentials refused for a sending limit lately, for the Lease.
-	limitHits sendlimit.Hits
-	spool     *spool.Spool
-	servers   []*smtpServer
-	lease     *configsource.LeaseReporter
-	source    interface {
+	// limitHits are the credentials refused for a sending limit lately, for the Lease;
+	// sendLimits counts what each credential sends (the limits, and usage for the Lease).
+	limitHits  sendlimit.Hits
+	sendLimits *sendlimit.Limiter
+	spool      *spool.Spool
+	servers    []*smtpServer
+	lease      *configsource.LeaseReporter
+	source     interface {
 		Run(ctx context.Context, sink configsource.Sink) error
 	}
 	http   *http.Server
@@ -148,7 +150,7 @@ func New(cfg Config) (r *Relay, err error) {
 		}
 	}
 	authLimiter := throttle.NewAuthLimiter(throttle.DefaultAuthLimits(), nil)
-	sendLimiter := sendlimit.New(nil, func() int { return r.reload.View().Relays() })
+	r.sendLimits = sendlimit.New(nil, func() int { return r.reload.View().Relays() })
 	for _, l := range []struct {
 		Listener
 		mode smtpd.Mode
@@ -171,7 +173,7 @@ func New(cfg Config) (r *Relay, err error) {
 			Logger:      r.log,
 			Metrics:     smtpMetrics,
 			AuthLimiter: authLimiter,
-			SendLimits:  sendLimiter,
+			SendLimits:  r.sendLimits,
 			LimitHit: func(c *directory.Credential, l sendlimit.Limit) {
 				r.limitHits.Record(c.Username, c.Source, l, time.Now())
 			},

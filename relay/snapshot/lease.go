@@ -55,3 +55,20 @@ type LimitHit struct {
 	Limit      string    `json:"limit"`
 	At         time.Time `json:"at"`
 }
+
+// AnnotationCredentialUsage on a relay's status Lease lists, as JSON
+// ([]CredentialUsage), what the credentials that send most through that replica sent
+// in the last 24 hours: at most MaxUsageReports, the busiest first. The operator adds
+// the replicas' reports up into each SMTPCredential's status.usage.
+const AnnotationCredentialUsage = "relay.postwarden.dev/credential-usage"
+
+// MaxUsageReports bounds AnnotationCredentialUsage, which rides on every Lease renewal.
+const MaxUsageReports = 200
+
+// CredentialUsage is what one credential sent through one replica in the last 24 hours.
+type CredentialUsage struct {
+	Credential ObjectRef `json:"credential"`
+	Username   string    `json:"username"`
+	Messages   int       `json:"messages"`
+	Recipients int       `json:"recipients"`
+}

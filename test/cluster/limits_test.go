@@ -17,7 +17,7 @@ import (
 // limitChange lowers the sample credential's window limit to one message and measures
 // how long after the patch the relays answer 451 4.7.1 (the two relays each admit their
 // share of one, rounded up: at most two more messages); then checks that the owner is
-// told, with an Event and in status.limitReached.
+// told, with an Event and in status.limitReached, and that status shows its usage.
 func limitChange(t *testing.T, sub submitter) time.Duration {
 	t.Helper()
 	start := time.Now()
@@ -55,6 +55,11 @@ func limitChange(t *testing.T, sub submitter) time.Duration {
 		if limit := kube(t, "", "get", "smtpcredential", "-n", "mail", "billing-app", "-o",
 			"jsonpath={.status.limitReached.limit}"); limit != "messages_per_window" {
 			return fmt.Errorf("status.limitReached.limit %q", limit)
+		}
+		// The load sent hundreds of messages with it today.
+		if sent := kube(t, "", "get", "smtpcredential", "-n", "mail", "billing-app", "-o",
+			"jsonpath={.status.usage.messages24h}"); sent == "" || sent == "0" {
+			return fmt.Errorf("status.usage.messages24h %q", sent)
 		}
 		return nil
 	})

@@ -20,7 +20,7 @@ func BenchmarkTransaction(b *testing.B) {
 	}
 	b.ReportAllocs()
 	for i := 0; b.Loop(); i++ {
-		txn, refused := l.Begin(users[i%len(users)], limits)
+		txn, refused := l.Begin(users[i%len(users)], snapshot.ObjectRef{Namespace: "mail", Name: "app"}, limits)
 		if refused != None || txn.AddRecipient(1, limits) != None {
 			b.Fatal("refused")
 		}

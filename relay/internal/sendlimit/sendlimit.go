@@ -19,6 +19,8 @@
 package sendlimit
 
 import (
+	"cmp"
+	"slices"
 	"sync"
 	"time"
 
@@ -91,8 +93,9 @@ func (l *Limiter) share(limit int) int {
 }
 
 type usage struct {
-	window        slots // messages, over the credential's window
-	dayMessages   slots // over 24 hours
+	source        snapshot.ObjectRef // the SMTPCredential, for reports
+	window        slots              // messages, over the credential's window
+	dayMessages   slots              // over 24 hours
 	dayRecipients slots
 }
 
@@ -108,8 +111,9 @@ type Txn struct {
 }
 
 // Begin reserves one message of user's limits at MAIL; it returns the limit that refuses
-// it, or None and the transaction. A nil limits admits everything.
-func (l *Limiter) Begin(user string, limits *snapshot.Limits) (*Txn, Limit) {
+// it, or None and the transaction. A nil limits admits everything. source is the
+// user's SMTPCredential, for Busiest.
+func (l *Limiter) Begin(user string, source snapshot.ObjectRef, limits *snapshot.Limits) (*Txn, Limit) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	now := l.now()
@@ -119,9 +123,12 @@ func (l *Limiter) Begin(user string, limits *snapshot.Limits) (*Txn, Limit) {
 		u = &usage{dayMessages: newSlots(24*time.Hour, 24), dayRecipients: newSlots(24*time.Hour, 24)}
 		l.users[user] = u
 	}
+	u.source = source
 	t := &Txn{l: l, user: user, u: u, windowSlot: -1, daySlot: -1}
+	// The day's counts are kept without limits too: they are the credential's usage.
+	var none snapshot.Limits
 	if limits == nil {
-		return t, None
+		limits = &none
 	}
 	if limit := l.share(limits.MessagesPerDay); limit > 0 && u.dayMessages.sum(now) >= limit {
 		return nil, Day
@@ -144,8 +151,11 @@ func (l *Limiter) Begin(user string, limits *snapshot.Limits) (*Txn, Limit) {
 // AddRecipient reserves one more recipient at RCPT, which would be the message's
 // n-th; it returns the limit that refuses it, or None.
 func (t *Txn) AddRecipient(n int, limits *snapshot.Limits) Limit {
-	if t == nil || limits == nil {
+	if t == nil {
 		return None
+	}
+	if limits == nil {
+		limits = &snapshot.Limits{}
 	}
 	if limits.RecipientsPerMessage > 0 && n > limits.RecipientsPerMessage {
 		// Per message, not shared: one message is on one replica.
@@ -201,6 +211,25 @@ func (l *Limiter) Usage(user string) (window, dayMessages, dayRecipients int) {
 	}
 	now := l.now()
 	return u.window.sum(now), u.dayMessages.sum(now), u.dayRecipients.sum(now)
+}
+
+// Busiest returns what the n credentials that sent most through this replica in the
+// last 24 hours sent (reserved and accepted messages, and their recipients), the busiest
+// first; credentials that sent nothing are left out.
+func (l *Limiter) Busiest(n int) []snapshot.CredentialUsage {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	now := l.now()
+	var out []snapshot.CredentialUsage
+	for user, u := range l.users {
+		if m := u.dayMessages.sum(now); m > 0 {
+			out = append(out, snapshot.CredentialUsage{Credential: u.source, Username: user, Messages: m, Recipients: u.dayRecipients.sum(now)})
+		}
+	}
+	slices.SortFunc(out, func(a, b snapshot.CredentialUsage) int {
+		return cmp.Or(cmp.Compare(b.Messages, a.Messages), cmp.Compare(a.Username, b.Username))
+	})
+	return out[:min(len(out), n)]
 }
 
 // sweep drops, at most every ten minutes, the credentials that have sent nothing for a

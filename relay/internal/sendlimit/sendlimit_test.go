@@ -13,7 +13,7 @@ func (c *clock) now() time.Time { return c.t }
 
 func send(t *testing.T, l *Limiter, limits *snapshot.Limits, rcpts int) Limit {
 	t.Helper()
-	txn, refused := l.Begin("app@example.com", limits)
+	txn, refused := l.Begin("app@example.com", snapshot.ObjectRef{Namespace: "mail", Name: "app"}, limits)
 	if refused != None {
 		return refused
 	}
@@ -69,7 +69,7 @@ func TestCancelGivesReservationsBack(t *testing.T) {
 	c := &clock{t: time.Unix(1_800_000_000, 0)}
 	l := New(c.now, nil)
 	limits := &snapshot.Limits{MessagesPerWindow: 1, WindowSeconds: 600, RecipientsPerDay: 3}
-	txn, refused := l.Begin("app@example.com", limits)
+	txn, refused := l.Begin("app@example.com", snapshot.ObjectRef{Namespace: "mail", Name: "app"}, limits)
 	if refused != None {
 		t.Fatal(refused)
 	}
@@ -142,5 +142,26 @@ func TestHitsKeepTheLatestPerCredentialAndLimitForAnHour(t *testing.T) {
 	}
 	if got := h.Recent(t0.Add(2 * time.Hour)); len(got) != 0 {
 		t.Errorf("after an hour: %+v", got)
+	}
+}
+
+func TestBusiestReportsTheTopSendersOfTheDay(t *testing.T) {
+	c := &clock{t: time.Unix(1_800_000_000, 0)}
+	l := New(c.now, nil)
+	for i, n := range []int{3, 1, 2} {
+		user := string(rune('a'+i)) + "@example.com"
+		for range n {
+			txn, _ := l.Begin(user, snapshot.ObjectRef{Namespace: "mail", Name: user[:1]}, nil)
+			txn.AddRecipient(1, nil)
+			txn.Commit()
+		}
+	}
+	got := l.Busiest(2)
+	if len(got) != 2 || got[0].Username != "a@example.com" || got[0].Messages != 3 || got[0].Credential.Name != "a" || got[1].Username != "c@example.com" {
+		t.Fatalf("busiest %+v", got)
+	}
+	c.t = c.t.Add(26 * time.Hour)
+	if got := l.Busiest(2); len(got) != 0 {
+		t.Errorf("a day later: %+v", got)
 	}
 }

@@ -16,7 +16,7 @@ func (ss *session) admitMessage(txn *transaction) error {
 	if lim == nil || ss.cred == nil {
 		return nil
 	}
-	t, refused := lim.Begin(ss.cred.Username, ss.cred.Limits)
+	t, refused := lim.Begin(ss.cred.Username, ss.cred.Source, ss.cred.Limits)
 	if refused != sendlimit.None {
 		return ss.limited(refused)
 	}
