@@ -217,6 +217,16 @@ func (l *Limiter) Usage(user string) (window, dayMessages, dayRecipients int) {
 // last 24 hours sent (reserved and accepted messages, and their recipients), the busiest
 // first; credentials that sent nothing are left out.
 func (l *Limiter) Busiest(n int) []snapshot.CredentialUsage {
+	out := l.daily()
+	// Sorted outside the lock, which MAIL and RCPT take.
+	slices.SortFunc(out, func(a, b snapshot.CredentialUsage) int {
+		return cmp.Or(cmp.Compare(b.Messages, a.Messages), cmp.Compare(a.Username, b.Username))
+	})
+	return out[:min(len(out), n)]
+}
+
+// daily returns what each credential that sent in the last 24 hours sent.
+func (l *Limiter) daily() []snapshot.CredentialUsage {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	now := l.now()
@@ -226,10 +236,7 @@ func (l *Limiter) Busiest(n int) []snapshot.CredentialUsage {
 			out = append(out, snapshot.CredentialUsage{Credential: u.source, Username: user, Messages: m, Recipients: u.dayRecipients.sum(now)})
 		}
 	}
-	slices.SortFunc(out, func(a, b snapshot.CredentialUsage) int {
-		return cmp.Or(cmp.Compare(b.Messages, a.Messages), cmp.Compare(a.Username, b.Username))
-	})
-	return out[:min(len(out), n)]
+	return out
 }
 
 // sweep drops, at most every ten minutes, the credentials that have sent nothing for a
