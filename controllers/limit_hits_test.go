@@ -67,34 +67,45 @@ func TestSendingLimitHitsBecomeOneEvent(t *testing.T) {
 		}
 		return nil
 	})
-	// A later report of another limit: once it is told, every report before it has
-	// been read, and the window limit must still have been told once only.
-	more, err := json.Marshal([]snapshot.LimitHit{{Credential: ref, Username: user, Limit: "recipients_per_day", At: time.Now().UTC()}})
+	// A usage report on the same Leases marks a later reconcile: once status shows the
+	// usage, the hits were read again, and must not have been told again. (Events of
+	// one object, reason and action form one series: a second telling, or a telling of
+	// the other username's hit, would make it a series.)
+	usageReport, err := json.Marshal([]snapshot.CredentialUsage{{Credential: ref, Username: user, Messages: 7, Recipients: 7}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	update(t, leases[0], func(l *coordinationv1.Lease) { l.Annotations[snapshot.AnnotationLimitHits] = string(more) })
-	eventually(t, "an Event for the daily recipient limit", func() error {
-		if len(notes("recipients_per_day")) == 0 {
-			return fmt.Errorf("none yet")
+	update(t, leases[0], func(l *coordinationv1.Lease) { l.Annotations[snapshot.AnnotationCredentialUsage] = string(usageReport) })
+	eventually(t, "the later reconcile shows in status.usage", func() error {
+		if err := get(t, cred); err != nil {
+			return err
+		}
+		if cred.Status.Usage == nil || cred.Status.Usage.Messages24h != 7 {
+			return fmt.Errorf("status.usage %+v", cred.Status.Usage)
 		}
 		return nil
 	})
-	told := notes("messages_per_window")
-	if len(told) != 1 {
-		t.Fatalf("%d Events for the window limit, want 1: %v", len(told), told)
+	var events eventsv1.EventList
+	if err := k8s.List(ctx, &events, client.InNamespace(cred.Namespace)); err != nil {
+		t.Fatal(err)
 	}
-	if want := "refused mail of " + user + " for its sending limit messages_per_window"; !strings.Contains(told[0], want) {
-		t.Errorf("Event %q, want it to say %q", told[0], want)
+	var told []eventsv1.Event
+	for _, e := range events.Items {
+		if e.Reason == relayv1alpha1.ReasonSendingLimitReached {
+			told = append(told, e)
+		}
 	}
-	if got := notes("messages_per_day"); len(got) != 0 {
-		t.Errorf("a report with another username was told: %v", got)
+	if len(told) != 1 || told[0].Series != nil {
+		t.Fatalf("want one Event, told once: %+v", told)
+	}
+	if want := "refused mail of " + user + " for its sending limit messages_per_window"; !strings.Contains(told[0].Note, want) {
+		t.Errorf("Event %q, want it to say %q", told[0].Note, want)
 	}
 	eventually(t, "kubectl get shows the last limit reached", func() error {
 		if err := get(t, cred); err != nil {
 			return err
 		}
-		if l := cred.Status.LimitReached; l == nil || l.Limit != "recipients_per_day" || l.Relay != "relay-limits-a-"+cred.Namespace {
+		if l := cred.Status.LimitReached; l == nil || l.Limit != "messages_per_window" || !strings.HasPrefix(l.Relay, "relay-limits-") {
 			return fmt.Errorf("status.limitReached %+v", l)
 		}
 		return nil
