@@ -257,6 +257,9 @@ func (e *Env) PublishDNSRecords(ctx context.Context, namespace, name string) err
 		if d == nil || len(d.Selectors) != len(md.Spec.DKIM.Selectors) {
 			return errors.New("status.dkim does not show every selector's record yet")
 		}
+		if md.Status.ConfigHash == "" {
+			return errors.New("the domain is not in the relay config yet")
+		}
 		for _, s := range d.Selectors {
 			if s.Record == "" {
 				return fmt.Errorf("selector %s has no key yet", s.Name)
