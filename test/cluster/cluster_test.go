@@ -122,6 +122,8 @@ s.quit()
 		waitDelivered(t, "inbound@cluster.test")
 	})
 
+	t.Run("a domain's outbound route logs in with its tenant's credentials", func(t *testing.T) { routeLogsIn(t, sub) })
+
 	t.Run("postwarden queue lists a relay's queue from inside its pod", func(t *testing.T) {
 		checkQueueTools(t, relaySTS+"-0")
 	})

@@ -222,6 +222,7 @@ spec:
   - {name: smtp, port: 25, targetPort: 2525}
   - {name: http, port: 8080, targetPort: 8080, nodePort: %d}
   - {name: dns, port: 53, targetPort: 5353, protocol: UDP}
+  - {name: submission, port: 587, targetPort: 2587}
 `, sinkIP, sinkHTTPPort), "apply", "--server-side", "-f", "-")
 	kube(t, "", "rollout", "status", "-n", "sink", "deployment/sink", "--timeout=3m")
 }

@@ -8,6 +8,10 @@
 //	GET  /messages          {"total": N, "byMessageID": {"<id>": count, ...}}
 //	GET  /messages/raw?id=  the last message with that Message-ID, as received
 //	POST /dns               records in zone-file syntax, one per line, to serve
+//	GET  /logins            {"<Message-ID>": "<user>", ...}: what arrived on the AUTH
+//	                        listener (STARTTLS, then AUTH PLAIN as -auth-user), and as whom
+//
+// The AUTH listener is the smarthost a MailDomain's outboundRoute logs in to.
 package main
 
 import (
@@ -108,6 +112,9 @@ func main() {
 	smtpAddr := flag.String("smtp-listen", ":2525", "SMTP address")
 	httpAddr := flag.String("http-listen", ":8080", "address of GET /messages")
 	dnsAddr := flag.String("dns-listen", ":5353", "UDP address of the DNS server")
+	authAddr := flag.String("auth-listen", ":2587", "SMTP address that asks for STARTTLS and AUTH")
+	authUser := flag.String("auth-user", "route-user", "the username the AUTH listener accepts")
+	authPassword := flag.String("auth-password", "route-password-0123456789", "its password")
 	flag.Parse()
 
 	c := &counts{ByMessageID: map[string]int{}, raw: map[string][]byte{}}
@@ -126,7 +133,9 @@ func main() {
 		log.Fatal(err)
 	}
 	go func() { log.Fatal(srv.Serve(ln)) }()
+	logins := startAuthListener(*authAddr, *authUser, *authPassword, c)
 	mux := http.NewServeMux()
+	mux.Handle("GET /logins", logins)
 	mux.Handle("GET /messages", c)
 	mux.HandleFunc("GET /messages/raw", c.serveRaw)
 	mux.HandleFunc("POST /dns", func(w http.ResponseWriter, r *http.Request) {
@@ -153,4 +162,52 @@ func main() {
 	stop := make(chan os.Signal, 1)
 	signal.Notify(stop, syscall.SIGINT, syscall.SIGTERM)
 	<-stop
+}
+
+// logins maps the Message-ID of each message taken on the AUTH listener to the user it
+// came in as.
+type logins struct {
+	mu   sync.Mutex
+	byID map[string]string
+}
+
+func (l *logins) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(l.byID)
+}
+
+// startAuthListener serves SMTP on addr with STARTTLS (a self-signed certificate: routes
+// are Opportunistic unless a TLS policy says otherwise) and AUTH PLAIN for user alone;
+// what arrives is counted as on the plain listener, and its login recorded.
+func startAuthListener(addr, user, password string, c *counts) *logins {
+	l := &logins{byID: map[string]string{}}
+	ca, err := testkit.GenerateCA()
+	if err != nil {
+		log.Fatal(err)
+	}
+	cert, err := ca.Issue(testkit.Names("sink.sink.svc"))
+	if err != nil {
+		log.Fatal(err)
+	}
+	check := func(u, p string) error {
+		if u != user || p != password {
+			return errors.New("invalid credentials")
+		}
+		return nil
+	}
+	_, err = testkit.NewServer(addr, testkit.WithCertificate(cert), testkit.WithAuth(check), testkit.WithDomain("sink.test"),
+		testkit.OnMessage(func(m testkit.Message) {
+			header, _ := textproto.NewReader(bufio.NewReader(bytes.NewReader(m.Data))).ReadMIMEHeader()
+			id := header.Get("Message-Id")
+			c.add(id, m.Data)
+			l.mu.Lock()
+			l.byID[id] = m.User
+			l.mu.Unlock()
+		}))
+	if err != nil {
+		log.Fatal(err)
+	}
+	return l
 }
