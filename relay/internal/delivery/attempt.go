@@ -32,12 +32,13 @@ func (r *Runner) process(ctx context.Context, m spool.Message) {
 		return
 	}
 
-	// Write the attempt down first: a crash from here on retries after the backoff
-	// and is recognised as a possible duplicate.
+	// Mark the attempt first: a crash from here on retries after the backoff and is
+	// recognised as a possible duplicate. The mark is not fsync'd (spool.Attempt): a
+	// power loss may forget it, which costs that recognition, never a message.
 	start := r.clock.Now()
 	m.Attempts++
 	m.NextAttempt = r.nextAttempt(m, start)
-	if err := r.opts.Spool.Update(m); err != nil {
+	if err := r.opts.Spool.Attempt(m.ID, m.Attempts, m.NextAttempt); err != nil {
 		log.Error("delivery: cannot record the attempt; not delivering", "err", err)
 		r.hold(m.ID, start.Add(r.retry.First))
 		return

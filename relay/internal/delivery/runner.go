@@ -23,7 +23,8 @@ type Spool interface {
 	DueIDs(now time.Time, limit int) []string
 	Get(id string) (spool.Message, error)
 	NextDue() (time.Time, bool)
-	OpenBody(id string) (*os.File, error)
+	OpenBody(id string) (*spool.Body, error)
+	Attempt(id string, attempts int, next time.Time) error
 	Update(m spool.Message) error
 	Remove(id string) error
 	Notify() <-chan struct{}

@@ -18,7 +18,8 @@ var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b 
 var errIDInUse = errors.New("spool: queue id already in use")
 
 // Accept stores body and env durably under a fresh queue id and returns the id only
-// once both are fsync'd, renamed into the queue and the queue directory fsync'd: the
+// once both are fsync'd in one file, renamed into the queue and the queue directory
+// fsync'd: the
 // caller may answer 250. An error from body is returned wrapped and leaves nothing on
 // disk, as does any other failure. ctx ends the wait for a commit; the message is then
 // dropped. The message is due at once.
@@ -78,27 +79,28 @@ func (s *Spool) isClosed() bool {
 	return s.closed
 }
 
-// store writes body into f (tmp/id.body), lets seal complete the envelope, writes the
-// state beside it, fsyncs both and hands them to the committer; it returns once the
-// commit is durable.
+// store writes body into f (tmp/id.msg), lets seal complete the envelope, appends the
+// state, fsyncs the file and hands it to the committer; it returns once the commit is
+// durable.
 func (s *Spool) store(ctx context.Context, id string, f *os.File, env Envelope, body io.Reader, seal func(*Envelope) error, now time.Time) error {
 	if env.ReceivedAt.IsZero() {
 		env.ReceivedAt = now
 	}
 	env.Recipients = slices.Clone(env.Recipients)
-	o := &op{kind: opAccept, id: id, tmpBody: f.Name(), tmpState: filepath.Join(s.tmp, id+stateExt)}
+	o := &op{kind: opAccept, id: id, tmp: f.Name()}
+	fail := func(err error) error {
+		_ = f.Close()
+		o.removeTemp()
+		return err
+	}
 	size, err := copyBody(ctx, f, body)
 	if err != nil {
-		_ = f.Close()
-		_ = os.Remove(o.tmpBody)
-		return err
+		return fail(err)
 	}
 	s.crash("body-written")
 	if seal != nil {
 		if err := seal(&env); err != nil {
-			_ = f.Close()
-			_ = os.Remove(o.tmpBody)
-			return fmt.Errorf("spool: seal message: %w", err)
+			return fail(fmt.Errorf("spool: seal message: %w", err))
 		}
 	}
 
@@ -112,61 +114,43 @@ func (s *Spool) store(ctx context.Context, id string, f *os.File, env Envelope, 
 	for i, rcpt := range env.Recipients {
 		m.Recipients[i] = RecipientState{Address: rcpt, Status: StatusPending, UpdatedAt: now}
 	}
-	sf, err := createState(o.tmpState, m)
+	markerAt, err := appendState(f, m)
 	if err != nil {
-		_ = f.Close()
-		_ = os.Remove(o.tmpBody)
-		return err
+		return fail(err)
 	}
-	if err := syncBoth(f, sf); err != nil {
+	if err := f.Sync(); err != nil {
+		return fail(storageErr("sync message", err))
+	}
+	if err := f.Close(); err != nil {
 		o.removeTemp()
-		return err
+		return storageErr("close message", err)
 	}
-	s.crash("files-synced")
-	o.next, o.size, o.tally = timeKey(m.NextAttempt), size, tallyOf(m)
+	s.crash("file-synced")
+	o.next, o.size, o.tally, o.markerAt = timeKey(m.NextAttempt), size, tallyOf(m), markerAt
 	return s.submit(ctx, o)
 }
 
-// syncBoth fsyncs and closes the body and state files. The two fsyncs run at once, so
-// the filesystem can make both durable in one journal commit instead of two.
-func syncBoth(body, state *os.File) error {
-	stateErr := make(chan error, 1)
-	go func() { stateErr <- state.Sync() }()
-	err := body.Sync()
-	if serr := <-stateErr; err == nil {
-		err = serr
-	}
-	for _, f := range []*os.File{body, state} {
-		if cerr := f.Close(); err == nil {
-			err = cerr
-		}
-	}
-	if err != nil {
-		return storageErr("sync message", err)
-	}
-	return nil
-}
-
-// createBody creates id's body file in tmp/. O_EXCL refuses an id that another accept
-// is writing; one whose body was already renamed into the queue is found after the
-// create. A rename moves the body atomically from tmp/ to queue/, so one of the two
-// checks always sees an accept of the same id, however the two interleave.
+// createBody creates id's message file in tmp/, for the body and then the state. O_EXCL
+// refuses an id that another accept is writing; one whose file was already renamed into
+// the queue is found after the create. A rename moves the file atomically from tmp/ to
+// queue/, so one of the two checks always sees an accept of the same id, however the
+// two interleave.
 func (s *Spool) createBody(id string) (*os.File, error) {
-	f, err := os.OpenFile(filepath.Join(s.tmp, id+bodyExt), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	f, err := os.OpenFile(filepath.Join(s.tmp, id+msgExt), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if errors.Is(err, os.ErrExist) {
 		return nil, errIDInUse
 	}
 	if err != nil {
-		return nil, storageErr("create body", err)
+		return nil, storageErr("create message", err)
 	}
-	_, err = os.Lstat(s.bodyPath(id))
+	_, err = os.Lstat(s.msgPath(id))
 	if err == nil || !errors.Is(err, os.ErrNotExist) {
 		_ = f.Close()
 		_ = os.Remove(f.Name())
 		if err == nil {
 			return nil, errIDInUse
 		}
-		return nil, storageErr("check body", err)
+		return nil, storageErr("check message", err)
 	}
 	return f, nil
 }

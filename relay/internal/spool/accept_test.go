@@ -120,8 +120,8 @@ func TestCancelWhileWaitingForCommit(t *testing.T) {
 	if s.Len() != 1 {
 		t.Fatalf("Len = %d, want only the first message", s.Len())
 	}
-	if files := queueFiles(t, dir); len(files) != 2 {
-		t.Fatalf("queue holds %v, want the first message's two files", files)
+	if files := queueFiles(t, dir); len(files) != 1 {
+		t.Fatalf("queue holds %v, want the first message's file", files)
 	}
 	if files := tmpFiles(t, dir); len(files) != 0 {
 		t.Fatalf("tmp holds %v, want nothing", files)

@@ -3,7 +3,6 @@ package spool
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -73,16 +72,7 @@ func BenchmarkOpen10k(b *testing.B) {
 		id := newID(now.Add(time.Duration(i) * time.Millisecond))
 		m := Message{ID: id, Envelope: testEnvelope(), Size: int64(len(body)), NextAttempt: now,
 			Recipients: []RecipientState{{Address: "bob@example.net", Status: StatusPending}}}
-		data, err := json.Marshal(stateFile{Version: stateVersion, Message: m})
-		if err != nil {
-			b.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(q, id+bodyExt), body, 0o600); err != nil {
-			b.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(q, id+stateExt), data, 0o600); err != nil {
-			b.Fatal(err)
-		}
+		writeMessageFileForTest(b, filepath.Join(q, id+msgExt), body, m)
 	}
 	for b.Loop() {
 		s, err := Open(dir, Options{})

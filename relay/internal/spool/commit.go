@@ -16,16 +16,16 @@ const (
 	opRemove
 )
 
-// op is one change handed to the committer. Its files are written and fsync'd by the
+// op is one change handed to the committer. Its file is written and fsync'd by the
 // caller; the committer only renames or unlinks, then fsyncs the queue directory once
 // per batch.
 type op struct {
 	kind     opKind
 	id       string
-	tmpBody  string // accept
-	tmpState string // accept, update
+	tmp      string // accept: tmp/ID.msg; update: the new state in tmp/
 	next     int64  // accept, update: heap key of NextAttempt
 	size     int64  // accept
+	markerAt int64  // accept
 	tally    tally  // accept, update
 
 	// Guarded by Spool.mu.
@@ -73,10 +73,8 @@ func (s *Spool) submit(ctx context.Context, o *op) error {
 }
 
 func (o *op) removeTemp() {
-	for _, p := range []string{o.tmpBody, o.tmpState} {
-		if p != "" {
-			_ = os.Remove(p)
-		}
+	if o.tmp != "" {
+		_ = os.Remove(o.tmp)
 	}
 }
 
@@ -119,9 +117,9 @@ func (s *Spool) commit(batch []*op) {
 		s.hookPre(len(batch))
 	}
 	errs := make([]error, len(batch))
-	gone := make(map[string]bool) // removed earlier in this batch
+	b := batchFiles{gone: make(map[string]bool), updated: make(map[string]bool)}
 	for i, o := range batch {
-		errs[i] = s.apply(o, gone)
+		errs[i] = s.apply(o, b)
 	}
 	s.crash("before-dir-sync")
 	if err := s.queueFD.Sync(); err != nil {
@@ -149,13 +147,15 @@ func (s *Spool) commit(batch []*op) {
 		case o.kind == opAccept && err == nil:
 			s.idx.put(o.id, o.next, o.size)
 			s.idx.setTally(o.id, o.tally)
+			s.idx.byID[o.id].markerAt = o.markerAt
 			accepted = true
 		case o.kind == opUpdate && err == nil:
 			if e, ok := s.idx.byID[o.id]; ok {
 				s.idx.put(o.id, o.next, e.size)
 				s.idx.setTally(o.id, o.tally)
+				e.updated = true
 			}
-		case o.kind == opRemove && gone[o.id]:
+		case o.kind == opRemove && b.gone[o.id]:
 			s.idx.remove(o.id) // its state is unlinked, even if a later step failed
 		}
 		if err == nil {
@@ -177,61 +177,69 @@ func (s *Spool) commit(batch []*op) {
 	s.mu.Unlock()
 }
 
+// batchFiles is what the ops of one batch did to the queue so far, which the index
+// learns only once the batch is committed.
+type batchFiles struct {
+	gone    map[string]bool // removed
+	updated map[string]bool // given a later state
+}
+
 // apply performs one op's renames or unlinks, without the directory fsync.
-func (s *Spool) apply(o *op, gone map[string]bool) error {
+func (s *Spool) apply(o *op, b batchFiles) error {
 	switch o.kind {
 	case opAccept:
-		if err := os.Rename(o.tmpBody, s.bodyPath(o.id)); err != nil {
+		if err := os.Rename(o.tmp, s.msgPath(o.id)); err != nil {
 			o.removeTemp()
-			return storageErr("commit body", err)
-		}
-		s.crash("between-renames")
-		if err := os.Rename(o.tmpState, s.statePath(o.id)); err != nil {
-			o.removeTemp()
-			_ = os.Remove(s.bodyPath(o.id))
-			return storageErr("commit state", err)
+			return storageErr("commit message", err)
 		}
 		return nil
 	case opUpdate:
-		if !s.queued(o.id) || gone[o.id] {
+		if ok, _ := s.lookup(o.id); !ok || b.gone[o.id] {
 			o.removeTemp()
 			return fmt.Errorf("update %s: %w", o.id, ErrNotFound)
 		}
-		if err := os.Rename(o.tmpState, s.statePath(o.id)); err != nil {
+		if err := os.Rename(o.tmp, s.statePath(o.id)); err != nil {
 			o.removeTemp()
 			return storageErr("commit update", err)
 		}
+		b.updated[o.id] = true
 		return nil
 	case opRemove:
-		if !s.queued(o.id) || gone[o.id] {
+		ok, updated := s.lookup(o.id)
+		if !ok || b.gone[o.id] {
 			return fmt.Errorf("remove %s: %w", o.id, ErrNotFound)
 		}
+		// The message file goes first: it is the commit point. A later state left
+		// behind by a crash is an orphan that Open deletes; the other order could
+		// bring the message back with its state at acceptance, and deliver it again.
+		if err := os.Remove(s.msgPath(o.id)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("spool: remove message %s: %w", o.id, err)
+		}
+		b.gone[o.id] = true
+		if !updated && !b.updated[o.id] {
+			return nil
+		}
+		s.crash("between-unlinks")
 		if err := os.Remove(s.statePath(o.id)); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return fmt.Errorf("spool: remove state %s: %w", o.id, err)
-		}
-		gone[o.id] = true
-		s.crash("between-unlinks")
-		if err := os.Remove(s.bodyPath(o.id)); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return fmt.Errorf("spool: remove body %s: %w", o.id, err)
 		}
 		return nil
 	}
 	return fmt.Errorf("spool: unknown op %d", o.kind)
 }
 
-// unlinkMessage undoes an accept, best effort. The state goes first: without it the
-// body is an orphan that Open deletes, so a crash in between never resurrects the
-// message. Remove unlinks in the same order.
+// unlinkMessage undoes an accept, best effort. An accepted message has no later state
+// yet, so its message file is all there is.
 func (s *Spool) unlinkMessage(id string) {
-	_ = os.Remove(s.statePath(id))
-	_ = os.Remove(s.bodyPath(id))
+	_ = os.Remove(s.msgPath(id))
 }
 
-func (s *Spool) queued(id string) bool {
+// lookup reports whether id is queued and whether Update has written its state since.
+func (s *Spool) lookup(id string) (queued, updated bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	_, ok := s.idx.byID[id]
-	return ok
+	e, ok := s.idx.byID[id]
+	return ok, ok && e.updated
 }
 
 // crash calls the test hook that kills the process at a named point.

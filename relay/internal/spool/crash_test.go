@@ -115,8 +115,25 @@ func runChild(mode, dir string) {
 		m.Attempts = 1
 		armed.Store(true)
 		_ = s.Update(m)
-	case point == "between-unlinks":
+	case mode == "attempt":
+		// The runner's mark before it delivers, then a kill in the middle of the
+		// delivery: the mark is not fsync'd, but the kernel keeps it.
 		id := acceptSeq(1)
+		if err := s.Attempt(id, 1, time.Now().Add(time.Hour)); err != nil {
+			os.Exit(2)
+		}
+		fmt.Println("MARKED")
+	case point == "between-unlinks":
+		// Only a message with a later state has two files to unlink.
+		id := acceptSeq(1)
+		m, err := s.Get(id)
+		if err != nil {
+			os.Exit(2)
+		}
+		m.Attempts = 1
+		if err := s.Update(m); err != nil {
+			os.Exit(2)
+		}
 		_ = s.Remove(id)
 	case crashMode:
 		acceptSeq(1)
@@ -229,15 +246,18 @@ func TestCrashAtEachStage(t *testing.T) {
 		left     int    // files in tmp/ and queue/ at the crash, garbage or not
 		want     int    // messages found after recovery
 		attempts int    // their Attempts
+		marked   bool   // the attempt is only marked: no later state, recipients in flight
 	}{
 		"a kill mid-stream leaves nothing":                {mode: "stream", wait: "STREAMING", left: 1},
 		"a crash after streaming the body leaves nothing": {mode: "crash-at:body-written", left: 1},
-		"a crash after the file fsyncs leaves nothing":    {mode: "crash-at:files-synced", left: 2},
-		"a crash between the renames leaves nothing":      {mode: "crash-at:between-renames", left: 2},
-		"a crash before the directory fsync keeps it":     {mode: "crash-at:before-dir-sync", left: 2, want: 1},
+		"a crash after the file fsync leaves nothing":     {mode: "crash-at:file-synced", left: 1},
+		"a crash before the directory fsync keeps it":     {mode: "crash-at:before-dir-sync", left: 1, want: 1},
 		"a crash inside Remove does not resurrect it":     {mode: "crash-at:between-unlinks", left: 1},
 		"a crash before an update's rename keeps the old state": {
-			mode: "update-crash-at:update-synced", left: 3, want: 1, attempts: 0,
+			mode: "update-crash-at:update-synced", left: 2, want: 1, attempts: 0,
+		},
+		"a kill during an attempt keeps its mark": {
+			mode: "attempt", wait: "MARKED", left: 1, want: 1, attempts: 1, marked: true,
 		},
 		"a crash after an update's rename keeps the new state": {
 			mode: "update-crash-at:before-dir-sync", left: 2, want: 1, attempts: 1,
@@ -277,18 +297,31 @@ func TestCrashAtEachStage(t *testing.T) {
 				if m.Attempts != tc.attempts {
 					t.Fatalf("message %s has state with %d attempts, want %d", m.ID, m.Attempts, tc.attempts)
 				}
+				if tc.marked && (m.Recipients[0].Attempts != 0 || time.Until(m.NextAttempt) < 50*time.Minute) {
+					t.Fatalf("marked message %s reads as %+v, want its recipient in flight and the next attempt in an hour", m.ID, m)
+				}
+			}
+			if sum := s.Summary(); tc.marked && sum.Deferred != 1 {
+				t.Fatalf("after the restart the marked message counts as %+v, want deferred (nothing is in flight)", sum)
 			}
 			if files := tmpFiles(t, dir); len(files) != 0 {
 				t.Fatalf("tmp after recovery holds %v", files)
 			}
-			if files := queueFiles(t, dir); len(files) != 2*tc.want {
-				t.Fatalf("queue after recovery holds %v, want %d messages' files", files, tc.want)
+			if files := queueFiles(t, dir); len(files) != tc.want+min(tc.attempts, 1)-boolInt(tc.marked) {
+				t.Fatalf("queue after recovery holds %v, want %d message files and %d later states", files, tc.want, tc.attempts)
 			}
 		})
 	}
 }
 
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
 // acksFirst reports whether a child mode acknowledges one message before its crash.
 func acksFirst(mode string) bool {
-	return mode == "crash-at:between-unlinks" || strings.HasPrefix(mode, "update-crash-at:")
+	return mode == "crash-at:between-unlinks" || mode == "attempt" || strings.HasPrefix(mode, "update-crash-at:")
 }

@@ -121,3 +121,20 @@ func (s *Spool) pendingLen() int {
 
 func queueFiles(t testing.TB, dir string) []string { return dirNames(t, filepath.Join(dir, queueDir)) }
 func tmpFiles(t testing.TB, dir string) []string   { return dirNames(t, filepath.Join(dir, tmpDir)) }
+
+// writeMessageFileForTest writes a message file straight into place, as a committed
+// accept leaves it.
+func writeMessageFileForTest(t testing.TB, path string, body []byte, m Message) {
+	t.Helper()
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.Write(body); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := appendState(f, m); err != nil {
+		t.Fatal(err)
+	}
+}

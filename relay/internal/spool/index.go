@@ -12,6 +12,13 @@ type entry struct {
 	next int64 // NextAttempt in Unix nanoseconds
 	size int64
 	pos  int // position in the heap
+	// updated says the current state is in ID.json, written by Update, rather than
+	// in the message file.
+	updated bool
+	// mark is the message file's attempt marker, at markerAt: whoever reads the state
+	// applies it.
+	mark     marker
+	markerAt int64
 
 	tally // for Summary: pending recipients, attempt in progress
 }

@@ -3,6 +3,7 @@ package spool
 import (
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -104,8 +105,11 @@ const (
 	tmpDir     = "tmp"
 	queueDir   = "queue"
 	corruptDir = "corrupt"
-	bodyExt    = ".body"
-	stateExt   = ".json"
+	msgExt     = ".msg"  // body and the state at acceptance
+	stateExt   = ".json" // a later state, written by Update
+	// legacyBodyExt is the body file of the layout before message files, when the
+	// state lived only in ID.json; Open converts such messages.
+	legacyBodyExt = ".body"
 )
 
 // Spool is a durable message queue in one directory. Its methods are safe for
@@ -232,41 +236,98 @@ func (s *Spool) Get(id string) (Message, error) {
 		return Message{}, fmt.Errorf("get %q: %w", id, ErrNotFound)
 	}
 	s.mu.Lock()
-	_, ok := s.idx.byID[id]
+	e, ok := s.idx.byID[id]
+	var at where
+	if ok {
+		at = whereOf(e)
+	}
 	s.mu.Unlock()
 	if !ok {
 		return Message{}, fmt.Errorf("get %s: %w", id, ErrNotFound)
 	}
-	m, err := readState(s.statePath(id))
+	m, err := s.readCurrent(id, at)
 	if errors.Is(err, os.ErrNotExist) { // removed since the lookup
 		return Message{}, fmt.Errorf("get %s: %w", id, ErrNotFound)
 	}
 	return m, err
 }
 
+// where says where a message's current state is, as the index knows it.
+type where struct {
+	updated bool
+	mark    marker
+}
+
+func whereOf(e *entry) where { return where{updated: e.updated, mark: e.mark} }
+
+// readCurrent reads a message's current state: the one Update wrote last, or the one
+// in the message file when it was never updated; then the attempt marker.
+func (s *Spool) readCurrent(id string, at where) (Message, error) {
+	var m Message
+	var err error
+	if at.updated {
+		m, err = readState(s.statePath(id))
+	} else {
+		var mf messageFile
+		mf, err = readMessageFile(s.msgPath(id))
+		m = mf.m
+	}
+	if err != nil {
+		return Message{}, err
+	}
+	at.mark.apply(&m)
+	return m, nil
+}
+
+// Body is a queued message's body exactly as accepted: the first part of its message
+// file, without the state stored after it.
+type Body struct {
+	*io.SectionReader
+	f *os.File
+}
+
+// Close closes the message file.
+func (b *Body) Close() error { return b.f.Close() }
+
 // OpenBody opens the raw message as accepted. The caller closes it.
-func (s *Spool) OpenBody(id string) (*os.File, error) {
+func (s *Spool) OpenBody(id string) (*Body, error) {
 	if !validID(id) {
 		return nil, fmt.Errorf("open body %q: %w", id, ErrNotFound)
 	}
-	f, err := os.Open(s.bodyPath(id))
+	s.mu.Lock()
+	e, ok := s.idx.byID[id]
+	var size int64
+	if ok {
+		size = e.size
+	}
+	s.mu.Unlock()
+	if !ok {
+		return nil, fmt.Errorf("open body %s: %w", id, ErrNotFound)
+	}
+	f, err := os.Open(s.msgPath(id))
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("open body %s: %w", id, ErrNotFound)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("spool: open body %s: %w", id, err)
 	}
-	return f, nil
+	return &Body{SectionReader: io.NewSectionReader(f, 0, size), f: f}, nil
 }
 
 // Due returns up to limit messages whose NextAttempt is at or before now, earliest
 // first (ties by id, so by acceptance). It does not claim them: the caller keeps track
 // of messages it is delivering until it calls Update or Remove.
 func (s *Spool) Due(now time.Time, limit int) []Message {
-	ids := s.DueIDs(now, limit)
+	s.mu.Lock()
+	ids := s.idx.due(now.UnixNano(), limit)
+	at := make([]where, len(ids))
+	for i, id := range ids {
+		at[i] = whereOf(s.idx.byID[id])
+	}
+	s.mu.Unlock()
 	out := make([]Message, 0, len(ids))
-	for _, id := range ids {
-		m, err := readState(s.statePath(id))
+	for i, id := range ids {
+		m, err := s.readCurrent(id, at[i])
 		if err != nil {
 			if !errors.Is(err, os.ErrNotExist) {
 				s.log.Error("spool: read due message", "id", id, "err", err)
@@ -311,5 +372,5 @@ func (s *Spool) IDs() []string {
 	return ids
 }
 
+func (s *Spool) msgPath(id string) string   { return filepath.Join(s.queue, id+msgExt) }
 func (s *Spool) statePath(id string) string { return filepath.Join(s.queue, id+stateExt) }
-func (s *Spool) bodyPath(id string) string  { return filepath.Join(s.queue, id+bodyExt) }

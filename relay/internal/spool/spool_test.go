@@ -221,3 +221,78 @@ func TestConcurrentUse(t *testing.T) {
 		}
 	}
 }
+
+// Attempt marks an attempt in place: the message reads as in flight and not due until
+// its next attempt, across a reopen, without a second file; the state Update writes
+// after the attempt wins over the mark, and Remove leaves nothing.
+func TestAttemptMarksInPlace(t *testing.T) {
+	dir := t.TempDir()
+	s := openSpool(t, dir, Options{})
+	id := accept(t, s, 1)
+	next := time.Now().Add(time.Hour).Round(0)
+	if err := s.Attempt(id, 1, next); err != nil {
+		t.Fatal(err)
+	}
+	check := func(when string, s *Spool) {
+		t.Helper()
+		m, err := s.Get(id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m.Attempts != 1 || !m.NextAttempt.Equal(next) || m.Recipients[0].Attempts != 0 {
+			t.Fatalf("%s: Get = %+v, want attempt 1 in flight, next at %v", when, m, next)
+		}
+		if due := s.DueIDs(time.Now(), 10); len(due) != 0 {
+			t.Fatalf("%s: due = %v, want nothing before the next attempt", when, due)
+		}
+		if files := queueFiles(t, dir); len(files) != 1 {
+			t.Fatalf("%s: queue holds %v, want the message file alone", when, files)
+		}
+		if got := readBody(t, s, id); !bytes.Equal(got, testBody(1)) {
+			t.Fatalf("%s: the body changed", when)
+		}
+	}
+	check("after the mark", s)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = openSpool(t, dir, Options{})
+	check("after reopening", s)
+
+	m, err := s.Get(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.NextAttempt = time.Now().Add(-time.Minute).Round(0)
+	m.Recipients[0].Attempts = 1
+	m.Recipients[0].LastReply = "451 4.3.0 try later"
+	if err := s.Update(m); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.Get(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !got.NextAttempt.Equal(m.NextAttempt) || got.Recipients[0].LastReply != m.Recipients[0].LastReply {
+		t.Fatalf("after Update: Get = %+v, want the updated state", got)
+	}
+	if due := s.DueIDs(time.Now(), 10); len(due) != 1 {
+		t.Fatalf("after Update: due = %v, want the message", due)
+	}
+	// The next attempt is marked over the updated state.
+	if err := s.Attempt(id, 2, next); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := s.Get(id); got.Attempts != 2 || got.Recipients[0].LastReply != m.Recipients[0].LastReply {
+		t.Fatalf("second mark: Get = %+v, want attempt 2 over the updated state", got)
+	}
+	if err := s.Remove(id); err != nil {
+		t.Fatal(err)
+	}
+	if files := queueFiles(t, dir); len(files) != 0 {
+		t.Fatalf("queue after Remove holds %v", files)
+	}
+	if err := s.Attempt(id, 3, next); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("Attempt after Remove: %v, want ErrNotFound", err)
+	}
+}

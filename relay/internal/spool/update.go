@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"strconv"
+	"time"
 )
 
 // Update durably replaces m's delivery state: attempts, next attempt, per-recipient
@@ -15,21 +16,11 @@ func (s *Spool) Update(m Message) error {
 	if !validID(m.ID) {
 		return fmt.Errorf("update %q: %w", m.ID, ErrNotFound)
 	}
-	s.mu.Lock()
-	e, ok := s.idx.byID[m.ID]
-	var size int64
-	if ok {
-		size = e.size
+	e, err := s.entry("update", m.ID)
+	if err != nil {
+		return err
 	}
-	closed := s.closed
-	s.mu.Unlock()
-	switch {
-	case closed:
-		return ErrClosed
-	case !ok:
-		return fmt.Errorf("update %s: %w", m.ID, ErrNotFound)
-	}
-	m.Size = size
+	m.Size = e.size
 	tmp := filepath.Join(s.tmp, m.ID+".u"+strconv.FormatUint(s.seq.Add(1), 10)+stateExt)
 	if err := writeState(tmp, m); err != nil {
 		return err
@@ -37,7 +28,7 @@ func (s *Spool) Update(m Message) error {
 	s.crash("update-synced")
 	// The wait is bounded by one directory fsync, and giving up early would leave the
 	// caller unsure which state is on disk, so it is not cancellable.
-	return s.submit(context.Background(), &op{kind: opUpdate, id: m.ID, tmpState: tmp, next: keyOf(m),
+	return s.submit(context.Background(), &op{kind: opUpdate, id: m.ID, tmp: tmp, next: keyOf(m),
 		tally: tallyOf(m)})
 }
 
@@ -49,4 +40,54 @@ func (s *Spool) Remove(id string) error {
 		return fmt.Errorf("remove %q: %w", id, ErrNotFound)
 	}
 	return s.submit(context.Background(), &op{kind: opRemove, id: id})
+}
+
+// Attempt records that delivery attempt number attempts of a message starts now, and
+// that the next one is due at next should this one not finish: Get, Due and a reopened
+// spool then show the message with these Attempts and NextAttempt, and its pending
+// recipients with fewer attempts, as Update would. Unlike Update it writes eight bytes
+// in place in the message file and does not fsync them: they survive the process
+// being killed (the kernel has them), which is what they are for (a message whose
+// delivery crashes the relay waits its backoff, and a recipient in flight is counted
+// as a possible duplicate), but a power loss may take them back to the last Update. It
+// creates no file, so a message delivered at its first attempt costs one file in all.
+// The caller must have the message to itself (the runner's claim), as for Update.
+func (s *Spool) Attempt(id string, attempts int, next time.Time) error {
+	if !validID(id) || attempts <= 0 {
+		return fmt.Errorf("attempt %q: %w", id, ErrNotFound)
+	}
+	mk := marker{attempts: uint32(attempts), next: next.UnixNano()}
+	e, err := s.entry("attempt", id)
+	if err != nil {
+		return err
+	}
+	if err := writeMarker(s.msgPath(id), e.markerAt, mk); err != nil {
+		return err
+	}
+	s.crash("attempt-marked")
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if e, ok := s.idx.byID[id]; ok {
+		e.mark = mk
+		if !e.held {
+			s.idx.put(id, mk.next, e.size)
+		}
+		e.attempting = e.pending > 0
+	}
+	return nil
+}
+
+// entry returns a copy of a queued message's index entry, for an operation (what) on
+// it that must not run after Close.
+func (s *Spool) entry(what, id string) (entry, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return entry{}, ErrClosed
+	}
+	e, ok := s.idx.byID[id]
+	if !ok {
+		return entry{}, fmt.Errorf("%s %s: %w", what, id, ErrNotFound)
+	}
+	return *e, nil
 }
