@@ -102,6 +102,8 @@ func parseFlags(args []string) (Config, *slog.Logger, error) {
 	fs.DurationVar(&dc.DrainTimeout, "delivery-drain-timeout", delivery.DefaultDrainTimeout, "at shutdown, how long deliveries in progress may finish")
 	fs.Int64Var(&dc.Events.MaxDiskBytes, "delivery-events-max-bytes", webhook.DefaultMaxDiskBytes, "bytes of delivery events kept in the spool volume while their endpoints fail")
 	fs.DurationVar(&dc.Events.GiveUp, "delivery-events-give-up", webhook.DefaultGiveUp, "age at which a delivery event still not accepted by its endpoint is dropped")
+	fs.StringVar(&dc.Events.CAFile, "delivery-events-ca-file", "", "PEM bundle of CAs that delivery event endpoints' certificates are verified against "+
+		"besides the system roots (for endpoints with a private CA); reloaded when it changes")
 
 	fs.Int64Var(&limits.MaxMessageBytes, "max-message-bytes", defaults.MaxMessageBytes, "largest message accepted, in bytes")
 	fs.IntVar(&limits.MaxRecipients, "max-recipients", defaults.MaxRecipients, "recipients per message")

@@ -11,7 +11,7 @@ import (
 func TestParseFlags(t *testing.T) {
 	cfg, _, err := parseFlags([]string{"--config", "relay.json", "--hostname", "mx.example.org",
 		"--inbound-proxy-protocol", "--trusted-proxies", "10.0.0.0/8, 192.0.2.7", "--grace-period", "1m",
-		"--max-connections-per-ip", "5", "--inbound-listen", ""})
+		"--max-connections-per-ip", "5", "--inbound-listen", "", "--delivery-events-ca-file", "/etc/events-ca/ca.crt"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -30,6 +30,9 @@ func TestParseFlags(t *testing.T) {
 	}
 	if cfg.OutboundAllowedNetworks != nil {
 		t.Errorf("outbound allowed networks %v by default, want none", cfg.OutboundAllowedNetworks)
+	}
+	if cfg.Delivery == nil || cfg.Delivery.Events.CAFile != "/etc/events-ca/ca.crt" {
+		t.Errorf("delivery config %+v, want the delivery events CA file", cfg.Delivery)
 	}
 }
 

@@ -2,7 +2,6 @@ package relay
 
 import (
 	"context"
-	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -44,8 +43,11 @@ type EventsConfig struct {
 	// RetryFirst and RetryMax are the backoff of a failing endpoint, GiveUp how old an
 	// event may become unsent.
 	RetryFirst, RetryMax, GiveUp time.Duration
-	// RootCAs verify the endpoints' certificates; nil: the system roots (tests set theirs).
-	RootCAs *x509.CertPool
+	// CAFile is a PEM bundle of CAs that the endpoints' certificates are verified
+	// against besides the system roots (--delivery-events-ca-file), for endpoints with a
+	// private CA; it is read with the config and reloaded when it changes. Empty: the
+	// system roots alone.
+	CAFile string
 }
 
 // newDelivery builds the queue runner; metrics are registered once, here.

@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"io"
 	"net/http"
@@ -79,10 +80,89 @@ func TestRefusedRecipientIsAnEventForItsDomain(t *testing.T) {
 	}
 }
 
+// The endpoints' certificates are verified against the system roots and the CAs of
+// --delivery-events-ca-file, which is followed like the config: an endpoint whose CA
+// the bundle lacks is retried until a new bundle has it, and a bundle that does not
+// parse is refused, the one in force kept.
+func TestDeliveryEventsCABundleIsFollowed(t *testing.T) {
+	receiver := startEventReceiver(t, "events-hmac-key")
+	a, _ := creds(t)
+	sink := testkit.Start(t)
+	s := newSnapshot(t, certEntry, a)
+	s.Domains[0].DeliveryEvents = &snapshot.Webhook{URL: receiver.url, SecretName: "shop-events"}
+	f := startFileRelay(t, s, deliverVia(t, sink), receiver.relayConfig(t, "shop-events"), func(c *Config) {
+		writeFile(t, c.Delivery.Events.CAFile, []byte(testkit.NewCA(t).PEM())) // another CA
+		c.Delivery.Events.RetryFirst, c.Delivery.Events.RetryMax = 20*time.Millisecond, 100*time.Millisecond
+	})
+	waitFor(t, "readiness", f.Ready)
+	caFile := f.cfg.Delivery.Events.CAFile
+
+	if _, err := submit(f.SubmissionAddr().String(), f.ca.Pool(), a); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "a POST refused for the endpoint's unknown CA", func() bool {
+		return strings.Contains(f.logs.String(), "certificate signed by unknown authority")
+	})
+	if n := receiver.count(); n != 0 {
+		t.Fatalf("the endpoint got %d events over TLS that nothing in the bundle verifies", n)
+	}
+	writeFile(t, caFile, receiver.caPEM)
+	receiver.wait(t, 1)
+
+	writeFile(t, caFile, []byte("not a PEM bundle\n"))
+	waitFor(t, "the bad bundle refused", func() bool {
+		return strings.Contains(f.logs.String(), "delivery events CA bundle: no PEM certificate in it")
+	})
+	if _, err := submit(f.SubmissionAddr().String(), f.ca.Pool(), a); err != nil {
+		t.Fatal(err)
+	}
+	receiver.wait(t, 2) // with the bundle in force before
+}
+
+// A bundle's CAs are added to the system roots, never in their place.
+func TestEventRootsFrom(t *testing.T) {
+	ca := testkit.NewCA(t)
+	key := "-----BEGIN EC PRIVATE KEY-----\nAAAA\n-----END EC PRIVATE KEY-----\n"
+	tests := map[string]struct {
+		bundle string
+		n      int
+		err    string
+	}{
+		"a CA is added to the system roots":          {bundle: ca.PEM(), n: 1},
+		"blocks other than certificates are skipped": {bundle: key + ca.PEM() + testkit.NewCA(t).PEM(), n: 2},
+		"a bundle without a certificate is refused":  {bundle: key, err: "no PEM certificate"},
+		"an empty bundle is refused":                 {bundle: "", err: "no PEM certificate"},
+		"a certificate that does not parse is refused": {
+			bundle: ca.PEM() + "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n", err: "certificate 2"},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			pool, n, err := eventRootsFrom([]byte(tc.bundle))
+			if tc.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.err) {
+					t.Fatalf("error %v, want one containing %q", err, tc.err)
+				}
+				return
+			}
+			if err != nil || n != tc.n {
+				t.Fatalf("%d certificates, error %v; want %d", n, err, tc.n)
+			}
+			want, err := x509.SystemCertPool()
+			if err != nil {
+				want = x509.NewCertPool()
+			}
+			want.AppendCertsFromPEM([]byte(tc.bundle))
+			if !pool.Equal(want) {
+				t.Error("the pool is not the system roots plus the bundle")
+			}
+		})
+	}
+}
+
 // eventReceiver is an HTTPS endpoint that checks each event's signature.
 type eventReceiver struct {
 	url   string
-	roots *x509.CertPool
+	caPEM []byte // its certificate, the CA that verifies it
 	key   string
 	mu    sync.Mutex
 	got   []webhook.Event
@@ -109,13 +189,12 @@ func startEventReceiver(t *testing.T, key string) *eventReceiver {
 	}))
 	t.Cleanup(srv.Close)
 	r.url = srv.URL
-	r.roots = x509.NewCertPool()
-	r.roots.AddCert(srv.Certificate())
+	r.caPEM = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw})
 	return r
 }
 
-// relayConfig writes the receiver's key as the relay secret name and points the relay
-// at the receiver's roots.
+// relayConfig writes the receiver's key as the relay secret name, and its certificate
+// into the relay's delivery events CA bundle.
 func (r *eventReceiver) relayConfig(t *testing.T, name string) func(*Config) {
 	t.Helper()
 	secrets := t.TempDir()
@@ -123,10 +202,19 @@ func (r *eventReceiver) relayConfig(t *testing.T, name string) func(*Config) {
 		t.Fatal(err)
 	}
 	writeFile(t, filepath.Join(secrets, name, snapshot.WebhookSecretKey), []byte(r.key+"\n"))
+	caFile := filepath.Join(t.TempDir(), "ca.crt")
+	writeFile(t, caFile, r.caPEM)
 	return func(c *Config) {
 		c.SecretsDir = secrets
-		c.Delivery.Events.RootCAs = r.roots
+		c.Delivery.Events.CAFile = caFile
 	}
+}
+
+// count returns how many events arrived.
+func (r *eventReceiver) count() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.got)
 }
 
 // wait returns the first n events once they arrived, all signed with the key.

@@ -1,7 +1,9 @@
 package relay
 
 import (
+	"bytes"
 	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -29,6 +31,13 @@ type reloader struct {
 	now      func() time.Time
 	// applied, when set, hears of each applied update (the status Lease is renewed).
 	applied func()
+
+	// eventsCA is the last delivery events CA bundle compiled, eventsPool its pool and
+	// eventsCAs its certificates, so an unchanged bundle keeps its pool (and the events
+	// sender its connections).
+	eventsCA   []byte
+	eventsPool *x509.CertPool
+	eventsCAs  int
 
 	cur atomic.Pointer[compiled.View]
 	// first is closed when the first config is applied (see newReloader).
@@ -58,6 +67,10 @@ func (r *reloader) Apply(u configsource.Update) error {
 	if err != nil {
 		return r.refuse(u.Snapshot.Hash, err)
 	}
+	eventRoots, err := r.eventRoots(u.EventsCA)
+	if err != nil {
+		return r.refuse(u.Snapshot.Hash, err)
+	}
 	prev := r.cur.Load()
 	var next *compiled.View
 	if prev != nil && prev.Hash() == u.Snapshot.Hash {
@@ -70,6 +83,7 @@ func (r *reloader) Apply(u configsource.Update) error {
 			r.log.Error("the snapshot's TLS policies do not compile: delivery and callouts will defer", "error", err)
 		}
 	}
+	next = next.WithEventRoots(eventRoots)
 
 	// Each unusable DKIM key is logged when it becomes unusable, not at every update
 	// while it stays so.
@@ -96,6 +110,9 @@ func (r *reloader) Apply(u configsource.Update) error {
 	domains, addresses, credentials := next.Directory().Counts()
 	attrs := []any{"hash", snapshot.ShortHash(u.Snapshot.Hash), "domains", domains, "addresses", addresses,
 		"credentials", credentials, "certificates", set.Len()}
+	if u.EventsCA != nil {
+		attrs = append(attrs, "deliveryEventsCAs", r.eventsCAs)
+	}
 	if len(u.Missing) > 0 {
 		attrs = append(attrs, "missingCertificates", u.Missing)
 	}
@@ -104,6 +121,25 @@ func (r *reloader) Apply(u configsource.Update) error {
 		r.applied()
 	}
 	return nil
+}
+
+// eventRoots returns the pool of the delivery events CA bundle (eventRootsFrom); nil,
+// the system roots alone, without a bundle. An unchanged bundle keeps its pool. A
+// bundle that does not parse is an error, which refuses the whole update, as a
+// certificate that does not parse does: the view in force keeps its pool.
+func (r *reloader) eventRoots(bundle []byte) (*x509.CertPool, error) {
+	if bundle == nil {
+		return nil, nil
+	}
+	if r.eventsPool != nil && bytes.Equal(bundle, r.eventsCA) {
+		return r.eventsPool, nil
+	}
+	pool, n, err := eventRootsFrom(bundle)
+	if err != nil {
+		return nil, err
+	}
+	r.eventsCA, r.eventsPool, r.eventsCAs = bytes.Clone(bundle), pool, n
+	return pool, nil
 }
 
 // Refuse records a config the source could not read or assemble.

@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"bytes"
 	"log/slog"
 	"testing"
 	"time"
@@ -66,5 +67,48 @@ func TestReloaderKeepsOneViewPerSnapshot(t *testing.T) {
 	}
 	if r.Hash() != s2.Hash || r.Directory().Domain("example.net") == nil {
 		t.Fatal("a new snapshot was not compiled")
+	}
+}
+
+// The delivery events CA bundle compiles into the view's roots; an unchanged bundle
+// keeps its pool through any update (so the events sender keeps its connections), and
+// one that does not parse refuses the update.
+func TestReloaderCompilesTheEventsCABundleOnce(t *testing.T) {
+	a, b := creds(t)
+	r := &reloader{hostname: relayName, log: slog.New(slog.DiscardHandler),
+		metrics: metrics.NewConfig(prometheus.NewRegistry()), now: time.Now, first: make(chan struct{})}
+
+	s1 := newSnapshot(t, nil, a)
+	if err := r.Apply(configsource.Update{Snapshot: s1}); err != nil {
+		t.Fatal(err)
+	}
+	if r.View().EventRoots() != nil {
+		t.Fatal("roots without a bundle: want nil, the system roots")
+	}
+	bundle := []byte(testkit.NewCA(t).PEM())
+	if err := r.Apply(configsource.Update{Snapshot: s1, EventsCA: bundle}); err != nil {
+		t.Fatal(err)
+	}
+	first := r.View().EventRoots()
+	if first == nil {
+		t.Fatal("a bundle made no roots")
+	}
+	if err := r.Apply(configsource.Update{Snapshot: newSnapshot(t, nil, a, b), EventsCA: bytes.Clone(bundle)}); err != nil {
+		t.Fatal(err)
+	}
+	if r.View().EventRoots() != first {
+		t.Fatal("a new snapshot with the same bundle made a new pool")
+	}
+	if err := r.Apply(configsource.Update{Snapshot: s1, EventsCA: []byte("garbage")}); err == nil {
+		t.Fatal("a bundle without a certificate was applied")
+	}
+	if r.View().EventRoots() != first || r.Hash() == s1.Hash {
+		t.Fatal("a refused bundle changed the view in force")
+	}
+	if err := r.Apply(configsource.Update{Snapshot: s1, EventsCA: []byte(testkit.NewCA(t).PEM())}); err != nil {
+		t.Fatal(err)
+	}
+	if r.View().EventRoots() == first {
+		t.Fatal("a new bundle kept the old pool")
 	}
 }

@@ -104,11 +104,16 @@ func New(cfg Config) (r *Relay, err error) {
 	if cfg.TLSCertFile != "" {
 		extra = append(extra, configsource.CertFiles{CertFile: cfg.TLSCertFile, KeyFile: cfg.TLSKeyFile})
 	}
+	var eventsCA string // only the delivery events sender needs it
+	if cfg.Delivery != nil {
+		eventsCA = cfg.Delivery.Events.CAFile
+	}
 	if cfg.ConfigFile != "" {
-		r.source = &configsource.File{Path: cfg.ConfigFile, ExtraCerts: extra, SecretsDir: cfg.SecretsDir, Logger: r.log}
+		r.source = &configsource.File{Path: cfg.ConfigFile, ExtraCerts: extra, SecretsDir: cfg.SecretsDir,
+			EventsCAFile: eventsCA, Logger: r.log}
 	} else {
 		r.source = &configsource.Kube{Client: cfg.Kube, Namespace: cfg.Namespace, Name: cfg.KubeConfigName,
-			ExtraCerts: extra, Logger: r.log}
+			ExtraCerts: extra, EventsCAFile: eventsCA, Logger: r.log}
 		if cfg.PodName != "" {
 			r.lease = configsource.NewLeaseReporter(configsource.LeaseReporter{
 				Client: cfg.Kube, Namespace: cfg.Namespace, PodName: cfg.PodName, Duration: cfg.LeaseDuration,

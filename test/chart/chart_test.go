@@ -162,6 +162,7 @@ relay:
   shutdown: {preStopSleepSeconds: 5, drainDelaySeconds: 20, gracePeriodSeconds: 60, terminationGracePeriodSeconds: 150}
   delivery: {enabled: false, dnsServers: [10.0.0.10:53, 10.0.0.11:53], smarthost: smtp.provider.example:587, workers: 32, perDestination: 2, retryFirst: 1m, retryMax: 2h, queueLifetime: 72h, delayNotice: -1s, drainTimeoutSeconds: 45}
   outboundAllowedNetworks: [10.96.0.0/12, "fd00:10:96::/112"]
+  deliveryEvents: {caBundle: {configMapName: hooks-ca, key: bundle.pem}}
   podDisruptionBudget: {maxUnavailable: 25%}
   logFormat: text
   extraEnv: [{name: GOMEMLIMIT, value: 900MiB}]
@@ -190,11 +191,13 @@ relay:
 				"--delivery=false", "--dns-servers=10.0.0.10:53,10.0.0.11:53", "--smarthost=smtp.provider.example:587",
 				"--delivery-workers=32", "--delivery-per-destination=2", "--retry-first=1m", "--retry-max=2h",
 				"--queue-lifetime=72h", "--delay-notice=-1s", "--delivery-drain-timeout=45s",
-				"--outbound-allowed-networks=10.96.0.0/12,fd00:10:96::/112"} {
+				"--outbound-allowed-networks=10.96.0.0/12,fd00:10:96::/112",
+				"--delivery-events-ca-file=/etc/postwarden/delivery-events-ca/ca.crt"} {
 				if !slices.Contains(strSlice(relay["args"]), want) {
 					t.Errorf("relay args lack %s: %v", want, relay["args"])
 				}
 			}
+			checkEventsCAMount(t, sts, relay)
 			if got := nested[int64](t, sts, "spec", "template", "spec", "terminationGracePeriodSeconds"); got != 150 {
 				t.Errorf("terminationGracePeriodSeconds = %d, want 150", got)
 			}
@@ -267,6 +270,32 @@ func TestChartHalvesApplyAlone(t *testing.T) {
 			}
 		})
 	}
+}
+
+// checkEventsCAMount checks that the delivery events CA bundle is the one key of its
+// ConfigMap, mounted read-only where --delivery-events-ca-file points.
+func checkEventsCAMount(t *testing.T, sts *unstructured.Unstructured, relay map[string]any) {
+	t.Helper()
+	var mounted bool
+	for _, m := range nestedIn[[]any](relay, "volumeMounts") {
+		if m := mustMap(m); m["name"] == "delivery-events-ca" {
+			mounted = m["mountPath"] == "/etc/postwarden/delivery-events-ca" && m["readOnly"] == true
+		}
+	}
+	if !mounted {
+		t.Errorf("the delivery events CA bundle is not mounted read-only at /etc/postwarden/delivery-events-ca: %v", relay["volumeMounts"])
+	}
+	for _, v := range nested[[]any](t, sts, "spec", "template", "spec", "volumes") {
+		if v := mustMap(v); v["name"] == "delivery-events-ca" {
+			items := nestedIn[[]any](v, "configMap", "items")
+			if nestedIn[string](v, "configMap", "name") != "hooks-ca" || len(items) != 1 ||
+				mustMap(items[0])["key"] != "bundle.pem" || mustMap(items[0])["path"] != "ca.crt" {
+				t.Errorf("delivery events CA volume %v, want key bundle.pem of ConfigMap hooks-ca alone, as ca.crt", v)
+			}
+			return
+		}
+	}
+	t.Error("no delivery-events-ca volume")
 }
 
 // values parses a YAML document of values, as helm reads a values file.

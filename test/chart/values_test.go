@@ -68,6 +68,14 @@ func TestChartRefusesBadValues(t *testing.T) {
 			values: `relay: {shutdown: {drainDelaySeconds: 30, gracePeriodSeconds: 60, terminationGracePeriodSeconds: 100}}`,
 			want:   "kill relays mid-drain",
 		},
+		"a delivery events CA bundle in both a ConfigMap and a Secret is refused": {
+			values: `relay: {deliveryEvents: {caBundle: {configMapName: a, secretName: b}}}`,
+			want:   "configMapName or secretName, not both",
+		},
+		"a delivery events CA bundle key that is not a key is refused": {
+			values: `relay: {deliveryEvents: {caBundle: {secretName: b, key: "ca/crt"}}}`,
+			want:   "key",
+		},
 		"several operators without leader election are refused": {
 			values: `operator: {replicas: 2, leaderElection: false}`,
 			want:   "leaderElection",

@@ -27,8 +27,8 @@ var (
 func TestChartOnARealCluster(t *testing.T) {
 	ca := newTestCA(t)
 	makeSpoolVolumes(t, 4)
-	installSink(t)
 	installCertManager(t, ca)
+	installSink(t, newCA(t, "postwarden cluster test delivery events CA", "events-ca.crt"))
 
 	installed := time.Now()
 	helmInstall(t, chartValues())
@@ -123,6 +123,10 @@ s.quit()
 	})
 
 	t.Run("a domain's outbound route logs in with its tenant's credentials", func(t *testing.T) { routeLogsIn(t, sub) })
+
+	t.Run("delivery events reach an endpoint with a private CA, signed, retried and in order", func(t *testing.T) {
+		deliveryEvents(t, sub)
+	})
 
 	t.Run("postwarden queue lists a relay's queue from inside its pod", func(t *testing.T) {
 		checkQueueTools(t, relaySTS+"-0")

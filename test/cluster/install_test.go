@@ -38,6 +38,13 @@ const (
 	sinkHTTPPort = 30080
 	nodeIP       = "198.18.0.2"
 	spoolClass   = "postwarden-spool"
+
+	// sinkEventsPort is the sink's HTTPS delivery events receiver, at sinkIP; its
+	// certificate names sinkIP and chains to the events CA (installSink).
+	sinkEventsPort = 8443
+	// eventsCASecret holds the events CA's certificate in the release namespace, for
+	// the chart's relay.deliveryEvents.caBundle.
+	eventsCASecret = "delivery-events-ca"
 )
 
 // kube runs kubectl against the cluster with stdin and returns its output.
@@ -85,13 +92,19 @@ type testCA struct {
 
 func newTestCA(t testing.TB) testCA {
 	t.Helper()
+	return newCA(t, "postwarden cluster test CA", "test-ca.crt")
+}
+
+// newCA makes a CA named commonName, its certificate also written to file in dir.
+func newCA(t testing.TB, commonName, file string) testCA {
+	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber:          big.NewInt(time.Now().UnixNano()),
-		Subject:               pkix.Name{CommonName: "postwarden cluster test CA"},
+		Subject:               pkix.Name{CommonName: commonName},
 		NotBefore:             time.Now().Add(-time.Hour),
 		NotAfter:              time.Now().Add(48 * time.Hour),
 		IsCA:                  true,
@@ -109,7 +122,7 @@ func newTestCA(t testing.TB) testCA {
 	ca := testCA{
 		certPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
 		keyPEM:  pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}),
-		file:    filepath.Join(dir, "test-ca.crt"),
+		file:    filepath.Join(dir, file),
 		pool:    x509.NewCertPool(),
 	}
 	ca.pool.AppendCertsFromPEM(ca.certPEM)
@@ -187,14 +200,48 @@ spec:
 
 // installSink runs the mail destination (test/cluster/images/sink) behind a Service at
 // sinkIP:25, with its counts on the node's port sinkHTTPPort; it is also the DNS server
-// (sinkIP:53) the operator checks DKIM records with.
-func installSink(t testing.TB) {
+// (sinkIP:53) the operator checks DKIM records with, and the delivery events receiver
+// (https://sinkIP:sinkEventsPort), whose certificate a cert-manager CA Issuer of the
+// sink's namespace signs with eventsCA: a CA the relays know only through the chart's
+// relay.deliveryEvents.caBundle, which names the Secret eventsCASecret made here.
+func installSink(t testing.TB, eventsCA testCA) {
 	t.Helper()
 	kube(t, fmt.Sprintf(`apiVersion: v1
 kind: Namespace
 metadata: {name: sink}
 ---
-apiVersion: apps/v1
+apiVersion: v1
+kind: Secret
+metadata: {name: events-ca, namespace: sink}
+type: kubernetes.io/tls
+data: {tls.crt: %s, tls.key: %s}
+---
+apiVersion: cert-manager.io/v1
+kind: Issuer
+metadata: {name: events-ca, namespace: sink}
+spec: {ca: {secretName: events-ca}}
+---
+apiVersion: cert-manager.io/v1
+kind: Certificate
+metadata: {name: sink-events, namespace: sink}
+spec:
+  secretName: sink-events-tls
+  issuerRef: {name: events-ca, kind: Issuer}
+  ipAddresses: [%s]
+  privateKey: {algorithm: ECDSA, size: 256}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: %s}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: %s, namespace: %s}
+data: {ca.crt: %s}
+`, base64.StdEncoding.EncodeToString(eventsCA.certPEM), base64.StdEncoding.EncodeToString(eventsCA.keyPEM), sinkIP,
+		namespace, eventsCASecret, namespace, base64.StdEncoding.EncodeToString(eventsCA.certPEM)), "apply", "--server-side", "-f", "-")
+	kube(t, "", "wait", "-n", "sink", "--for=condition=Ready", "certificate/sink-events", "--timeout=2m")
+	kube(t, fmt.Sprintf(`apiVersion: apps/v1
 kind: Deployment
 metadata: {name: sink, namespace: sink}
 spec:
@@ -208,8 +255,11 @@ spec:
       - name: sink
         image: postwarden.local/sink:test
         imagePullPolicy: Never
+        args: ["-events-listen=:%d", "-events-cert=/etc/sink/events-tls/tls.crt", "-events-key=/etc/sink/events-tls/tls.key"]
         securityContext: {readOnlyRootFilesystem: true, allowPrivilegeEscalation: false, capabilities: {drop: [ALL]}}
         readinessProbe: {httpGet: {path: /messages, port: 8080}, periodSeconds: 2}
+        volumeMounts: [{name: events-tls, mountPath: /etc/sink/events-tls, readOnly: true}]
+      volumes: [{name: events-tls, secret: {secretName: sink-events-tls}}]
 ---
 apiVersion: v1
 kind: Service
@@ -223,7 +273,8 @@ spec:
   - {name: http, port: 8080, targetPort: 8080, nodePort: %d}
   - {name: dns, port: 53, targetPort: 5353, protocol: UDP}
   - {name: submission, port: 587, targetPort: 2587}
-`, sinkIP, sinkHTTPPort), "apply", "--server-side", "-f", "-")
+  - {name: events, port: %d, targetPort: %d}
+`, sinkEventsPort, sinkIP, sinkHTTPPort, sinkEventsPort, sinkEventsPort), "apply", "--server-side", "-f", "-")
 	kube(t, "", "rollout", "status", "-n", "sink", "deployment/sink", "--timeout=3m")
 }
 
@@ -256,7 +307,8 @@ spec:
 
 // chartValues are the values the test installs the chart with: the locally built image,
 // two operators with leader election, two relays on node ports with
-// externalTrafficPolicy Local, spool claims on the pre-made volumes, delivery to the sink.
+// externalTrafficPolicy Local, spool claims on the pre-made volumes, delivery to the sink,
+// the events CA for the sink's delivery events receiver.
 func chartValues() map[string]any {
 	repo, tag, _ := strings.Cut(imageRef, ":")
 	return map[string]any{
@@ -284,6 +336,8 @@ func chartValues() map[string]any {
 			// The load comes from one address, this host: lift the per-address rate.
 			"limits":   map[string]any{"maxConnectionRatePerIP": 100000},
 			"shutdown": map[string]any{"drainDelaySeconds": 3, "gracePeriodSeconds": 20},
+			// The sink's delivery events receiver has a certificate of the test's events CA.
+			"deliveryEvents": map[string]any{"caBundle": map[string]any{"secretName": eventsCASecret}},
 		},
 	}
 }

@@ -1,7 +1,8 @@
 // Package compiled is the relay's one compiled view of a config snapshot: the directory
 // the SMTP sessions consult, the managed domains (with their own servers) and the TLS
 // policy matcher that delivery routes by and discovery calls out under, the STARTTLS
-// certificate set, the domains' parsed DKIM keys, and the snapshot hash. The reloader
+// certificate set, the roots that verify delivery event endpoints, the domains' parsed
+// DKIM keys, and the snapshot hash. The reloader
 // builds one View per update and swaps it in whole; smtpd, delivery and discovery read
 // that same View, never the raw snapshot, so nothing compiles a snapshot twice and a
 // feature added here reaches every reader at once.
@@ -34,6 +35,8 @@ type View struct {
 	secrets map[string]map[string][]byte
 	// webhooks are the domains' delivery event endpoints, by domain name.
 	webhooks map[string]*snapshot.Webhook
+	// eventRoots verify the webhooks' certificates; nil: the system roots.
+	eventRoots *x509.CertPool
 	// relays is how many relay replicas share the credentials' sending limits (≥ 1).
 	relays int
 	// autoAddOutbound holds the discovery policies whose outbound senders become users.
@@ -88,6 +91,25 @@ func (v *View) WithSecrets(certs *tlscert.Set, secrets map[string]map[string][]b
 	next.certs, next.secrets = certs, secrets
 	next.dkim = v.dkim.WithSecrets(secrets)
 	return &next
+}
+
+// WithEventRoots returns a View that differs from v only in the roots that verify the
+// delivery event endpoints' certificates (nil: the system roots). A View built from a
+// snapshot has none: the relay sets them from its CA bundle on every update.
+func (v *View) WithEventRoots(roots *x509.CertPool) *View {
+	next := *v
+	next.eventRoots = roots
+	return &next
+}
+
+// EventRoots returns the pool that verifies the delivery event endpoints'
+// certificates: the system roots and the relay's extra CAs; nil (the system roots
+// alone) when the relay has none, and for a nil View.
+func (v *View) EventRoots() *x509.CertPool {
+	if v == nil {
+		return nil
+	}
+	return v.eventRoots
 }
 
 // DKIM returns the managed domains' usable DKIM keys; nil (no keys) for a nil View.

@@ -34,6 +34,9 @@ type File struct {
 	// <dir>/<name>/<key>, such as <dir>/<name>/username and <dir>/<name>/password.
 	// Empty: no hop can log in, and no delivery event or message is signed.
 	SecretsDir string
+	// EventsCAFile is a PEM bundle of extra CAs for delivery event endpoints
+	// (Update.EventsCA); empty: none.
+	EventsCAFile string
 	// Debounce coalesces a burst of events, such as a certificate and its key written
 	// one after the other (100 ms when zero).
 	Debounce time.Duration
@@ -160,6 +163,12 @@ func (f *File) load() (Update, []string, error) {
 		return Update{}, files, fmt.Errorf("config %s: %w", f.Path, err)
 	}
 	u := Update{Snapshot: s}
+	if f.EventsCAFile != "" {
+		files = append(files, f.EventsCAFile)
+		if u.EventsCA, err = readEventsCA(f.EventsCAFile); err != nil {
+			return Update{}, files, err
+		}
+	}
 	certs := make([]CertFiles, 0, len(s.Certificates)+len(f.ExtraCerts))
 	for _, c := range s.Certificates {
 		if c.SecretName != "" {

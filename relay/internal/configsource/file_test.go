@@ -142,3 +142,34 @@ func TestFileSourceReportsMissingCertificates(t *testing.T) {
 	tlscerttest.WriteFiles(t, dir, "later", tlscerttest.Issue(t, testkit.NewCA(t), "relay.example.org"))
 	rec.waitApplied(t, "the certificate once written", func(u Update) bool { return len(u.Certificates) == 1 })
 }
+
+// The delivery events CA bundle is read with each load and followed like the config:
+// a new bundle makes a new update, and a bundle that went missing is refused.
+func TestFileSourceFollowsTheEventsCABundle(t *testing.T) {
+	dir := t.TempDir()
+	s, data := newSnapshot(t, nil, "example.com")
+	path := filepath.Join(dir, "relay.json")
+	replace(t, path, data)
+	caFile := filepath.Join(dir, "events-ca", "ca.crt")
+	if err := os.Mkdir(filepath.Dir(caFile), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	first := []byte(testkit.NewCA(t).PEM())
+	replace(t, caFile, first)
+
+	rec := newRecorder()
+	run(t, &File{Path: path, EventsCAFile: caFile}, rec)
+	rec.waitApplied(t, "the snapshot with the bundle", func(u Update) bool {
+		return u.Snapshot.Hash == s.Hash && bytes.Equal(u.EventsCA, first)
+	})
+	second := []byte(testkit.NewCA(t).PEM())
+	replace(t, caFile, second)
+	rec.waitApplied(t, "the replaced bundle", func(u Update) bool { return bytes.Equal(u.EventsCA, second) })
+
+	if err := os.Remove(caFile); err != nil {
+		t.Fatal(err)
+	}
+	if err := rec.waitRefused(t); !strings.Contains(err.Error(), "delivery events CA bundle") {
+		t.Errorf("refusal %q does not name the bundle", err)
+	}
+}

@@ -34,6 +34,9 @@ type Kube struct {
 	Name string
 	// ExtraCerts are PEM files served besides the certificates the snapshot names.
 	ExtraCerts []CertFiles
+	// EventsCAFile is a PEM bundle of extra CAs for delivery event endpoints
+	// (Update.EventsCA), watched on disk like ExtraCerts; empty: none.
+	EventsCAFile string
 	// Resync rereads the caches (and certificate files) this often (1 min when zero).
 	Resync time.Duration
 	Logger *slog.Logger
@@ -99,7 +102,8 @@ func (k *Kube) Run(ctx context.Context, sink Sink) error {
 	}
 	log.Info("watching config secrets", "namespace", k.Namespace, "selector", configSelector)
 
-	// Certificates in files (--tls-cert, or certFile entries) are watched on disk.
+	// Certificates in files (--tls-cert, or certFile entries) and the delivery events
+	// CA bundle are watched on disk.
 	files, err := newDirWatcher(log)
 	if err != nil {
 		return err
@@ -147,6 +151,9 @@ func (l *kubeLoader) load(sink Sink) (files []string) {
 	for _, c := range l.kube.ExtraCerts {
 		files = append(files, c.CertFile, c.KeyFile)
 	}
+	if l.kube.EventsCAFile != "" {
+		files = append(files, l.kube.EventsCAFile)
+	}
 	secrets, err := l.configs.Secrets(l.kube.Namespace).List(labels.Everything())
 	if err != nil {
 		sink.Refuse(fmt.Errorf("listing config secrets: %w", err))
@@ -171,6 +178,10 @@ func (l *kubeLoader) load(sink Sink) (files []string) {
 		return files
 	}
 	u := Update{Snapshot: s}
+	if u.EventsCA, err = readEventsCA(l.kube.EventsCAFile); err != nil {
+		l.refuse(sink, "eventsca\x00"+err.Error(), err)
+		return files
+	}
 	var certFiles []CertFiles
 	for _, c := range s.Certificates {
 		if c.SecretName == "" {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -254,4 +255,26 @@ func TestKubeSourceWatchesCertificateFiles(t *testing.T) {
 	rec.waitApplied(t, "the renewed file certificate", func(u Update) bool {
 		return len(u.Certificates) == 1 && bytes.Equal(u.Certificates[0].CertPEM, renewed.CertPEM)
 	})
+}
+
+// The delivery events CA bundle beside a Kubernetes config is watched on disk too.
+func TestKubeSourceWatchesTheEventsCABundle(t *testing.T) {
+	ns := namespace(t)
+	caFile := filepath.Join(t.TempDir(), "ca.crt")
+	first := []byte(testkit.NewCA(t).PEM())
+	if err := os.WriteFile(caFile, first, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s, _ := newSnapshot(t, nil, "example.com")
+	writeShards(t, ns, "relay", "relay", s, 0)
+	rec := newRecorder()
+	run(t, &Kube{Client: kube, Namespace: ns, Name: "relay", EventsCAFile: caFile}, rec)
+	rec.waitApplied(t, "the snapshot with the bundle", func(u Update) bool {
+		return u.Snapshot.Hash == s.Hash && bytes.Equal(u.EventsCA, first)
+	})
+	second := []byte(testkit.NewCA(t).PEM())
+	if err := os.WriteFile(caFile, second, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	rec.waitApplied(t, "the rewritten bundle", func(u Update) bool { return bytes.Equal(u.EventsCA, second) })
 }

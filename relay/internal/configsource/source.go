@@ -31,6 +31,10 @@ type Update struct {
 	// key to value, by name. A name without an entry is not available yet: mail on a hop
 	// that logs in with it waits, and delivery events signed with it are dropped.
 	Secrets map[string]SecretData
+	// EventsCA is the PEM bundle of extra CAs that delivery event endpoints are verified
+	// against besides the system roots (the relay's --delivery-events-ca-file, read
+	// with every load so a change is applied like any other); nil without one.
+	EventsCA []byte
 }
 
 // SecretData is one relay secret: the data of a Secret, or the files of a folder.
@@ -64,6 +68,20 @@ func (c CertFiles) read() (tlscert.Pair, error) {
 	return tlscert.Pair{Name: c.CertFile, CertPEM: cert, KeyPEM: key}, nil
 }
 
+// readEventsCA reads the file of Update.EventsCA; nil for no file. Unlike a certificate
+// file, a missing one is an error: its path is the admin's, not a name that
+// cert-manager has yet to fill, and endpoints that need it would fail unseen.
+func readEventsCA(path string) ([]byte, error) {
+	if path == "" {
+		return nil, nil
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("delivery events CA bundle: %w", err)
+	}
+	return data, nil
+}
+
 // fingerprint identifies the content of an Update, so that an event that changed
 // nothing (a resync, an unrelated Secret, an editor touching a file) is not applied again.
 func fingerprint(u Update) string {
@@ -72,6 +90,7 @@ func fingerprint(u Update) string {
 	for _, c := range u.Certificates {
 		fmt.Fprintf(h, "%s\x00%d:%s%d:%s", c.Name, len(c.CertPEM), c.CertPEM, len(c.KeyPEM), c.KeyPEM)
 	}
+	fmt.Fprintf(h, "eventsca\x00%d:%s", len(u.EventsCA), u.EventsCA)
 	for _, m := range u.Missing {
 		fmt.Fprintf(h, "missing\x00%s\x00", m)
 	}

@@ -26,6 +26,7 @@
 // "sha256=" and the hex HMAC-SHA256, keyed by the domain's secret, of
 // "<timestamp>.<body>"; Verify checks both. The HTTP client dials through the relay's
 // non-public address guard (outbound.Dialer.DialGuarded), so a tenant's URL cannot
-// reach the cluster's own services, and verifies certificates against the system
-// roots (Options.RootCAs in tests).
+// reach the cluster's own services, and verifies certificates against the pool
+// Options.RootCAs returns before each POST: the system roots, plus the relay's
+// --delivery-events-ca-file when it has one (reloaded with the config).
 package webhook

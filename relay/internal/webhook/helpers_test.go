@@ -29,6 +29,8 @@ var testKey = []byte("s3cret-hmac-key")
 type receiver struct {
 	t   *testing.T
 	srv *httptest.Server
+	// pool holds the receiver's certificate: the roots that verify it.
+	pool *x509.CertPool
 
 	mu       sync.Mutex
 	fail     int
@@ -41,6 +43,8 @@ func newReceiver(t *testing.T) *receiver {
 	rc := &receiver{t: t}
 	rc.srv = httptest.NewTLSServer(http.HandlerFunc(rc.serve))
 	t.Cleanup(rc.srv.Close)
+	rc.pool = x509.NewCertPool()
+	rc.pool.AddCert(rc.srv.Certificate())
 	return rc
 }
 
@@ -80,11 +84,9 @@ func (rc *receiver) setFail(n int) {
 	rc.fail = n
 }
 
-func (rc *receiver) roots() *x509.CertPool {
-	pool := x509.NewCertPool()
-	pool.AddCert(rc.srv.Certificate())
-	return pool
-}
+// roots returns the same pool each time, as the relay's view does until its CA bundle
+// changes.
+func (rc *receiver) roots() *x509.CertPool { return rc.pool }
 
 type senderOpt func(*webhook.Options)
 
@@ -96,7 +98,7 @@ func startSender(t *testing.T, dir string, rc *receiver, opts ...senderOpt) (*we
 	m, _ := webhook.NewMetrics(nil)
 	dialer := outbound.New(outbound.Options{AllowedNetworks: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}})
 	o := webhook.Options{
-		Dir: dir, Metrics: m, RootCAs: rc.roots(), Dial: dialer.DialGuarded, Logger: slog.New(slog.DiscardHandler),
+		Dir: dir, Metrics: m, RootCAs: rc.roots, Dial: dialer.DialGuarded, Logger: slog.New(slog.DiscardHandler),
 		RetryFirst: time.Millisecond, RetryMax: 5 * time.Millisecond,
 		Resolve: func(domain string) (*snapshot.Webhook, []byte) {
 			if domain != "example.com" {

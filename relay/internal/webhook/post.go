@@ -131,7 +131,7 @@ func (s *Sender) post(ctx context.Context, r record, key []byte) (int, error) {
 	req.Header.Set("User-Agent", "postwarden-relay")
 	req.Header.Set(HeaderTimestamp, strconv.FormatInt(ts, 10))
 	req.Header.Set(HeaderSignature, Sign(key, ts, r.Body))
-	resp, err := s.client.Do(req)
+	resp, err := s.httpClient().Do(req)
 	if err != nil {
 		return 0, fmt.Errorf("posting to %s: %w", req.URL.Host, err)
 	}

@@ -38,8 +38,11 @@ type Options struct {
 	// Dial opens the TCP connections of the POSTs; the relay passes
 	// outbound.Dialer.DialGuarded, which refuses non-public addresses. Nil: net.Dialer.
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
-	// RootCAs verify the endpoints' certificates; nil: the system roots.
-	RootCAs *x509.CertPool
+	// RootCAs returns the pool that verifies the endpoints' certificates, and is asked
+	// before each POST, so a pool that changes (the relay's --delivery-events-ca-file,
+	// reloaded) is used from the next POST on; new connections are opened for a new
+	// pool. Nil, or a nil pool: the system roots.
+	RootCAs func() *x509.CertPool
 	// QueueSize bounds the events handed over by Enqueue and not yet stored.
 	QueueSize int
 	// MaxDiskBytes bounds the stored events.
@@ -60,11 +63,14 @@ type Options struct {
 
 // Sender takes delivery events and sends them; see the package doc.
 type Sender struct {
-	opts   Options
-	store  *store
-	in     chan record
-	client *http.Client
-	slots  chan struct{}
+	opts  Options
+	store *store
+	in    chan record
+	slots chan struct{}
+
+	clientMu sync.Mutex
+	client   *http.Client   // for roots; see httpClient
+	roots    *x509.CertPool // the pool client verifies with
 
 	mu      sync.Mutex
 	running map[string]bool // endpoints with a worker
@@ -100,26 +106,48 @@ func New(opts Options) (*Sender, error) {
 	if err != nil {
 		return nil, err
 	}
+	s := &Sender{opts: opts, store: st, in: make(chan record, opts.QueueSize),
+		slots: make(chan struct{}, opts.Concurrency), running: map[string]bool{}}
+	s.gauge()
+	return s, nil
+}
+
+// httpClient returns the client for the pool opts.RootCAs returns now. When the pool
+// changed, a new client (a new transport, with new connections) replaces the last one,
+// whose idle connections are closed; POSTs in flight on it finish as they are.
+func (s *Sender) httpClient() *http.Client {
+	var roots *x509.CertPool
+	if s.opts.RootCAs != nil {
+		roots = s.opts.RootCAs()
+	}
+	s.clientMu.Lock()
+	defer s.clientMu.Unlock()
+	if s.client != nil && roots == s.roots {
+		return s.client
+	}
+	if s.client != nil {
+		s.client.CloseIdleConnections()
+	}
+	s.client, s.roots = s.newClient(roots), roots
+	return s.client
+}
+
+func (s *Sender) newClient(roots *x509.CertPool) *http.Client {
 	transport := &http.Transport{
 		// No proxy from the environment: the guard must judge the endpoint itself.
 		Proxy:                 nil,
-		DialContext:           opts.Dial,
-		TLSClientConfig:       &tls.Config{RootCAs: opts.RootCAs, MinVersion: tls.VersionTLS12},
-		TLSHandshakeTimeout:   opts.Timeout,
+		DialContext:           s.opts.Dial,
+		TLSClientConfig:       &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12},
+		TLSHandshakeTimeout:   s.opts.Timeout,
 		ForceAttemptHTTP2:     true,
 		MaxIdleConnsPerHost:   1,
 		IdleConnTimeout:       90 * time.Second,
-		ResponseHeaderTimeout: opts.Timeout,
+		ResponseHeaderTimeout: s.opts.Timeout,
 	}
-	s := &Sender{opts: opts, store: st, in: make(chan record, opts.QueueSize),
-		slots: make(chan struct{}, opts.Concurrency), running: map[string]bool{},
-		client: &http.Client{Transport: transport, Timeout: opts.Timeout,
-			// A redirect is a failure: following it would send the event, signed, where
-			// the domain's owner did not say.
-			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }},
-	}
-	s.gauge()
-	return s, nil
+	return &http.Client{Transport: transport, Timeout: s.opts.Timeout,
+		// A redirect is a failure: following it would send the event, signed, where
+		// the domain's owner did not say.
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 }
 
 // Enqueue takes ev for its domain's endpoint, if the domain has one that wants ev's

@@ -2,6 +2,7 @@ package webhook_test
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"net/netip"
 	"sync/atomic"
@@ -95,6 +96,24 @@ func TestGuardRefusesLoopbackUnlessAllowed(t *testing.T) {
 	s2, _, _ := startSender(t, t.TempDir(), rc, func(o *webhook.Options) { o.Dial = allowed.DialGuarded })
 	s2.Enqueue(event(1, snapshot.EventDelivered))
 	eventually(t, "the event through an allowed network", func() bool { return len(rc.received()) == 1 })
+}
+
+// The pool RootCAs returns is asked before each POST: an endpoint whose CA the pool
+// lacks fails (and is retried) until a pool with it comes, without a restart.
+func TestANewRootPoolIsUsedFromTheNextPost(t *testing.T) {
+	rc := newReceiver(t)
+	var roots atomic.Pointer[x509.CertPool]
+	roots.Store(x509.NewCertPool()) // trusts nothing
+	s, m, _ := startSender(t, t.TempDir(), rc, func(o *webhook.Options) { o.RootCAs = roots.Load })
+	s.Enqueue(event(0, snapshot.EventDelivered))
+	eventually(t, "POSTs refused for an unknown CA", func() bool {
+		return testutil.ToFloat64(m.Failed.WithLabelValues(snapshot.EventDelivered)) >= 2
+	})
+	if n := len(rc.received()); n != 0 {
+		t.Fatalf("the receiver got %d events over a connection whose certificate nothing verifies", n)
+	}
+	roots.Store(rc.roots())
+	eventually(t, "the event once the pool has the receiver's CA", func() bool { return len(rc.received()) == 1 })
 }
 
 func TestOldEventsAreGivenUp(t *testing.T) {

@@ -10,8 +10,15 @@
 //	POST /dns               records in zone-file syntax, one per line, to serve
 //	GET  /logins            {"<Message-ID>": "<user>", ...}: what arrived on the AUTH
 //	                        listener (STARTTLS, then AUTH PLAIN as -auth-user), and as whom
+//	GET  /events            [{"received", "path", "header", "body" (base64), "status"}, ...]:
+//	                        every POST the delivery events receiver got, oldest first
+//	POST /events/fail?n=N   answer the receiver's next N POSTs with 503
 //
-// The AUTH listener is the smarthost a MailDomain's outboundRoute logs in to.
+// The AUTH listener is the smarthost a MailDomain's outboundRoute logs in to. The
+// delivery events receiver (-events-listen, HTTPS with the certificate cert-manager
+// issued it, -events-cert and -events-key) is a MailDomain's deliveryEvents endpoint: it
+// answers every POST with 200 (or 503 when told to fail) and keeps what came, headers
+// and exact body, for the test to verify the signatures.
 package main
 
 import (
@@ -115,6 +122,9 @@ func main() {
 	authAddr := flag.String("auth-listen", ":2587", "SMTP address that asks for STARTTLS and AUTH")
 	authUser := flag.String("auth-user", "route-user", "the username the AUTH listener accepts")
 	authPassword := flag.String("auth-password", "route-password-0123456789", "its password")
+	eventsAddr := flag.String("events-listen", ":8443", "HTTPS address of the delivery events receiver")
+	eventsCert := flag.String("events-cert", "", "PEM certificate of the delivery events receiver; empty: no receiver")
+	eventsKey := flag.String("events-key", "", "PEM key of -events-cert")
 	flag.Parse()
 
 	c := &counts{ByMessageID: map[string]int{}, raw: map[string][]byte{}}
@@ -136,6 +146,11 @@ func main() {
 	logins := startAuthListener(*authAddr, *authUser, *authPassword, c)
 	mux := http.NewServeMux()
 	mux.Handle("GET /logins", logins)
+	if *eventsCert != "" {
+		events := startHooks(*eventsAddr, *eventsCert, *eventsKey)
+		mux.HandleFunc("GET /events", events.list)
+		mux.HandleFunc("POST /events/fail", events.setFail)
+	}
 	mux.Handle("GET /messages", c)
 	mux.HandleFunc("GET /messages/raw", c.serveRaw)
 	mux.HandleFunc("POST /dns", func(w http.ResponseWriter, r *http.Request) {
