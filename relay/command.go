@@ -100,6 +100,8 @@ func parseFlags(args []string) (Config, *slog.Logger, error) {
 	fs.DurationVar(&dc.Retry.Lifetime, "queue-lifetime", delivery.DefaultRetry.Lifetime, "how long a message is retried before it bounces")
 	fs.DurationVar(&dc.Retry.DelayNotice, "delay-notice", delivery.DefaultRetry.DelayNotice, "age at which the sender is told once that delivery is delayed; negative: never")
 	fs.DurationVar(&dc.DrainTimeout, "delivery-drain-timeout", delivery.DefaultDrainTimeout, "at shutdown, how long deliveries in progress may finish")
+	fs.DurationVar(&dc.InflowDelay, "inflow-delay", delivery.DefaultInflowDelay,
+		"longest a transaction waits at RCPT while delivery to its destination does not keep up (Postfix's in_flow_delay); 0 never waits")
 	fs.Int64Var(&dc.Events.MaxDiskBytes, "delivery-events-max-bytes", webhook.DefaultMaxDiskBytes, "bytes of delivery events kept in the spool volume while their endpoints fail")
 	fs.DurationVar(&dc.Events.GiveUp, "delivery-events-give-up", webhook.DefaultGiveUp, "age at which a delivery event still not accepted by its endpoint is dropped")
 	fs.StringVar(&dc.Events.CAFile, "delivery-events-ca-file", "", "PEM bundle of CAs that delivery event endpoints' certificates are verified against "+

@@ -32,6 +32,9 @@ type DeliveryConfig struct {
 	Retry delivery.Retry
 	// DrainTimeout is how long deliveries in progress may finish at shutdown.
 	DrainTimeout time.Duration
+	// InflowDelay is the longest a transaction waits for delivery to catch up
+	// (delivery.Runner.Pace); 0 never waits.
+	InflowDelay time.Duration
 	// Events tunes the delivery events sender; zero fields take webhook's defaults.
 	Events EventsConfig
 }
@@ -86,7 +89,7 @@ func (r *Relay) newDelivery(cfg *DeliveryConfig) error {
 	r.runner, err = delivery.NewRunner(delivery.RunnerOptions{
 		Spool: r.spool, Client: r.deliveryClient, View: r.reload.View, Loaded: r.reload.Loaded(), Smarthost: smarthost,
 		Workers: cfg.Workers, PerDestination: cfg.PerDestination, Retry: cfg.Retry,
-		Hostname: r.cfg.Hostname, DrainTimeout: cfg.DrainTimeout, Metrics: m, Logger: log,
+		Hostname: r.cfg.Hostname, DrainTimeout: cfg.DrainTimeout, InflowDelay: cfg.InflowDelay, Metrics: m, Logger: log,
 		// Set before Run, by newDiscovery.
 		Delivered: func(rcpt, direction string) { r.discovery.Delivered(rcpt, direction) },
 		Events:    r.events,

@@ -186,6 +186,9 @@ func New(cfg Config) (r *Relay, err error) {
 		if r.events != nil {
 			opts.Events = r.events
 		}
+		if r.runner != nil {
+			opts.Pacer = r.runner
+		}
 		if l.mode == smtpd.Inbound {
 			// SMTP Discovery serves port 25 only: submission recipients are not checked.
 			opts.RecipientVerifier, opts.Observer = r.verifier, r.discovery

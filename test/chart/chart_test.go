@@ -160,7 +160,7 @@ relay:
   tls: {existingSecret: relay-tls}
   limits: {maxMessageBytes: 52428800, maxRecipients: 500, maxConnections: 2000, maxConnectionsPerIP: 20, commandTimeout: 2m, dataTimeout: 15m}
   shutdown: {preStopSleepSeconds: 5, drainDelaySeconds: 20, gracePeriodSeconds: 60, terminationGracePeriodSeconds: 150}
-  delivery: {enabled: false, dnsServers: [10.0.0.10:53, 10.0.0.11:53], smarthost: smtp.provider.example:587, workers: 32, perDestination: 2, retryFirst: 1m, retryMax: 2h, queueLifetime: 72h, delayNotice: -1s, drainTimeoutSeconds: 45}
+  delivery: {enabled: false, dnsServers: [10.0.0.10:53, 10.0.0.11:53], smarthost: smtp.provider.example:587, workers: 32, perDestination: 2, retryFirst: 1m, retryMax: 2h, queueLifetime: 72h, delayNotice: -1s, inflowDelay: 250ms, drainTimeoutSeconds: 45}
   outboundAllowedNetworks: [10.96.0.0/12, "fd00:10:96::/112"]
   deliveryEvents: {caBundle: {configMapName: hooks-ca, key: bundle.pem}}
   podDisruptionBudget: {maxUnavailable: 25%}
@@ -190,7 +190,7 @@ relay:
 				"--command-timeout=2m", "--data-timeout=15m", "--drain-delay=20s", "--grace-period=60s", "--log-format=text",
 				"--delivery=false", "--dns-servers=10.0.0.10:53,10.0.0.11:53", "--smarthost=smtp.provider.example:587",
 				"--delivery-workers=32", "--delivery-per-destination=2", "--retry-first=1m", "--retry-max=2h",
-				"--queue-lifetime=72h", "--delay-notice=-1s", "--delivery-drain-timeout=45s",
+				"--queue-lifetime=72h", "--delay-notice=-1s", "--inflow-delay=250ms", "--delivery-drain-timeout=45s",
 				"--outbound-allowed-networks=10.96.0.0/12,fd00:10:96::/112",
 				"--delivery-events-ca-file=/etc/postwarden/delivery-events-ca/ca.crt"} {
 				if !slices.Contains(strSlice(relay["args"]), want) {

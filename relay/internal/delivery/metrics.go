@@ -31,6 +31,9 @@ type Metrics struct {
 	PossibleDuplicates prometheus.Counter
 	// InFlight is the number of messages being delivered.
 	InFlight prometheus.Gauge
+	// PacedSeconds is how long transactions waited for delivery to catch up (Pace),
+	// one observation per transaction that waited.
+	PacedSeconds prometheus.Histogram
 	// WaitingForConfig is 1 while the runner holds the queue back because no config
 	// has been loaded yet (RunnerOptions.Loaded), 0 otherwise.
 	WaitingForConfig prometheus.Gauge
@@ -73,6 +76,11 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			"Recipients retried after an interrupted attempt, which the remote server may already have.")),
 		InFlight: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace, Subsystem: subsystem,
 			Name: "in_flight_messages", Help: "Messages being delivered."}),
+		PacedSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: namespace, Subsystem: subsystem, Name: "paced_seconds",
+			Help:    "Time SMTP transactions waited at RCPT for delivery to catch up with acceptance (in_flow_delay).",
+			Buckets: []float64{0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5},
+		}),
 		WaitingForConfig: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace, Subsystem: subsystem,
 			Name: "waiting_for_config", Help: "1 while delivery holds the queue back until a first config is loaded."}),
 	}
@@ -80,7 +88,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		return m, nil
 	}
 	for _, c := range []prometheus.Collector{m.Recipients, m.TLS, m.TLSFallbacks, m.Connections,
-		m.TransactionSeconds, m.Notifications, m.PossibleDuplicates, m.InFlight, m.WaitingForConfig} {
+		m.TransactionSeconds, m.Notifications, m.PossibleDuplicates, m.InFlight, m.PacedSeconds, m.WaitingForConfig} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("registering delivery metrics: %w", err)
 		}

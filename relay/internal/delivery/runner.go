@@ -65,9 +65,12 @@ type RunnerOptions struct {
 	// DrainTimeout is how long Run lets deliveries in progress finish after its
 	// context ends, before cutting their connections.
 	DrainTimeout time.Duration
-	Clock        Clock
-	Metrics      *Metrics
-	Logger       *slog.Logger
+	// InflowDelay is the longest Pace makes a transaction wait; 0 turns pacing off.
+	// The relay's flag defaults to DefaultInflowDelay.
+	InflowDelay time.Duration
+	Clock       Clock
+	Metrics     *Metrics
+	Logger      *slog.Logger
 	// Delivered, optional, is called for each recipient whose server accepted the
 	// message (2xx after DATA), with the direction of its route (DirectionInbound: the
 	// managed domain's own server), once the outcome is written to the spool.
@@ -93,6 +96,8 @@ type Runner struct {
 	// claims keep the runner and an administrator's commands (Admin) off each other's
 	// messages.
 	claims *claims
+	// backlog is what the last pass left waiting, for Pace.
+	backlog *backlog
 
 	// held are messages whose state could not be written; they wait until the time
 	// given instead of being retried in a tight loop.
@@ -105,8 +110,8 @@ func NewRunner(opts RunnerOptions) (*Runner, error) {
 	if opts.Spool == nil || opts.Client == nil || opts.View == nil {
 		return nil, errors.New("delivery: a runner needs a spool, a client and a config view")
 	}
-	if opts.Workers < 0 || opts.PerDestination < 0 || opts.DrainTimeout < 0 {
-		return nil, errors.New("delivery: negative workers, per-destination limit or drain timeout")
+	if opts.Workers < 0 || opts.PerDestination < 0 || opts.DrainTimeout < 0 || opts.InflowDelay < 0 {
+		return nil, errors.New("delivery: negative workers, per-destination limit, drain timeout or inflow delay")
 	}
 	opts.Workers = cmp.Or(opts.Workers, DefaultWorkers)
 	opts.PerDestination = cmp.Or(opts.PerDestination, DefaultPerDestination)
@@ -132,7 +137,7 @@ func NewRunner(opts RunnerOptions) (*Runner, error) {
 		opts: opts, retry: opts.Retry.withDefaults(), clock: opts.Clock, log: opts.Logger,
 		metrics: opts.Metrics, perDest: newSemaphores(opts.PerDestination),
 		sessions: make(chan struct{}, opts.Workers), wake: make(chan struct{}, 1),
-		claims: newClaims(), held: map[string]time.Time{},
+		claims: newClaims(), held: map[string]time.Time{}, backlog: newBacklog(),
 	}, nil
 }
 
@@ -158,12 +163,16 @@ func (r *Runner) Run(ctx context.Context) error {
 		now := r.clock.Now()
 		full := len(inflight) >= r.opts.Workers
 		var due []string
-		if !full {
+		scanned := !full
+		if scanned {
 			// Look past the head of the queue, so messages for a saturated
 			// destination do not hold up the others.
 			due = r.opts.Spool.DueIDs(now, 4*r.opts.Workers+len(inflight))
 		}
 		seen := make(map[string]spool.Message, len(due))
+		// Due messages this pass cannot start, by pending domain, for Pace. Those the
+		// pass does not get to, once every worker is busy, count too.
+		waiting := map[string]int{}
 		for _, id := range due {
 			if inflight[id] != nil || r.isHeld(id, now) {
 				continue
@@ -183,12 +192,19 @@ func (r *Runner) Run(ctx context.Context) error {
 			}
 			seen[id] = m
 			domains := pendingDomains(m)
-			if !slices.ContainsFunc(domains, func(d string) bool { return busy[d] < r.opts.PerDestination }) {
-				continue // picked up again when a delivery for these domains ends
+			if full || !slices.ContainsFunc(domains, func(d string) bool { return busy[d] < r.opts.PerDestination }) {
+				// Picked up again when a delivery for these domains, or any, ends.
+				for _, d := range domains {
+					waiting[d]++
+				}
+				continue
 			}
 			if len(inflight) >= r.opts.Workers {
 				full = true
-				break
+				for _, d := range domains {
+					waiting[d]++
+				}
+				continue
 			}
 			if r.claims.take(id, byDelivery) != unclaimed {
 				continue // a command is changing it; its end wakes the runner
@@ -208,7 +224,10 @@ func (r *Runner) Run(ctx context.Context) error {
 				finished <- m.ID
 			}()
 		}
-		if full { // the pass stopped early: keep what it did not get to
+		if scanned {
+			r.backlog.publish(waiting, r.opts.PerDestination)
+		}
+		if full { // the pass filled the workers: keep what it did not start
 			maps.Copy(read, seen)
 		} else {
 			read = seen

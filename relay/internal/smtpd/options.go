@@ -52,6 +52,14 @@ type Queue interface {
 	AcceptSealed(ctx context.Context, id string, env spool.Envelope, body io.Reader, seal func(*spool.Envelope) error) error
 }
 
+// Pacer is flow control between acceptance and delivery (the delivery runner implements
+// it): Pace returns at once while delivery to domain keeps up, and otherwise waits a
+// bounded time, as Postfix's in_flow_delay does, before the server accepts a recipient
+// of domain. It returns how long it waited.
+type Pacer interface {
+	Pace(domain string) time.Duration
+}
+
 // Verdict is a RecipientVerifier's answer.
 type Verdict int
 
@@ -231,7 +239,10 @@ type Options struct {
 	// LimitHit, optional, hears of each transaction refused by a sending limit (a
 	// credential over its limits may be a leaked one).
 	LimitHit func(cred *directory.Credential, limit sendlimit.Limit)
-	Limits   Limits
+	// Pacer, optional, slows transactions down while delivery does not keep up with
+	// acceptance (rcpt.go); nil: never.
+	Pacer  Pacer
+	Limits Limits
 	// Logger receives the message-tracking lines (relay/internal/tracking) and the
 	// session's other lines (nil: slog.Default()).
 	Logger *slog.Logger

@@ -2,6 +2,7 @@ package smtpd
 
 import (
 	"fmt"
+	"strings"
 
 	"github.com/emersion/go-smtp"
 
@@ -31,6 +32,13 @@ func (ss *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 	if !txn.rcptKeys[rcpt] {
 		txn.rcptKeys[rcpt] = true
 		txn.rcpts = append(txn.rcpts, rcpt)
+	}
+	if p := ss.srv.opts.Pacer; p != nil && !txn.paced {
+		// Once per transaction: a message to many recipients waits no longer than one
+		// to a single recipient.
+		if waited := p.Pace(rcpt[strings.LastIndexByte(rcpt, '@')+1:]); waited > 0 {
+			txn.paced = true
+		}
 	}
 	return nil
 }

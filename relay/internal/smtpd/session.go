@@ -60,6 +60,7 @@ type transaction struct {
 	rcpts         []string
 	rcptKeys      map[string]bool
 	rejected      int
+	paced         bool // the transaction has waited for delivery (Pacer) once
 	// Set by DATA: the From: domain of outbound mail once checkFrom allowed it (the
 	// d= of its signatures); for the tracking line, the Message-ID, the bytes read, the
 	// queue id once the message is queued and the selectors it was signed with.
