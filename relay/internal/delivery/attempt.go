@@ -38,21 +38,14 @@ func (r *Runner) process(ctx context.Context, m spool.Message) {
 	start := r.clock.Now()
 	m.Attempts++
 	m.NextAttempt = r.nextAttempt(m, start)
-	if err := r.opts.Spool.Attempt(m.ID, m.Attempts, m.NextAttempt); err != nil {
+	body, err := r.opts.Spool.Attempt(m.ID, m.Attempts, m.NextAttempt)
+	if err != nil {
 		log.Error("delivery: cannot record the attempt; not delivering", "err", err)
 		r.hold(m.ID, start.Add(r.retry.First))
 		return
 	}
-	r.signal()
-
-	body, err := r.opts.Spool.OpenBody(m.ID)
-	if err != nil {
-		log.Error("delivery: cannot open the queued message", "err", err)
-		r.deferPending(&m, pending, "the queued message could not be read")
-		r.after(ctx, m, nil, log)
-		return
-	}
 	defer body.Close()
+	r.signal()
 	// The message as it goes out: the prefix stored at acceptance (its DKIM
 	// signatures), then the body.
 	content := spool.Content(m, body)

@@ -24,7 +24,7 @@ type Spool interface {
 	Get(id string) (spool.Message, error)
 	NextDue() (time.Time, bool)
 	OpenBody(id string) (*spool.Body, error)
-	Attempt(id string, attempts int, next time.Time) error
+	Attempt(id string, attempts int, next time.Time) (*spool.Body, error)
 	Update(m spool.Message) error
 	Remove(id string) error
 	Notify() <-chan struct{}

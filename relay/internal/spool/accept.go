@@ -126,7 +126,7 @@ func (s *Spool) store(ctx context.Context, id string, f *os.File, env Envelope, 
 		return storageErr("close message", err)
 	}
 	s.crash("file-synced")
-	o.next, o.size, o.tally, o.markerAt = timeKey(m.NextAttempt), size, tallyOf(m), markerAt
+	o.next, o.size, o.tally, o.markerAt, o.state = timeKey(m.NextAttempt), size, tallyOf(m), markerAt, m
 	return s.submit(ctx, o)
 }
 

@@ -22,11 +22,12 @@ const (
 type op struct {
 	kind     opKind
 	id       string
-	tmp      string // accept: tmp/ID.msg; update: the new state in tmp/
-	next     int64  // accept, update: heap key of NextAttempt
-	size     int64  // accept
-	markerAt int64  // accept
-	tally    tally  // accept, update
+	tmp      string  // accept: tmp/ID.msg; update: the new state in tmp/
+	next     int64   // accept, update: heap key of NextAttempt
+	size     int64   // accept
+	markerAt int64   // accept
+	state    Message // accept: the state at acceptance, for Spool.fresh
+	tally    tally   // accept, update
 
 	// Guarded by Spool.mu.
 	taken     bool // the committer has it; it can no longer be withdrawn
@@ -148,6 +149,9 @@ func (s *Spool) commit(batch []*op) {
 			s.idx.put(o.id, o.next, o.size)
 			s.idx.setTally(o.id, o.tally)
 			s.idx.byID[o.id].markerAt = o.markerAt
+			if len(s.fresh) < freshStates {
+				s.fresh[o.id] = o.state
+			}
 			accepted = true
 		case o.kind == opUpdate && err == nil:
 			if e, ok := s.idx.byID[o.id]; ok {
@@ -155,8 +159,10 @@ func (s *Spool) commit(batch []*op) {
 				s.idx.setTally(o.id, o.tally)
 				e.updated = true
 			}
+			delete(s.fresh, o.id)
 		case o.kind == opRemove && b.gone[o.id]:
 			s.idx.remove(o.id) // its state is unlinked, even if a later step failed
+			delete(s.fresh, o.id)
 		}
 		if err == nil {
 			s.stats.Ops++

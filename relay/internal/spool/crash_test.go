@@ -119,7 +119,7 @@ func runChild(mode, dir string) {
 		// The runner's mark before it delivers, then a kill in the middle of the
 		// delivery: the mark is not fsync'd, but the kernel keeps it.
 		id := acceptSeq(1)
-		if err := s.Attempt(id, 1, time.Now().Add(time.Hour)); err != nil {
+		if _, err := s.Attempt(id, 1, time.Now().Add(time.Hour)); err != nil {
 			os.Exit(2)
 		}
 		fmt.Println("MARKED")

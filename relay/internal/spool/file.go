@@ -98,22 +98,6 @@ func appendState(f *os.File, m Message) (int64, error) {
 	return m.Size + int64(n), nil
 }
 
-// writeMarker overwrites a message file's attempt marker at off, without fsync.
-func writeMarker(path string, off int64, mk marker) error {
-	f, err := os.OpenFile(path, os.O_WRONLY, 0)
-	if err != nil {
-		return fmt.Errorf("spool: open message to mark an attempt: %w", err)
-	}
-	_, err = f.WriteAt(mk.encode(), off)
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return storageErr("mark attempt", err)
-	}
-	return nil
-}
-
 // messageFile is what a message file holds besides the body.
 type messageFile struct {
 	m        Message // the state at acceptance

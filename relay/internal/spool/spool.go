@@ -130,8 +130,13 @@ type Spool struct {
 	stopped  chan struct{} // closed when the committer exits
 	seq      atomic.Uint64 // names update temp files
 
-	mu      sync.Mutex
-	idx     index
+	mu  sync.Mutex
+	idx index
+	// fresh holds the states at acceptance of recently accepted messages, which their
+	// message files hold too, so that the runner reads none of them back from disk. An
+	// entry goes when Update gives its message a later state or Remove removes it; at
+	// most freshStates are kept.
+	fresh   map[string]Message
 	pending []*op // ops waiting for the committer
 	closed  bool
 	stats   Stats
@@ -153,6 +158,7 @@ func Open(dir string, opts Options) (*Spool, error) {
 		commitCh: make(chan struct{}, 1),
 		stopped:  make(chan struct{}),
 		idx:      newIndex(),
+		fresh:    make(map[string]Message),
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
@@ -239,7 +245,7 @@ func (s *Spool) Get(id string) (Message, error) {
 	e, ok := s.idx.byID[id]
 	var at where
 	if ok {
-		at = whereOf(e)
+		at = s.whereOf(e)
 	}
 	s.mu.Unlock()
 	if !ok {
@@ -252,22 +258,40 @@ func (s *Spool) Get(id string) (Message, error) {
 	return m, err
 }
 
-// where says where a message's current state is, as the index knows it.
+// freshStates bounds Spool.fresh: a few megabytes, more than the runner's look-ahead.
+const freshStates = 4096
+
+// where says where a message's current state is, as the index knows it: in ID.json
+// (updated), in memory (cached), or else in the message file; then the mark.
 type where struct {
 	updated bool
 	mark    marker
+	cached  *Message
 }
 
-func whereOf(e *entry) where { return where{updated: e.updated, mark: e.mark} }
+// whereOf describes e; the caller holds s.mu.
+func (s *Spool) whereOf(e *entry) where {
+	at := where{updated: e.updated, mark: e.mark}
+	if m, ok := s.fresh[e.id]; ok && !e.updated {
+		at.cached = &m
+	}
+	return at
+}
 
 // readCurrent reads a message's current state: the one Update wrote last, or the one
 // in the message file when it was never updated; then the attempt marker.
 func (s *Spool) readCurrent(id string, at where) (Message, error) {
 	var m Message
 	var err error
-	if at.updated {
+	switch {
+	case at.cached != nil:
+		// A copy the caller may change: the recipient slices are the cache's.
+		m = *at.cached
+		m.Recipients = slices.Clone(m.Recipients)
+		m.Envelope.Recipients = slices.Clone(m.Envelope.Recipients)
+	case at.updated:
 		m, err = readState(s.statePath(id))
-	} else {
+	default:
 		var mf messageFile
 		mf, err = readMessageFile(s.msgPath(id))
 		m = mf.m
@@ -311,7 +335,11 @@ func (s *Spool) OpenBody(id string) (*Body, error) {
 	if err != nil {
 		return nil, fmt.Errorf("spool: open body %s: %w", id, err)
 	}
-	return &Body{SectionReader: io.NewSectionReader(f, 0, size), f: f}, nil
+	return newBody(f, size), nil
+}
+
+func newBody(f *os.File, size int64) *Body {
+	return &Body{SectionReader: io.NewSectionReader(f, 0, size), f: f}
 }
 
 // Due returns up to limit messages whose NextAttempt is at or before now, earliest
@@ -322,7 +350,7 @@ func (s *Spool) Due(now time.Time, limit int) []Message {
 	ids := s.idx.due(now.UnixNano(), limit)
 	at := make([]where, len(ids))
 	for i, id := range ids {
-		at[i] = whereOf(s.idx.byID[id])
+		at[i] = s.whereOf(s.idx.byID[id])
 	}
 	s.mu.Unlock()
 	out := make([]Message, 0, len(ids))

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"slices"
 	"sync"
 	"testing"
@@ -230,8 +231,17 @@ func TestAttemptMarksInPlace(t *testing.T) {
 	s := openSpool(t, dir, Options{})
 	id := accept(t, s, 1)
 	next := time.Now().Add(time.Hour).Round(0)
-	if err := s.Attempt(id, 1, next); err != nil {
+	body, err := s.Attempt(id, 1, next)
+	if err != nil {
 		t.Fatal(err)
+	}
+	// The body it returns is the message as accepted, without the state after it.
+	got, err := io.ReadAll(body)
+	if cerr := body.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil || !bytes.Equal(got, testBody(1)) {
+		t.Fatalf("Attempt's body: %d bytes, %v; want the accepted body", len(got), err)
 	}
 	check := func(when string, s *Spool) {
 		t.Helper()
@@ -269,19 +279,21 @@ func TestAttemptMarksInPlace(t *testing.T) {
 	if err := s.Update(m); err != nil {
 		t.Fatal(err)
 	}
-	got, err := s.Get(id)
+	updated, err := s.Get(id)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !got.NextAttempt.Equal(m.NextAttempt) || got.Recipients[0].LastReply != m.Recipients[0].LastReply {
-		t.Fatalf("after Update: Get = %+v, want the updated state", got)
+	if !updated.NextAttempt.Equal(m.NextAttempt) || updated.Recipients[0].LastReply != m.Recipients[0].LastReply {
+		t.Fatalf("after Update: Get = %+v, want the updated state", updated)
 	}
 	if due := s.DueIDs(time.Now(), 10); len(due) != 1 {
 		t.Fatalf("after Update: due = %v, want the message", due)
 	}
 	// The next attempt is marked over the updated state.
-	if err := s.Attempt(id, 2, next); err != nil {
+	if body, err := s.Attempt(id, 2, next); err != nil {
 		t.Fatal(err)
+	} else {
+		_ = body.Close()
 	}
 	if got, _ := s.Get(id); got.Attempts != 2 || got.Recipients[0].LastReply != m.Recipients[0].LastReply {
 		t.Fatalf("second mark: Get = %+v, want attempt 2 over the updated state", got)
@@ -292,7 +304,35 @@ func TestAttemptMarksInPlace(t *testing.T) {
 	if files := queueFiles(t, dir); len(files) != 0 {
 		t.Fatalf("queue after Remove holds %v", files)
 	}
-	if err := s.Attempt(id, 3, next); !errors.Is(err, ErrNotFound) {
+	if _, err := s.Attempt(id, 3, next); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("Attempt after Remove: %v, want ErrNotFound", err)
+	}
+}
+
+// The states of fresh messages are kept in memory so the runner does not read them
+// back: what Get returns is still the caller's own copy, and a later state replaces
+// the kept one.
+func TestFreshStatesAreCopies(t *testing.T) {
+	s := openSpool(t, t.TempDir(), Options{})
+	id := accept(t, s, 1)
+	m, err := s.Get(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Recipients[0].Status = StatusDelivered
+	m.Envelope.Recipients[0] = "changed@example.net"
+	again, err := s.Get(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again.Recipients[0].Status != StatusPending || again.Envelope.Recipients[0] == "changed@example.net" {
+		t.Fatalf("a change to Get's result reached the spool: %+v", again)
+	}
+	again.Recipients[0].Attempts, again.Attempts = 1, 1
+	if err := s.Update(again); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.Get(id); err != nil || got.Attempts != 1 || got.Recipients[0].Attempts != 1 {
+		t.Fatalf("after Update: Get = %+v, %v; want the updated state", got, err)
 	}
 }

@@ -2,7 +2,9 @@ package spool
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strconv"
 	"time"
@@ -43,30 +45,39 @@ func (s *Spool) Remove(id string) error {
 }
 
 // Attempt records that delivery attempt number attempts of a message starts now, and
-// that the next one is due at next should this one not finish: Get, Due and a reopened
-// spool then show the message with these Attempts and NextAttempt, and its pending
-// recipients with fewer attempts, as Update would. Unlike Update it writes eight bytes
-// in place in the message file and does not fsync them: they survive the process
-// being killed (the kernel has them), which is what they are for (a message whose
-// delivery crashes the relay waits its backoff, and a recipient in flight is counted
-// as a possible duplicate), but a power loss may take them back to the last Update. It
-// creates no file, so a message delivered at its first attempt costs one file in all.
-// The caller must have the message to itself (the runner's claim), as for Update.
-func (s *Spool) Attempt(id string, attempts int, next time.Time) error {
+// that the next one is due at next should this one not finish, and returns the body
+// to deliver: Get, Due and a reopened spool then show the message with these Attempts
+// and NextAttempt, and its pending recipients with fewer attempts, as Update would.
+// Unlike Update it writes sixteen bytes in place in the message file and does not fsync
+// them: they survive the process being killed (the kernel has them), which is what they
+// are for (a message whose delivery crashes the relay waits its backoff, and a
+// recipient in flight is counted as a possible duplicate), but a power loss may take
+// them back to the last Update. It creates no file, and the body shares the one open
+// of the file, so a message delivered at its first attempt costs one file in all. The
+// caller must have the message to itself (the runner's claim), as for Update, and
+// closes the body.
+func (s *Spool) Attempt(id string, attempts int, next time.Time) (*Body, error) {
 	if !validID(id) || attempts <= 0 {
-		return fmt.Errorf("attempt %q: %w", id, ErrNotFound)
+		return nil, fmt.Errorf("attempt %q: %w", id, ErrNotFound)
 	}
 	mk := marker{attempts: uint32(attempts), next: next.UnixNano()}
 	e, err := s.entry("attempt", id)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	if err := writeMarker(s.msgPath(id), e.markerAt, mk); err != nil {
-		return err
+	f, err := os.OpenFile(s.msgPath(id), os.O_RDWR, 0)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("attempt %s: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("spool: open message to mark an attempt: %w", err)
+	}
+	if _, err := f.WriteAt(mk.encode(), e.markerAt); err != nil {
+		_ = f.Close()
+		return nil, storageErr("mark attempt", err)
 	}
 	s.crash("attempt-marked")
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if e, ok := s.idx.byID[id]; ok {
 		e.mark = mk
 		if !e.held {
@@ -74,7 +85,8 @@ func (s *Spool) Attempt(id string, attempts int, next time.Time) error {
 		}
 		e.attempting = e.pending > 0
 	}
-	return nil
+	s.mu.Unlock()
+	return newBody(f, e.size), nil
 }
 
 // entry returns a copy of a queued message's index entry, for an operation (what) on
