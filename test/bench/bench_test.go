@@ -112,6 +112,15 @@ func startDeliveringRelay(b *testing.B) (*relayProcess, *sink) {
 	return deliverRelay, s
 }
 
+// deliveringTarget is the delivering relay as the load generator sees it, with the sink
+// it delivers to.
+func deliveringTarget(b *testing.B) *target {
+	r, s := startDeliveringRelay(b)
+	t := r.target()
+	t.sink = s
+	return t
+}
+
 var (
 	sinkOnce   sync.Once
 	sharedSink *sink

@@ -10,11 +10,19 @@ var endToEndLoads = []load{
 	{conns: 1, size: smallMessage, endToEnd: true},
 	{conns: 8, size: smallMessage, endToEnd: true},
 	{conns: 32, size: smallMessage, endToEnd: true},
+	{conns: 64, size: smallMessage, endToEnd: true},
+	{conns: 8, size: smallMessage, endToEnd: true, perMessage: true},
 	{conns: 8, size: largeMessage, endToEnd: true},
 	{conns: 32, size: largeMessage, endToEnd: true},
 }
 
-func (l load) name() string { return fmt.Sprintf("size=%dKiB/conns=%d", l.size>>10, l.conns) }
+func (l load) name() string {
+	name := fmt.Sprintf("size=%dKiB/conns=%d", l.size>>10, l.conns)
+	if l.perMessage {
+		name += "/connection-per-message"
+	}
+	return name
+}
 
 // BenchmarkEndToEnd: submission over STARTTLS and AUTH to the relay, which delivers
 // through its smarthost, the sink; latency runs from the start of a submission to the

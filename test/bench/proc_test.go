@@ -14,7 +14,6 @@ const userHZ = 100
 
 // procStat is what the benchmarks read from /proc/PID/stat.
 type procStat struct {
-	comm                         string
 	ppid                         int
 	utime, stime, cutime, cstime int64 // clock ticks
 	rssPages                     int64
@@ -36,7 +35,7 @@ func readStat(pid int) (procStat, error) {
 	}
 	n := func(field int) int64 { v, _ := strconv.ParseInt(f[field-3], 10, 64); return v } // man proc numbering
 	return procStat{
-		comm: string(data[open+1 : closing]), ppid: int(n(4)),
+		ppid:  int(n(4)),
 		utime: n(14), stime: n(15), cutime: n(16), cstime: n(17), rssPages: n(24),
 	}, nil
 }
