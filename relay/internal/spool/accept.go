@@ -30,14 +30,14 @@ func (s *Spool) Accept(ctx context.Context, env Envelope, body io.Reader) (strin
 	now := s.now()
 	for range 8 {
 		id := newID(now)
-		f, err := s.createBody(id)
+		mf, err := s.createBody(id)
 		if errors.Is(err, errIDInUse) {
 			continue
 		}
 		if err != nil {
 			return "", err
 		}
-		if err := s.store(ctx, id, f, env, body, nil, now); err != nil {
+		if err := s.store(ctx, id, mf, env, body, nil, now); err != nil {
 			return "", err
 		}
 		return id, nil
@@ -66,11 +66,11 @@ func (s *Spool) AcceptSealed(ctx context.Context, id string, env Envelope, body 
 	if s.isClosed() {
 		return ErrClosed
 	}
-	f, err := s.createBody(id)
+	mf, err := s.createBody(id)
 	if err != nil {
 		return err
 	}
-	return s.store(ctx, id, f, env, body, seal, s.now())
+	return s.store(ctx, id, mf, env, body, seal, s.now())
 }
 
 func (s *Spool) isClosed() bool {
@@ -79,18 +79,19 @@ func (s *Spool) isClosed() bool {
 	return s.closed
 }
 
-// store writes body into f (tmp/id.msg), lets seal complete the envelope, appends the
-// state, fsyncs the file and hands it to the committer; it returns once the commit is
-// durable.
-func (s *Spool) store(ctx context.Context, id string, f *os.File, env Envelope, body io.Reader, seal func(*Envelope) error, now time.Time) error {
+// store writes body into the message file (tmp/id.msg, or a reused one), lets seal
+// complete the envelope, appends the state, cuts what a reused file held beyond,
+// fsyncs the file and hands it to the committer; it returns once the commit is durable.
+func (s *Spool) store(ctx context.Context, id string, mf newFile, env Envelope, body io.Reader, seal func(*Envelope) error, now time.Time) error {
 	if env.ReceivedAt.IsZero() {
 		env.ReceivedAt = now
 	}
 	env.Recipients = slices.Clone(env.Recipients)
+	f := mf.f
 	o := &op{kind: opAccept, id: id, tmp: f.Name()}
 	fail := func(err error) error {
 		_ = f.Close()
-		o.removeTemp()
+		s.discard(o)
 		return err
 	}
 	size, err := copyBody(ctx, f, body)
@@ -118,11 +119,17 @@ func (s *Spool) store(ctx context.Context, id string, f *os.File, env Envelope, 
 	if err != nil {
 		return fail(err)
 	}
+	if end := markerAt + int64(footerSize); mf.reused > end {
+		// A reused file held a longer message: its tail must not follow the footer.
+		if err := f.Truncate(end); err != nil {
+			return fail(storageErr("truncate reused message file", err))
+		}
+	}
 	if err := f.Sync(); err != nil {
 		return fail(storageErr("sync message", err))
 	}
 	if err := f.Close(); err != nil {
-		o.removeTemp()
+		s.discard(o)
 		return storageErr("close message", err)
 	}
 	s.crash("file-synced")
@@ -130,29 +137,51 @@ func (s *Spool) store(ctx context.Context, id string, f *os.File, env Envelope, 
 	return s.submit(ctx, o)
 }
 
-// createBody creates id's message file in tmp/, for the body and then the state. O_EXCL
-// refuses an id that another accept is writing; one whose file was already renamed into
-// the queue is found after the create. A rename moves the file atomically from tmp/ to
-// queue/, so one of the two checks always sees an accept of the same id, however the
-// two interleave.
-func (s *Spool) createBody(id string) (*os.File, error) {
-	f, err := os.OpenFile(filepath.Join(s.tmp, id+msgExt), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if errors.Is(err, os.ErrExist) {
-		return nil, errIDInUse
+// newFile is a message file being written: created in tmp/, or reused from free/, in
+// which case reused is the size of what it held.
+type newFile struct {
+	f      *os.File
+	reused int64
+}
+
+// createBody reserves id and opens a message file for its body and then its state: one
+// the spool reuses (freeFiles), else a new one in tmp/. The reservation refuses an id
+// that is queued or being accepted, until the accept is committed or given up.
+func (s *Spool) createBody(id string) (newFile, error) {
+	s.mu.Lock()
+	if _, queued := s.idx.byID[id]; queued || s.accepting[id] {
+		s.mu.Unlock()
+		return newFile{}, errIDInUse
 	}
-	if err != nil {
-		return nil, storageErr("create message", err)
-	}
-	_, err = os.Lstat(s.msgPath(id))
-	if err == nil || !errors.Is(err, os.ErrNotExist) {
-		_ = f.Close()
-		_ = os.Remove(f.Name())
+	s.accepting[id] = true
+	reuse, ok := s.free.take()
+	s.mu.Unlock()
+	if ok {
+		f, err := os.OpenFile(reuse.path, os.O_WRONLY, 0)
 		if err == nil {
-			return nil, errIDInUse
+			return newFile{f: f, reused: reuse.size}, nil
 		}
-		return nil, storageErr("check message", err)
+		_ = os.Remove(reuse.path) // gone or unusable: write a new one instead
 	}
-	return f, nil
+	f, err := os.OpenFile(filepath.Join(s.tmp, id+msgExt), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		s.release(id)
+		return newFile{}, storageErr("create message", err)
+	}
+	return newFile{f: f}, nil
+}
+
+// release ends the reservation of an id that createBody made.
+func (s *Spool) release(id string) {
+	s.mu.Lock()
+	delete(s.accepting, id)
+	s.mu.Unlock()
+}
+
+// discard gives up an accept that was not committed: its file goes, its id is free.
+func (s *Spool) discard(o *op) {
+	o.removeTemp()
+	s.release(o.id)
 }
 
 // copyBody streams body into f, telling the client's read errors (returned wrapped as

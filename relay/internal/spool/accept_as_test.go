@@ -39,7 +39,7 @@ func TestAcceptAsRefuses(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			t.Cleanup(func() { _ = f.Close() })
+			t.Cleanup(func() { _ = f.f.Close() })
 			return id
 		},
 	}

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"slices"
+	"strconv"
 )
 
 type opKind int
@@ -45,7 +47,7 @@ func (s *Spool) submit(ctx context.Context, o *op) error {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
-		o.removeTemp()
+		s.discard(o)
 		return ErrClosed
 	}
 	s.pending = append(s.pending, o)
@@ -65,7 +67,7 @@ func (s *Spool) submit(ctx context.Context, o *op) error {
 	case !o.taken:
 		s.pending = slices.DeleteFunc(s.pending, func(p *op) bool { return p == o })
 		s.mu.Unlock()
-		o.removeTemp()
+		s.discard(o)
 	default:
 		o.abandoned = true
 		s.mu.Unlock()
@@ -118,12 +120,17 @@ func (s *Spool) commit(batch []*op) {
 		s.hookPre(len(batch))
 	}
 	errs := make([]error, len(batch))
-	b := batchFiles{gone: make(map[string]bool), updated: make(map[string]bool)}
+	b := &batchFiles{gone: make(map[string]bool), updated: make(map[string]bool)}
 	for i, o := range batch {
 		errs[i] = s.apply(o, b)
 	}
 	s.crash("before-dir-sync")
 	if err := s.queueFD.Sync(); err != nil {
+		// The removals may not be durable: a file freed now must not be written to.
+		for _, f := range b.freed {
+			_ = os.Remove(f.path)
+		}
+		b.freed = nil
 		err = storageErr("sync queue dir", err)
 		for i, o := range batch {
 			if errs[i] == nil {
@@ -138,8 +145,14 @@ func (s *Spool) commit(batch []*op) {
 	accepted := false
 	s.mu.Lock()
 	s.stats.Commits++
+	for _, f := range b.freed {
+		s.free.put(f)
+	}
 	for i, o := range batch {
 		err := errs[i]
+		if o.kind == opAccept {
+			delete(s.accepting, o.id)
+		}
 		switch {
 		case o.kind == opAccept && err == nil && o.abandoned:
 			// The client saw no 250, so it will retry; a crash before this unlink is
@@ -188,10 +201,11 @@ func (s *Spool) commit(batch []*op) {
 type batchFiles struct {
 	gone    map[string]bool // removed
 	updated map[string]bool // given a later state
+	freed   []freeFile      // message files of removed messages, to reuse once durable
 }
 
 // apply performs one op's renames or unlinks, without the directory fsync.
-func (s *Spool) apply(o *op, b batchFiles) error {
+func (s *Spool) apply(o *op, b *batchFiles) error {
 	switch o.kind {
 	case opAccept:
 		if err := os.Rename(o.tmp, s.msgPath(o.id)); err != nil {
@@ -200,7 +214,7 @@ func (s *Spool) apply(o *op, b batchFiles) error {
 		}
 		return nil
 	case opUpdate:
-		if ok, _ := s.lookup(o.id); !ok || b.gone[o.id] {
+		if ok, _, _ := s.lookup(o.id); !ok || b.gone[o.id] {
 			o.removeTemp()
 			return fmt.Errorf("update %s: %w", o.id, ErrNotFound)
 		}
@@ -211,15 +225,15 @@ func (s *Spool) apply(o *op, b batchFiles) error {
 		b.updated[o.id] = true
 		return nil
 	case opRemove:
-		ok, updated := s.lookup(o.id)
+		ok, updated, size := s.lookup(o.id)
 		if !ok || b.gone[o.id] {
 			return fmt.Errorf("remove %s: %w", o.id, ErrNotFound)
 		}
 		// The message file goes first: it is the commit point. A later state left
 		// behind by a crash is an orphan that Open deletes; the other order could
 		// bring the message back with its state at acceptance, and deliver it again.
-		if err := os.Remove(s.msgPath(o.id)); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return fmt.Errorf("spool: remove message %s: %w", o.id, err)
+		if err := s.removeMessageFile(o.id, size, b); err != nil {
+			return err
 		}
 		b.gone[o.id] = true
 		if !updated && !b.updated[o.id] {
@@ -240,12 +254,39 @@ func (s *Spool) unlinkMessage(id string) {
 	_ = os.Remove(s.msgPath(id))
 }
 
-// lookup reports whether id is queued and whether Update has written its state since.
-func (s *Spool) lookup(id string) (queued, updated bool) {
+// removeMessageFile takes a removed message's file out of the queue: into free/, to be
+// reused (freeFiles), or unlinked.
+func (s *Spool) removeMessageFile(id string, size int64, b *batchFiles) error {
+	path := s.msgPath(id)
+	if s.free.wants(size, len(b.freed)) {
+		s.freeSeq++
+		f := freeFile{path: filepath.Join(s.freeDir, strconv.FormatUint(s.freeSeq, 10)), size: size}
+		err := os.Rename(path, f.path)
+		if err == nil {
+			b.freed = append(b.freed, f)
+			return nil
+		}
+		if errors.Is(err, os.ErrNotExist) {
+			return nil
+		}
+		// Unlink it instead.
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("spool: remove message %s: %w", id, err)
+	}
+	return nil
+}
+
+// lookup reports whether id is queued, whether Update has written its state since, and
+// the size of its message file.
+func (s *Spool) lookup(id string) (queued, updated bool, size int64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	e, ok := s.idx.byID[id]
-	return ok, ok && e.updated
+	if !ok {
+		return false, false, 0
+	}
+	return true, e.updated, e.markerAt + int64(footerSize)
 }
 
 // crash calls the test hook that kills the process at a named point.

@@ -39,10 +39,14 @@ func runChild(mode, dir string) {
 	opts := Options{}
 	point, crashMode := strings.CutPrefix(mode, "crash-at:")
 	updatePoint, updateMode := strings.CutPrefix(mode, "update-crash-at:")
-	var armed atomic.Bool // for updates: crash only once the accept is done
-	if updateMode {
+	reusePoint, reuseMode := strings.CutPrefix(mode, "reuse-crash-at:")
+	var armed atomic.Bool // for updates and reuse: crash only once the first accept is done
+	switch {
+	case updateMode:
 		point, crashMode = updatePoint, true
-	} else {
+	case reuseMode:
+		point, crashMode = reusePoint, true
+	default:
 		armed.Store(true)
 	}
 	if crashMode {
@@ -115,6 +119,14 @@ func runChild(mode, dir string) {
 		m.Attempts = 1
 		armed.Store(true)
 		_ = s.Update(m)
+	case reuseMode:
+		// The second accept writes into the file of the first, removed message.
+		id := acceptSeq(1)
+		if err := s.Remove(id); err != nil {
+			os.Exit(2)
+		}
+		armed.Store(true)
+		acceptSeq(2)
 	case mode == "attempt":
 		// The runner's mark before it delivers, then a kill in the middle of the
 		// delivery: the mark is not fsync'd, but the kernel keeps it.
@@ -256,6 +268,12 @@ func TestCrashAtEachStage(t *testing.T) {
 		"a crash before an update's rename keeps the old state": {
 			mode: "update-crash-at:update-synced", left: 2, want: 1, attempts: 0,
 		},
+		"a crash writing into a reused file leaves nothing": {
+			mode: "reuse-crash-at:body-written", left: 0,
+		},
+		"a crash before a reused file's directory fsync keeps it": {
+			mode: "reuse-crash-at:before-dir-sync", left: 1, want: 1,
+		},
 		"a kill during an attempt keeps its mark": {
 			mode: "attempt", wait: "MARKED", left: 1, want: 1, attempts: 1, marked: true,
 		},
@@ -323,5 +341,6 @@ func boolInt(b bool) int {
 
 // acksFirst reports whether a child mode acknowledges one message before its crash.
 func acksFirst(mode string) bool {
-	return mode == "crash-at:between-unlinks" || mode == "attempt" || strings.HasPrefix(mode, "update-crash-at:")
+	return mode == "crash-at:between-unlinks" || mode == "attempt" || strings.HasPrefix(mode, "update-crash-at:") ||
+		strings.HasPrefix(mode, "reuse-crash-at:")
 }

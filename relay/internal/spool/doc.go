@@ -6,6 +6,8 @@
 //
 //	<dir>/LOCK           flock'd while a Spool is open, so two processes never share a dir
 //	<dir>/tmp/           files being written; everything here is garbage after a crash
+//	<dir>/free/          message files of removed messages, kept for reuse (free.go);
+//	                     garbage after a crash too
 //	<dir>/queue/ID.msg   the message file: the raw message exactly as accepted, then the
 //	                     envelope and state at acceptance, then a footer; never modified
 //	<dir>/queue/ID.json  the envelope and delivery state once Update has changed them;
@@ -20,14 +22,14 @@
 //
 // A message exists when, and only when, queue/ID.msg exists; its footer, and ID.json
 // when present, must agree on the id and the body's size. Accept writes tmp/ID.msg
-// while streaming, appends the state and footer, fsyncs it, then hands it to the
+// (or a file from free/) while streaming, appends the state and footer, fsyncs it, then hands it to the
 // committer, which renames it into queue/ and fsyncs queue/ once for every message in
 // the batch (group commit). Accept returns only after that directory fsync, so a 250
 // always refers to a message that survives a crash.
 //
 // A crash at any point leaves either a complete message or garbage that Open removes:
 //
-//   - before the rename: only a tmp/ file, which Open deletes;
+//   - before the rename: only a file in tmp/ or free/, which Open deletes;
 //   - after the rename but before the directory fsync: the complete message, never
 //     acknowledged, so the client may send it again (a duplicate, never a loss); or,
 //     after a power loss, no message at all. Since the file was fsync'd before its
@@ -57,9 +59,10 @@
 // the state before the attempt, which costs only that bookkeeping. Whoever reads a
 // state applies the mark when it records a later attempt than the state does.
 //
-// So a message delivered at its first attempt costs one file creation, one rename, one
-// unlink, one file fsync and its share of two directory fsyncs, where Postfix's queue
-// needs one file as well.
+// So a message delivered at its first attempt costs one file, one file fsync and its
+// share of two directory fsyncs, where Postfix's queue needs one file as well; and
+// since a removed message's file is renamed into free/ and the next accept writes over
+// it, in steady operation not even a file creation or an unlink, only two renames.
 //
 // Spools written before message files held each message as ID.body and ID.json. Open
 // converts them: it writes ID.msg from the two, fsyncs it and the directory, keeps

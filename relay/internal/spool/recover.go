@@ -13,17 +13,16 @@ import (
 // layout before message files, quarantines inconsistent entries and indexes every
 // complete message. It runs in Open, before any writer exists.
 func (s *Spool) recover() error {
-	tmps, err := os.ReadDir(s.tmp)
-	if err != nil {
-		return fmt.Errorf("spool: scan tmp: %w", err)
-	}
-	for _, de := range tmps {
-		if err := os.RemoveAll(filepath.Join(s.tmp, de.Name())); err != nil {
-			return fmt.Errorf("spool: remove half-written file: %w", err)
+	// Half-written files, and files kept for reuse and perhaps half overwritten: the
+	// pool starts empty.
+	for _, d := range []string{s.tmp, s.freeDir} {
+		n, err := emptyDir(d)
+		if err != nil {
+			return err
 		}
-	}
-	if len(tmps) > 0 {
-		s.log.Info("spool: removed half-written files", "count", len(tmps))
+		if n > 0 && d == s.tmp {
+			s.log.Info("spool: removed half-written files", "count", n)
+		}
 	}
 
 	des, err := os.ReadDir(s.queue)
@@ -89,6 +88,20 @@ func (s *Spool) recover() error {
 		s.log.Info("spool: converted messages to message files", "count", converted)
 	}
 	return nil
+}
+
+// emptyDir removes everything in dir and returns how many entries it removed.
+func emptyDir(dir string) (int, error) {
+	des, err := os.ReadDir(dir)
+	if err != nil {
+		return 0, fmt.Errorf("spool: scan %s: %w", dir, err)
+	}
+	for _, de := range des {
+		if err := os.RemoveAll(filepath.Join(dir, de.Name())); err != nil {
+			return 0, fmt.Errorf("spool: remove left-over file: %w", err)
+		}
+	}
+	return len(des), nil
 }
 
 // admit checks a message's files and adds it to the index, or quarantines it. With a

@@ -103,6 +103,7 @@ var (
 
 const (
 	tmpDir     = "tmp"
+	freeDir    = "free" // message files kept for reuse (freeFiles)
 	queueDir   = "queue"
 	corruptDir = "corrupt"
 	msgExt     = ".msg"  // body and the state at acceptance
@@ -117,6 +118,7 @@ const (
 type Spool struct {
 	dir      string
 	tmp      string
+	freeDir  string
 	queue    string
 	queueFD  *os.File // kept open for the directory fsyncs
 	unlock   func() error
@@ -136,29 +138,35 @@ type Spool struct {
 	// message files hold too, so that the runner reads none of them back from disk. An
 	// entry goes when Update gives its message a later state or Remove removes it; at
 	// most freshStates are kept.
-	fresh   map[string]Message
-	pending []*op // ops waiting for the committer
-	closed  bool
-	stats   Stats
+	fresh map[string]Message
+	// accepting reserves the ids of accepts not committed yet (createBody).
+	accepting map[string]bool
+	free      freeFiles
+	freeSeq   uint64 // names files moved to free/; the committer's alone
+	pending   []*op  // ops waiting for the committer
+	closed    bool
+	stats     Stats
 }
 
 // Open opens or creates the spool in dir, removes what crashed writers left behind
 // and rebuilds the index from the committed messages.
 func Open(dir string, opts Options) (*Spool, error) {
 	s := &Spool{
-		dir:      dir,
-		tmp:      filepath.Join(dir, tmpDir),
-		queue:    filepath.Join(dir, queueDir),
-		log:      opts.Logger,
-		now:      opts.Now,
-		notify:   make(chan struct{}, 1),
-		hookPre:  opts.beforeCommit,
-		crashAt:  opts.crashAt,
-		maxBatch: opts.maxBatch,
-		commitCh: make(chan struct{}, 1),
-		stopped:  make(chan struct{}),
-		idx:      newIndex(),
-		fresh:    make(map[string]Message),
+		dir:       dir,
+		tmp:       filepath.Join(dir, tmpDir),
+		freeDir:   filepath.Join(dir, freeDir),
+		queue:     filepath.Join(dir, queueDir),
+		log:       opts.Logger,
+		now:       opts.Now,
+		notify:    make(chan struct{}, 1),
+		hookPre:   opts.beforeCommit,
+		crashAt:   opts.crashAt,
+		maxBatch:  opts.maxBatch,
+		commitCh:  make(chan struct{}, 1),
+		stopped:   make(chan struct{}),
+		idx:       newIndex(),
+		fresh:     make(map[string]Message),
+		accepting: make(map[string]bool),
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
@@ -166,7 +174,7 @@ func Open(dir string, opts Options) (*Spool, error) {
 	if s.now == nil {
 		s.now = time.Now
 	}
-	for _, d := range []string{dir, s.tmp, s.queue} {
+	for _, d := range []string{dir, s.tmp, s.freeDir, s.queue} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return nil, fmt.Errorf("spool: create %s: %w", d, err)
 		}

@@ -5,6 +5,8 @@ import (
 	"context"
 	"errors"
 	"io"
+	"os"
+	"path/filepath"
 	"slices"
 	"sync"
 	"testing"
@@ -334,5 +336,60 @@ func TestFreshStatesAreCopies(t *testing.T) {
 	}
 	if got, err := s.Get(id); err != nil || got.Attempts != 1 || got.Recipients[0].Attempts != 1 {
 		t.Fatalf("after Update: Get = %+v, %v; want the updated state", got, err)
+	}
+}
+
+// A removed message's file is reused for the next accept: written over from its start
+// and cut to the new message, so nothing of the old one shows, now or after a reopen;
+// Open empties the pool.
+func TestMessageFilesAreReused(t *testing.T) {
+	dir := t.TempDir()
+	s := openSpool(t, dir, Options{})
+	long := bytes.Repeat([]byte("the earlier, longer message\r\n"), 200)
+	first, err := s.Accept(context.Background(), testEnvelope(), bytes.NewReader(long))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Remove(first); err != nil {
+		t.Fatal(err)
+	}
+	free := filepath.Join(dir, freeDir)
+	if got := dirNames(t, free); len(got) != 1 {
+		t.Fatalf("free/ after the removal = %v, want the removed message's file", got)
+	}
+	second := accept(t, s, 2)
+	if got := dirNames(t, free); len(got) != 0 {
+		t.Fatalf("free/ after the next accept = %v, want its file reused", got)
+	}
+	check := func(when string, s *Spool) {
+		t.Helper()
+		if got := readBody(t, s, second); !bytes.Equal(got, testBody(2)) {
+			t.Fatalf("%s: the reused file's body is %d bytes, want the new message", when, len(got))
+		}
+		data, err := os.ReadFile(filepath.Join(dir, queueDir, second+msgExt))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if bytes.Contains(data, []byte("earlier, longer")) {
+			t.Fatalf("%s: the reused file still holds the removed message", when)
+		}
+	}
+	check("before reopening", s)
+	if err := s.Remove(second); err != nil {
+		t.Fatal(err)
+	}
+	third := accept(t, s, 3)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(free, "99"), long, 0o600); err != nil { // a crash left one
+		t.Fatal(err)
+	}
+	s = openSpool(t, dir, Options{})
+	if got := dirNames(t, free); len(got) != 0 {
+		t.Fatalf("free/ after Open = %v, want it empty", got)
+	}
+	if got := readBody(t, s, third); !bytes.Equal(got, testBody(3)) {
+		t.Fatal("the message in a twice reused file changed across the reopen")
 	}
 }
