@@ -208,7 +208,7 @@ type batchFiles struct {
 func (s *Spool) apply(o *op, b *batchFiles) error {
 	switch o.kind {
 	case opAccept:
-		if err := os.Rename(o.tmp, s.msgPath(o.id)); err != nil {
+		if err := rename(o.tmp, s.msgPath(o.id)); err != nil {
 			o.removeTemp()
 			return storageErr("commit message", err)
 		}
@@ -218,7 +218,7 @@ func (s *Spool) apply(o *op, b *batchFiles) error {
 			o.removeTemp()
 			return fmt.Errorf("update %s: %w", o.id, ErrNotFound)
 		}
-		if err := os.Rename(o.tmp, s.statePath(o.id)); err != nil {
+		if err := rename(o.tmp, s.statePath(o.id)); err != nil {
 			o.removeTemp()
 			return storageErr("commit update", err)
 		}
@@ -261,7 +261,7 @@ func (s *Spool) removeMessageFile(id string, size int64, b *batchFiles) error {
 	if s.free.wants(size, len(b.freed)) {
 		s.freeSeq++
 		f := freeFile{path: filepath.Join(s.freeDir, strconv.FormatUint(s.freeSeq, 10)), size: size}
-		err := os.Rename(path, f.path)
+		err := rename(path, f.path)
 		if err == nil {
 			b.freed = append(b.freed, f)
 			return nil
