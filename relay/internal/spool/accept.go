@@ -157,13 +157,13 @@ func (s *Spool) createBody(id string) (newFile, error) {
 	reuse, ok := s.free.take()
 	s.mu.Unlock()
 	if ok {
-		f, err := os.OpenFile(reuse.path, os.O_WRONLY, 0)
+		f, err := openFile(reuse.path, os.O_WRONLY, 0)
 		if err == nil {
 			return newFile{f: f, reused: reuse.size}, nil
 		}
 		_ = os.Remove(reuse.path) // gone or unusable: write a new one instead
 	}
-	f, err := os.OpenFile(filepath.Join(s.tmp, id+msgExt), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	f, err := openFile(filepath.Join(s.tmp, id+msgExt), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		s.release(id)
 		return newFile{}, storageErr("create message", err)

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"io"
 	"os"
 	"syscall"
 	"time"
@@ -108,7 +109,7 @@ type messageFile struct {
 // readMessageFile reads the state at acceptance and the attempt marker from a message
 // file and checks that the body before them has the size the state records.
 func readMessageFile(path string) (messageFile, error) {
-	f, err := os.Open(path)
+	f, err := openFile(path, os.O_RDONLY, 0)
 	if err != nil {
 		return messageFile{}, fmt.Errorf("spool: read message: %w", err)
 	}
@@ -172,7 +173,7 @@ func createState(path string, m Message) (*os.File, error) {
 	if err != nil {
 		return nil, err
 	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	f, err := openFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return nil, storageErr("create state", err)
 	}
@@ -186,7 +187,12 @@ func createState(path string, m Message) (*os.File, error) {
 
 // readState reads and checks a state file (queue/ID.json).
 func readState(path string) (Message, error) {
-	data, err := os.ReadFile(path)
+	f, err := openFile(path, os.O_RDONLY, 0)
+	if err != nil {
+		return Message{}, fmt.Errorf("spool: read state: %w", err)
+	}
+	defer f.Close()
+	data, err := io.ReadAll(f)
 	if err != nil {
 		return Message{}, fmt.Errorf("spool: read state: %w", err)
 	}

@@ -336,7 +336,7 @@ func (s *Spool) OpenBody(id string) (*Body, error) {
 	if !ok {
 		return nil, fmt.Errorf("open body %s: %w", id, ErrNotFound)
 	}
-	f, err := os.Open(s.msgPath(id))
+	f, err := openFile(s.msgPath(id), os.O_RDONLY, 0)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("open body %s: %w", id, ErrNotFound)
 	}

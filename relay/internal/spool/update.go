@@ -65,7 +65,7 @@ func (s *Spool) Attempt(id string, attempts int, next time.Time) (*Body, error) 
 	if err != nil {
 		return nil, err
 	}
-	f, err := os.OpenFile(s.msgPath(id), os.O_RDWR, 0)
+	f, err := openFile(s.msgPath(id), os.O_RDWR, 0)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("attempt %s: %w", id, ErrNotFound)
 	}
