@@ -23,7 +23,7 @@ func (h *harness) acceptSealed(sender string, rcpts ...string) string {
 	}, strings.NewReader(message("test")), func(env *spool.Envelope) error {
 		env.Prepend = sealedPrefix
 		return nil
-	})
+	}, nil)
 	if err != nil {
 		h.t.Fatal(err)
 	}

@@ -58,7 +58,7 @@ func (ss *session) Data(r io.Reader) error {
 
 	counted := &countingReader{r: r}
 	br := bufio.NewReaderSize(&lineEndingGuard{r: counted}, 4096)
-	err := ss.queue(txn, br)
+	err := ss.queue(txn, br, counted)
 	txn.size = counted.n
 	ss.srv.metrics.BytesReceived.Add(float64(counted.n))
 	if err != nil {
@@ -80,7 +80,6 @@ func (ss *session) Data(r io.Reader) error {
 	}
 	ss.c.idle.Store(0) // an accepted message ends a run of junk commands
 	ss.srv.metrics.MessagesAccepted.WithLabelValues(txn.direction).Inc()
-	ss.track(txn, tracking.Accepted, "")
 	if o := ss.srv.opts.Observer; o != nil && txn.direction == directionOutbound && ss.cred == nil && txn.senderKey != "" {
 		o.OutboundSender(ss.dir.Lookup(txn.senderKey), txn.senderKey)
 	}
@@ -89,8 +88,9 @@ func (ss *session) Data(r io.Reader) error {
 
 // queue reads the header, checks it, and streams the message into the queue under an
 // id taken first, so that our Received: header names the id it is queued under; the
-// id is set in txn only once the queue has the message.
-func (ss *session) queue(txn *transaction, br *bufio.Reader) error {
+// id is set in txn only once the queue has the message, when the "accepted" tracking
+// line is written: before delivery can see the message, whose lines come after it.
+func (ss *session) queue(txn *transaction, br *bufio.Reader, counted *countingReader) error {
 	header, err := readHeader(br, ss.srv.limits.MaxHeaderBytes)
 	if err != nil {
 		return err
@@ -125,12 +125,12 @@ func (ss *session) queue(txn *transaction, br *bufio.Reader) error {
 		rest, seal = io.TeeReader(br, signer), sealWith(signer)
 	}
 	body := io.MultiReader(received, bytes.NewReader(header), rest)
-	if err := ss.srv.opts.Queue.AcceptSealed(ss.ctx, id, env, body, seal); err != nil {
-		return err
+	announce := func() {
+		txn.queueID, txn.size = id, counted.n
+		ss.signed(txn, keys)
+		ss.track(txn, tracking.Accepted, "")
 	}
-	txn.queueID = id
-	ss.signed(txn, keys)
-	return nil
+	return ss.srv.opts.Queue.AcceptSealed(ss.ctx, id, env, body, seal, announce)
 }
 
 // checkFrom enforces that the From: header names exactly one address the sender may use:

@@ -113,8 +113,8 @@ func newEnv(t testing.TB, mode Mode, opts ...envOption) *testEnv {
 type delegateQueue struct{ e *testEnv }
 
 func (d delegateQueue) NewID() string { return d.e.queue.NewID() }
-func (d delegateQueue) AcceptSealed(ctx context.Context, id string, env spool.Envelope, body io.Reader, seal func(*spool.Envelope) error) error {
-	return d.e.queue.AcceptSealed(ctx, id, env, body, seal)
+func (d delegateQueue) AcceptSealed(ctx context.Context, id string, env spool.Envelope, body io.Reader, seal func(*spool.Envelope) error, announce func()) error {
+	return d.e.queue.AcceptSealed(ctx, id, env, body, seal, announce)
 }
 
 // queueFunc is a Queue that hands each message to a function, under a fixed id.
@@ -124,11 +124,19 @@ type queueFunc func(ctx context.Context, env spool.Envelope, body io.Reader) err
 const queueFuncID = "0000000000DISCARD0"
 
 func (f queueFunc) NewID() string { return queueFuncID }
-func (f queueFunc) AcceptSealed(ctx context.Context, _ string, env spool.Envelope, body io.Reader, seal func(*spool.Envelope) error) error {
-	if err := f(ctx, env, body); err != nil || seal == nil {
+func (f queueFunc) AcceptSealed(ctx context.Context, _ string, env spool.Envelope, body io.Reader, seal func(*spool.Envelope) error, announce func()) error {
+	if err := f(ctx, env, body); err != nil {
 		return err
 	}
-	return seal(&env)
+	if seal != nil {
+		if err := seal(&env); err != nil {
+			return err
+		}
+	}
+	if announce != nil {
+		announce()
+	}
+	return nil
 }
 
 // message returns the queued envelope and body of id.

@@ -46,10 +46,12 @@ func (m Mode) String() string {
 // not nil, is called after body's last byte and may set the envelope's Prepend (the DKIM
 // signatures), which must then be as durable as the body. When body or seal returns an
 // error, AcceptSealed must return it wrapped (errors.Is and errors.As work) and keep
-// nothing.
+// nothing. announce, when not nil, must be called once the message is durable, on the
+// caller's goroutine and before delivery can see the message: the server writes the
+// message's "accepted" tracking line there, so it always precedes the delivery lines.
 type Queue interface {
 	NewID() string
-	AcceptSealed(ctx context.Context, id string, env spool.Envelope, body io.Reader, seal func(*spool.Envelope) error) error
+	AcceptSealed(ctx context.Context, id string, env spool.Envelope, body io.Reader, seal func(*spool.Envelope) error, announce func()) error
 }
 
 // Pacer is flow control between acceptance and delivery (the delivery runner implements

@@ -37,7 +37,7 @@ func (s *Spool) Accept(ctx context.Context, env Envelope, body io.Reader) (strin
 		if err != nil {
 			return "", err
 		}
-		if err := s.store(ctx, id, mf, env, body, nil, now); err != nil {
+		if err := s.store(ctx, id, mf, env, body, nil, nil, now); err != nil {
 			return "", err
 		}
 		return id, nil
@@ -50,7 +50,7 @@ func (s *Spool) Accept(ctx context.Context, env Envelope, body io.Reader) (strin
 // being accepted already, is refused before body is read. Since the caller has already
 // written the id into the message, AcceptAs never picks another one.
 func (s *Spool) AcceptAs(ctx context.Context, id string, env Envelope, body io.Reader) error {
-	return s.AcceptSealed(ctx, id, env, body, nil)
+	return s.AcceptSealed(ctx, id, env, body, nil, nil)
 }
 
 // AcceptSealed is AcceptAs with a last word: seal, when not nil, is called once the
@@ -59,7 +59,12 @@ func (s *Spool) AcceptAs(ctx context.Context, id string, env Envelope, body io.R
 // the whole body determines (its signatures). What it sets is fsync'd with the body
 // before AcceptSealed returns nil, so a 250 promises it as much as the body. An error
 // from seal is returned wrapped and keeps nothing, as one from body does.
-func (s *Spool) AcceptSealed(ctx context.Context, id string, env Envelope, body io.Reader, seal func(*Envelope) error) error {
+//
+// announce, when not nil, is called on the caller's goroutine once the message is
+// durable and before delivery can see it (Due leaves it out until announce returns),
+// so that what the caller records of the acceptance, the tracking line, always comes
+// before anything delivery records of the message.
+func (s *Spool) AcceptSealed(ctx context.Context, id string, env Envelope, body io.Reader, seal func(*Envelope) error, announce func()) error {
 	if !validID(id) {
 		return fmt.Errorf("spool: %q is not a queue id", id)
 	}
@@ -70,7 +75,7 @@ func (s *Spool) AcceptSealed(ctx context.Context, id string, env Envelope, body 
 	if err != nil {
 		return err
 	}
-	return s.store(ctx, id, mf, env, body, seal, s.now())
+	return s.store(ctx, id, mf, env, body, seal, announce, s.now())
 }
 
 func (s *Spool) isClosed() bool {
@@ -82,13 +87,13 @@ func (s *Spool) isClosed() bool {
 // store writes body into the message file (tmp/id.msg, or a reused one), lets seal
 // complete the envelope, appends the state, cuts what a reused file held beyond,
 // fsyncs the file and hands it to the committer; it returns once the commit is durable.
-func (s *Spool) store(ctx context.Context, id string, mf newFile, env Envelope, body io.Reader, seal func(*Envelope) error, now time.Time) error {
+func (s *Spool) store(ctx context.Context, id string, mf newFile, env Envelope, body io.Reader, seal func(*Envelope) error, announce func(), now time.Time) error {
 	if env.ReceivedAt.IsZero() {
 		env.ReceivedAt = now
 	}
 	env.Recipients = slices.Clone(env.Recipients)
 	f := mf.f
-	o := &op{kind: opAccept, id: id, tmp: f.Name()}
+	o := &op{kind: opAccept, id: id, tmp: f.Name(), announce: announce}
 	fail := func(err error) error {
 		_ = f.Close()
 		s.discard(o)

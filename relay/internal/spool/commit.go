@@ -29,6 +29,7 @@ type op struct {
 	size     int64   // accept
 	markerAt int64   // accept
 	state    Message // accept: the state at acceptance, for Spool.fresh
+	announce func()  // accept: see AcceptSealed; the entry is not due until it returned
 	tally    tally   // accept, update
 
 	// Guarded by Spool.mu.
@@ -56,14 +57,14 @@ func (s *Spool) submit(ctx context.Context, o *op) error {
 
 	select {
 	case err := <-o.done:
-		return err
+		return s.announced(o, err)
 	case <-ctx.Done():
 	}
 	s.mu.Lock()
 	switch {
 	case o.finished:
 		s.mu.Unlock()
-		return <-o.done
+		return s.announced(o, <-o.done)
 	case !o.taken:
 		s.pending = slices.DeleteFunc(s.pending, func(p *op) bool { return p == o })
 		s.mu.Unlock()
@@ -75,9 +76,32 @@ func (s *Spool) submit(ctx context.Context, o *op) error {
 	return fmt.Errorf("spool: commit %s: %w", o.id, ctx.Err())
 }
 
+// announced runs a committed accept's announce and then lets delivery see the message.
+func (s *Spool) announced(o *op, err error) error {
+	if err != nil || o.announce == nil {
+		return err
+	}
+	o.announce()
+	s.mu.Lock()
+	if e, ok := s.idx.byID[o.id]; ok {
+		e.announcing = false
+	}
+	s.mu.Unlock()
+	s.wakeRunner()
+	return nil
+}
+
 func (o *op) removeTemp() {
 	if o.tmp != "" {
 		_ = os.Remove(o.tmp)
+	}
+}
+
+// wakeRunner tells whoever waits on Notify that messages were accepted.
+func (s *Spool) wakeRunner() {
+	select {
+	case s.notify <- struct{}{}:
+	default:
 	}
 }
 
@@ -165,7 +189,11 @@ func (s *Spool) commit(batch []*op) {
 			if len(s.fresh) < freshStates {
 				s.fresh[o.id] = o.state
 			}
-			accepted = true
+			if o.announce != nil {
+				s.idx.byID[o.id].announcing = true // announced wakes the runner
+			} else {
+				accepted = true
+			}
 		case o.kind == opUpdate && err == nil:
 			if e, ok := s.idx.byID[o.id]; ok {
 				s.idx.put(o.id, o.next, e.size)
@@ -184,10 +212,7 @@ func (s *Spool) commit(batch []*op) {
 	// Signal before any Accept returns, so a message is never acknowledged without
 	// a wake-up for the runner still to come.
 	if accepted {
-		select {
-		case s.notify <- struct{}{}:
-		default:
-		}
+		s.wakeRunner()
 	}
 	for i, o := range batch {
 		o.finished = true

@@ -87,7 +87,7 @@ func runChild(mode, dir string) {
 					seq := w*1_000_000 + i
 					id := s.NewID()
 					err := s.AcceptSealed(context.Background(), id, testEnvelope(), bytes.NewReader(testBody(seq)),
-						func(env *Envelope) error { env.Prepend = sealFor(seq); return nil })
+						func(env *Envelope) error { env.Prepend = sealFor(seq); return nil }, nil)
 					if err != nil {
 						fmt.Fprintln(os.Stderr, "child:", err)
 						os.Exit(2)

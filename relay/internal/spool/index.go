@@ -19,6 +19,9 @@ type entry struct {
 	// applies it.
 	mark     marker
 	markerAt int64
+	// announcing: accepted, but its accept's announce has not returned yet (see
+	// AcceptSealed), so it is not due.
+	announcing bool
 
 	tally // for Summary: pending recipients, attempt in progress
 }
@@ -93,7 +96,9 @@ func (x *index) due(now int64, limit int) []string {
 		if e.next > now {
 			continue // its subtree is later still
 		}
-		ids = append(ids, e.id)
+		if !e.announcing {
+			ids = append(ids, e.id)
+		}
 		for _, c := range []int{2*p + 1, 2*p + 2} {
 			if c < len(x.heap) {
 				heap.Push(&frontier, c)

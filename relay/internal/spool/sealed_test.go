@@ -8,6 +8,7 @@ import (
 	"io"
 	"testing"
 	"testing/iotest"
+	"time"
 )
 
 // sealFor is the prefix the sealed tests store for message seq.
@@ -37,7 +38,7 @@ func TestAcceptSealedStoresWhatSealSetsAfterTheBody(t *testing.T) {
 		}
 		env.Prepend = sealFor(3)
 		return nil
-	})
+	}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -70,7 +71,7 @@ func TestAcceptSealedErrorKeepsNothing(t *testing.T) {
 	errSign := errors.New("signing failed")
 	id := s.NewID()
 	err := s.AcceptSealed(context.Background(), id, testEnvelope(), bytes.NewReader(testBody(1)),
-		func(*Envelope) error { return errSign })
+		func(*Envelope) error { return errSign }, nil)
 	if !errors.Is(err, errSign) {
 		t.Fatalf("AcceptSealed = %v, want an error wrapping the seal's", err)
 	}
@@ -134,5 +135,34 @@ func TestCrashKeepsSealedPrefix(t *testing.T) {
 	}
 	if files := tmpFiles(t, dir); len(files) != 0 {
 		t.Fatalf("tmp after recovery holds %v", files)
+	}
+}
+
+// announce runs once the message is durable and before delivery can see it: inside it
+// the message is queued (Get finds it) but not due, and after it, it is.
+func TestAnnounceComesBeforeDelivery(t *testing.T) {
+	s := openSpool(t, t.TempDir(), Options{})
+	id := s.NewID()
+	var due []string
+	var getErr error
+	announced := false
+	err := s.AcceptSealed(context.Background(), id, testEnvelope(), bytes.NewReader(testBody(1)), nil, func() {
+		announced = true
+		_, getErr = s.Get(id)
+		due = s.DueIDs(time.Now().Add(time.Hour), 10)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !announced || getErr != nil || len(due) != 0 {
+		t.Fatalf("inside announce (called %v): Get err %v, due %v; want the message queued and not due", announced, getErr, due)
+	}
+	if due := s.DueIDs(time.Now().Add(time.Hour), 10); len(due) != 1 || due[0] != id {
+		t.Fatalf("after announce: due %v, want %s", due, id)
+	}
+	select {
+	case <-s.Notify():
+	default:
+		t.Fatal("no wake-up for the runner after announce")
 	}
 }
