@@ -39,6 +39,11 @@ type Conn struct {
 	*smtp.Client
 	Endpoint Endpoint
 	TLS      TLSInfo
+	// Raw is the connection under Client (over TLS when TLS is in use), for a caller
+	// that pipelines a transaction (RFC 2920) itself, which go-smtp's client cannot.
+	// Client has nothing buffered from it between commands: a server sends no reply
+	// that was not asked for.
+	Raw net.Conn
 }
 
 // Open connects to ep and prepares a session as p asks: STARTTLS when offered; for
@@ -89,7 +94,8 @@ func (d *Dialer) Open(ctx context.Context, ep Endpoint, p Params) (*Conn, error)
 	// go-smtp's client cannot send STARTTLS after an EHLO with our own name, so the
 	// steps above are done by hand and the client takes over here, reading a replayed
 	// greeting and saying EHLO again (over TLS, RFC 3207 requires it).
-	c := smtp.NewClient(&replayConn{Conn: conn, pending: []byte("220 resumed\r\n")})
+	raw := &replayConn{Conn: conn, pending: []byte("220 resumed\r\n")}
+	c := smtp.NewClient(raw)
 	c.CommandTimeout = d.opts.CommandTimeout
 	c.SubmissionTimeout = d.opts.DataTimeout
 	stop := context.AfterFunc(ctx, func() { _ = c.Close() })
@@ -107,7 +113,7 @@ func (d *Dialer) Open(ctx context.Context, ep Endpoint, p Params) (*Conn, error)
 		_ = c.Close()
 		return nil, err
 	}
-	return &Conn{Client: c, Endpoint: ep, TLS: info}, nil
+	return &Conn{Client: c, Endpoint: ep, TLS: info, Raw: raw}, nil
 }
 
 // dial connects to ep within the connect timeout. The default dialer checks the guard

@@ -64,6 +64,10 @@ type ClientOptions struct {
 	AllowedNetworks, DeniedNetworks []netip.Prefix
 	Metrics                         *Metrics
 	Logger                          *slog.Logger
+
+	// noPipelining, for tests, runs every transaction one command at a time, as for a
+	// server that does not offer PIPELINING.
+	noPipelining bool
 }
 
 // Client delivers messages over SMTP and keeps idle sessions for reuse. It is safe for

@@ -177,54 +177,58 @@ func TestAllHostsFailing(t *testing.T) {
 }
 
 func TestPerRecipientOutcomes(t *testing.T) {
-	w := newWorld(t)
-	srv := w.mx("dest.example", "mx.dest.example", 10)
-	srv.RejectRcpt("gone@dest.example", testkit.Reply(550, "5.1.1", "no such user"))
-	srv.RejectRcpt("full@dest.example", testkit.Reply(452, "4.2.2", "mailbox full"))
-	res := deliver(t, w.client(), "dest.example", tlspolicy.Default, "gone@dest.example", "ok@dest.example", "full@dest.example")
-	if got := outcomes(res); got != "gone@dest.example=failed,ok@dest.example=delivered,full@dest.example=deferred" {
-		t.Fatalf("outcomes %s", got)
-	}
-	if r := res.Recipients[0]; r.Status != "5.1.1" || r.Reply != "550 5.1.1 no such user" {
-		t.Fatalf("a refused recipient keeps the remote reply: %s %q", r.Status, r.Reply)
-	}
-	msgs := srv.Messages()
-	if len(msgs) != 1 || strings.Join(msgs[0].To, ",") != "ok@dest.example" {
-		t.Fatalf("server got %+v, want one message to the accepted recipient", msgs)
-	}
-	if !strings.Contains(string(msgs[0].Data), "\r\n.leading dot\r\n") {
-		t.Fatalf("the body did not survive dot-stuffing: %q", msgs[0].Data)
-	}
+	bothModes(t, func(t *testing.T, mode func(*ClientOptions)) {
+		w := newWorld(t)
+		srv := w.mx("dest.example", "mx.dest.example", 10)
+		srv.RejectRcpt("gone@dest.example", testkit.Reply(550, "5.1.1", "no such user"))
+		srv.RejectRcpt("full@dest.example", testkit.Reply(452, "4.2.2", "mailbox full"))
+		res := deliver(t, w.client(mode), "dest.example", tlspolicy.Default, "gone@dest.example", "ok@dest.example", "full@dest.example")
+		if got := outcomes(res); got != "gone@dest.example=failed,ok@dest.example=delivered,full@dest.example=deferred" {
+			t.Fatalf("outcomes %s", got)
+		}
+		if r := res.Recipients[0]; r.Status != "5.1.1" || r.Reply != "550 5.1.1 no such user" {
+			t.Fatalf("a refused recipient keeps the remote reply: %s %q", r.Status, r.Reply)
+		}
+		msgs := srv.Messages()
+		if len(msgs) != 1 || strings.Join(msgs[0].To, ",") != "ok@dest.example" {
+			t.Fatalf("server got %+v, want one message to the accepted recipient", msgs)
+		}
+		if !strings.Contains(string(msgs[0].Data), "\r\n.leading dot\r\n") {
+			t.Fatalf("the body did not survive dot-stuffing: %q", msgs[0].Data)
+		}
+	})
 }
 
 func TestTransactionReplies(t *testing.T) {
-	tests := map[string]struct {
-		stage  testkit.Stage
-		reply  [3]any
-		want   Outcome
-		status string
-	}{
-		"a 5xx to MAIL fails every recipient":     {testkit.StageMail, [3]any{553, "5.7.1", "sender refused"}, Failed, "5.7.1"},
-		"a 4xx to MAIL defers every recipient":    {testkit.StageMail, [3]any{451, "4.3.0", "later"}, Deferred, "4.3.0"},
-		"a 5xx after DATA fails every recipient":  {testkit.StageData, [3]any{554, "5.6.0", "content refused"}, Failed, "5.6.0"},
-		"a 4xx after DATA defers every recipient": {testkit.StageData, [3]any{452, "4.3.1", "no space"}, Deferred, "4.3.1"},
-	}
-	for name, tc := range tests {
-		t.Run(name, func(t *testing.T) {
-			w := newWorld(t)
-			srv := w.mx("dest.example", "mx.dest.example", 10)
-			srv.Inject(tc.stage, testkit.Reply(tc.reply[0].(int), tc.reply[1].(string), tc.reply[2].(string)), 1)
-			res := deliver(t, w.client(), "dest.example", tlspolicy.Default, "a@dest.example", "b@dest.example")
-			for _, r := range res.Recipients {
-				if r.Outcome != tc.want || r.Status != tc.status || !strings.Contains(r.Reply, tc.reply[2].(string)) {
-					t.Fatalf("%s: %s %s %q", r.Address, r.Outcome, r.Status, r.Reply)
+	bothModes(t, func(t *testing.T, mode func(*ClientOptions)) {
+		tests := map[string]struct {
+			stage  testkit.Stage
+			reply  [3]any
+			want   Outcome
+			status string
+		}{
+			"a 5xx to MAIL fails every recipient":     {testkit.StageMail, [3]any{553, "5.7.1", "sender refused"}, Failed, "5.7.1"},
+			"a 4xx to MAIL defers every recipient":    {testkit.StageMail, [3]any{451, "4.3.0", "later"}, Deferred, "4.3.0"},
+			"a 5xx after DATA fails every recipient":  {testkit.StageData, [3]any{554, "5.6.0", "content refused"}, Failed, "5.6.0"},
+			"a 4xx after DATA defers every recipient": {testkit.StageData, [3]any{452, "4.3.1", "no space"}, Deferred, "4.3.1"},
+		}
+		for name, tc := range tests {
+			t.Run(name, func(t *testing.T) {
+				w := newWorld(t)
+				srv := w.mx("dest.example", "mx.dest.example", 10)
+				srv.Inject(tc.stage, testkit.Reply(tc.reply[0].(int), tc.reply[1].(string), tc.reply[2].(string)), 1)
+				res := deliver(t, w.client(mode), "dest.example", tlspolicy.Default, "a@dest.example", "b@dest.example")
+				for _, r := range res.Recipients {
+					if r.Outcome != tc.want || r.Status != tc.status || !strings.Contains(r.Reply, tc.reply[2].(string)) {
+						t.Fatalf("%s: %s %s %q", r.Address, r.Outcome, r.Status, r.Reply)
+					}
 				}
-			}
-			if len(srv.Messages()) != 0 {
-				t.Fatal("the server kept a refused message")
-			}
-		})
-	}
+				if len(srv.Messages()) != 0 {
+					t.Fatal("the server kept a refused message")
+				}
+			})
+		}
+	})
 }
 
 func TestDNSOutcomes(t *testing.T) {
@@ -250,61 +254,67 @@ func TestDNSOutcomes(t *testing.T) {
 }
 
 func TestSessionReuse(t *testing.T) {
-	ca := testkit.NewCA(t)
-	w := newWorld(t)
-	srv := w.mx("dest.example", "mx.dest.example", 10, testkit.WithCertificate(ca.Leaf(t, "mx.dest.example")))
-	srv.RejectRcpt("gone@dest.example", testkit.Reply(550, "5.1.1", "no such user"))
-	c := w.client()
-	p := tlspolicy.Policy{Mode: tlspolicy.RequireVerifiedTLS, Roots: ca.Pool()}
-	// An abandoned transaction (every recipient refused) is reset, not dropped.
-	for _, rcpts := range [][]string{{"a@dest.example"}, {"gone@dest.example"}, {"b@dest.example"}, {"c@dest.example"}} {
-		res := deliver(t, c, "dest.example", p, rcpts...)
-		if !res.TLS.Verified {
-			t.Fatalf("a reused session lost its TLS facts: %+v", res.TLS)
+	bothModes(t, func(t *testing.T, mode func(*ClientOptions)) {
+		ca := testkit.NewCA(t)
+		w := newWorld(t)
+		srv := w.mx("dest.example", "mx.dest.example", 10, testkit.WithCertificate(ca.Leaf(t, "mx.dest.example")))
+		srv.RejectRcpt("gone@dest.example", testkit.Reply(550, "5.1.1", "no such user"))
+		c := w.client(mode)
+		p := tlspolicy.Policy{Mode: tlspolicy.RequireVerifiedTLS, Roots: ca.Pool()}
+		// An abandoned transaction (every recipient refused) is reset, not dropped.
+		for _, rcpts := range [][]string{{"a@dest.example"}, {"gone@dest.example"}, {"b@dest.example"}, {"c@dest.example"}} {
+			res := deliver(t, c, "dest.example", p, rcpts...)
+			if !res.TLS.Verified {
+				t.Fatalf("a reused session lost its TLS facts: %+v", res.TLS)
+			}
 		}
-	}
-	if n := len(srv.Messages()); n != 3 {
-		t.Fatalf("%d messages delivered, want 3", n)
-	}
-	if n := srv.Connections(); n != 1 {
-		t.Fatalf("%d connections for four deliveries, want 1", n)
-	}
-	// Another policy must not share the verified session.
-	deliver(t, c, "dest.example", tlspolicy.Default, "d@dest.example")
-	if n := srv.Connections(); n != 2 {
-		t.Fatalf("%d connections after a delivery under another policy, want 2", n)
-	}
+		if n := len(srv.Messages()); n != 3 {
+			t.Fatalf("%d messages delivered, want 3", n)
+		}
+		if n := srv.Connections(); n != 1 {
+			t.Fatalf("%d connections for four deliveries, want 1", n)
+		}
+		// Another policy must not share the verified session.
+		deliver(t, c, "dest.example", tlspolicy.Default, "d@dest.example")
+		if n := srv.Connections(); n != 2 {
+			t.Fatalf("%d connections after a delivery under another policy, want 2", n)
+		}
+	})
 }
 
 func TestStaleSessionIsReplaced(t *testing.T) {
-	w := newWorld(t)
-	srv := w.mx("dest.example", "mx.dest.example", 10)
-	c := w.client(func(o *ClientOptions) { o.IdleTimeout = time.Hour })
-	deliver(t, c, "dest.example", tlspolicy.Default, "a@dest.example")
-	// Kill the pooled session's connection from our side, as a server timeout would.
-	c.mu.Lock()
-	for _, ss := range c.idle {
-		for _, s := range ss {
-			s.close()
+	bothModes(t, func(t *testing.T, mode func(*ClientOptions)) {
+		w := newWorld(t)
+		srv := w.mx("dest.example", "mx.dest.example", 10)
+		c := w.client(mode, func(o *ClientOptions) { o.IdleTimeout = time.Hour })
+		deliver(t, c, "dest.example", tlspolicy.Default, "a@dest.example")
+		// Kill the pooled session's connection from our side, as a server timeout would.
+		c.mu.Lock()
+		for _, ss := range c.idle {
+			for _, s := range ss {
+				s.close()
+			}
 		}
-	}
-	c.mu.Unlock()
-	r := deliver(t, c, "dest.example", tlspolicy.Default, "b@dest.example").Recipients[0]
-	if r.Outcome != Delivered || len(srv.Messages()) != 2 {
-		t.Fatalf("after a stale session: %s %q, %d messages", r.Outcome, r.Text(), len(srv.Messages()))
-	}
+		c.mu.Unlock()
+		r := deliver(t, c, "dest.example", tlspolicy.Default, "b@dest.example").Recipients[0]
+		if r.Outcome != Delivered || len(srv.Messages()) != 2 {
+			t.Fatalf("after a stale session: %s %q, %d messages", r.Outcome, r.Text(), len(srv.Messages()))
+		}
+	})
 }
 
 func TestA421OnAPooledSessionOpensANewOne(t *testing.T) {
-	w := newWorld(t)
-	srv := w.mx("dest.example", "mx.dest.example", 10)
-	c := w.client()
-	deliver(t, c, "dest.example", tlspolicy.Default, "a@dest.example")
-	srv.Inject(testkit.StageMail, testkit.Reply(421, "4.4.2", "idle timeout"), 1)
-	r := deliver(t, c, "dest.example", tlspolicy.Default, "b@dest.example").Recipients[0]
-	if r.Outcome != Delivered || srv.Connections() != 2 || len(srv.Messages()) != 2 {
-		t.Fatalf("got %s %q over %d connections", r.Outcome, r.Text(), srv.Connections())
-	}
+	bothModes(t, func(t *testing.T, mode func(*ClientOptions)) {
+		w := newWorld(t)
+		srv := w.mx("dest.example", "mx.dest.example", 10)
+		c := w.client(mode)
+		deliver(t, c, "dest.example", tlspolicy.Default, "a@dest.example")
+		srv.Inject(testkit.StageMail, testkit.Reply(421, "4.4.2", "idle timeout"), 1)
+		r := deliver(t, c, "dest.example", tlspolicy.Default, "b@dest.example").Recipients[0]
+		if r.Outcome != Delivered || srv.Connections() != 2 || len(srv.Messages()) != 2 {
+			t.Fatalf("got %s %q over %d connections", r.Outcome, r.Text(), srv.Connections())
+		}
+	})
 }
 
 func TestInternationalAddressNeedsSMTPUTF8(t *testing.T) {
@@ -314,4 +324,11 @@ func TestInternationalAddressNeedsSMTPUTF8(t *testing.T) {
 	if r.Outcome != Failed || r.Status != "5.6.7" || len(srv.Messages()) != 0 {
 		t.Fatalf("got %s %s %q", r.Outcome, r.Status, r.Text())
 	}
+}
+
+// bothModes runs f for both ways a transaction goes out: pipelined (RFC 2920, the
+// servers here all offer it) and one command at a time, for servers that do not.
+func bothModes(t *testing.T, f func(t *testing.T, mode func(*ClientOptions))) {
+	t.Run("pipelined", func(t *testing.T) { f(t, func(*ClientOptions) {}) })
+	t.Run("one command at a time", func(t *testing.T) { f(t, func(o *ClientOptions) { o.noPipelining = true }) })
 }

@@ -1,10 +1,13 @@
 package delivery
 
 import (
+	"bufio"
 	"context"
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
+	"net"
+	"net/textproto"
 	"time"
 
 	"github.com/emersion/go-smtp"
@@ -15,7 +18,13 @@ import (
 
 // session is an SMTP connection ready for MAIL FROM.
 type session struct {
-	c       *smtp.Client
+	c *smtp.Client
+	// raw is the connection under c, and r reads replies from it, for transactions
+	// that pipeline (pipeline.go); pipelining says the server offered PIPELINING.
+	raw        net.Conn
+	r          *textproto.Reader
+	pipelining bool
+
 	key     poolKey
 	host    string
 	tls     TLSInfo
@@ -59,5 +68,9 @@ func (cl *Client) open(ctx context.Context, key poolKey, route Route) (*session,
 	if err != nil {
 		return nil, err
 	}
-	return &session{c: conn.Client, key: key, host: key.ep.Host, tls: conn.TLS, created: cl.now()}, nil
+	s := &session{c: conn.Client, key: key, host: key.ep.Host, tls: conn.TLS, created: cl.now(), raw: conn.Raw}
+	s.pipelining, _ = conn.Client.Extension("PIPELINING")
+	s.pipelining = s.pipelining && !cl.opts.noPipelining
+	s.r = textproto.NewReader(bufio.NewReader(conn.Raw))
+	return s, nil
 }

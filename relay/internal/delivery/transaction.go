@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"time"
 
 	"github.com/emersion/go-smtp"
 
@@ -53,6 +54,9 @@ func (cl *Client) transact(ctx context.Context, s *session, req Request, res *Re
 		}
 		opts.UTF8 = true
 	}
+	if s.pipelining {
+		return cl.transactPipelined(s, req, res, opts, start)
+	}
 	if err := c.Mail(req.Sender, opts); err != nil {
 		code, _, _, ok := outbound.ReplyOf(err)
 		if !ok || code == 421 {
@@ -85,12 +89,7 @@ func (cl *Client) transact(ctx context.Context, s *session, req Request, res *Re
 		cl.finish(s, res, true)
 		return true, false, nil
 	}
-	setAccepted := func(r RecipientResult) {
-		for _, i := range accepted {
-			r.Address = req.Recipients[i]
-			res.Recipients[i] = r
-		}
-	}
+	setAccepted := acceptedSetter(req, res, accepted)
 	w, err := c.Data()
 	if err != nil {
 		if _, _, _, ok := outbound.ReplyOf(err); !ok {
@@ -112,11 +111,21 @@ func (cl *Client) transact(ctx context.Context, s *session, req Request, res *Re
 		return false, false, outbound.StageError(s.host, "message transfer", err)
 	}
 	resp, err := w.CloseWithResponse()
+	var text string
+	if resp != nil {
+		text = resp.StatusText
+	}
+	cl.concluded(s, res, start, text, err, setAccepted)
+	return true, false, nil
+}
+
+// concluded records the reply to the final dot (its text, or err) for the accepted
+// recipients, and returns the session to the pool or, when no reply came, drops it.
+func (cl *Client) concluded(s *session, res *Result, start time.Time, text string, err error, setAccepted func(RecipientResult)) {
 	cl.metrics.TransactionSeconds.Observe(cl.now().Sub(start).Seconds())
 	switch {
 	case err == nil:
-		reply := "250 " + resp.StatusText
-		setAccepted(RecipientResult{Outcome: Delivered, Status: "2.0.0", Reply: reply})
+		setAccepted(RecipientResult{Outcome: Delivered, Status: "2.0.0", Reply: "250 " + text})
 		cl.finish(s, res, false)
 	default:
 		if _, _, _, ok := outbound.ReplyOf(err); !ok {
@@ -124,12 +133,22 @@ func (cl *Client) transact(ctx context.Context, s *session, req Request, res *Re
 			s.close()
 			setAccepted(RecipientResult{Outcome: Deferred, Status: "4.4.2", Reason: fmt.Sprintf("connection to %s lost after the message was sent", s.host)})
 			cl.recordTLS(s, res)
-			return true, false, nil
+			return
 		}
 		setAccepted(classify("", err))
 		cl.finish(s, res, false)
 	}
-	return true, false, nil
+}
+
+// acceptedSetter returns a function that gives every accepted recipient (indexes into
+// req.Recipients) the same outcome.
+func acceptedSetter(req Request, res *Result, accepted []int) func(RecipientResult) {
+	return func(r RecipientResult) {
+		for _, i := range accepted {
+			r.Address = req.Recipients[i]
+			res.Recipients[i] = r
+		}
+	}
 }
 
 // finish records the session's TLS facts in res and returns the session to the pool,
