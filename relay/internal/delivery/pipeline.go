@@ -117,7 +117,9 @@ func (cl *Client) transactPipelined(s *session, req Request, res *Result, opts *
 }
 
 // pipelinedCommands is MAIL FROM with the parameters go-smtp's client would send, a RCPT
-// TO for every recipient and DATA, as one buffer.
+// TO for every recipient and DATA, as one buffer. Writing it all before reading a reply
+// cannot deadlock: even the relay's largest recipient limit makes tens of kilobytes of
+// commands and fewer of replies, within what the sockets buffer.
 func pipelinedCommands(c *smtp.Client, req Request, opts *smtp.MailOptions) ([]byte, error) {
 	for _, a := range append([]string{req.Sender}, req.Recipients...) {
 		if strings.ContainsAny(a, "\r\n") {
