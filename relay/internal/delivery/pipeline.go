@@ -8,6 +8,7 @@ import (
 	"net/textproto"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/emersion/go-smtp"
@@ -146,18 +147,26 @@ func pipelinedCommands(c *smtp.Client, req Request, opts *smtp.MailOptions) ([]b
 	return []byte(b.String()), nil
 }
 
+// copyBufs are io.CopyBuffer's buffers for writeMessage: neither the dot writer nor
+// the body offers io.Copy a way round its own 32 KiB allocation per message.
+var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
 // writeMessage sends body dot-stuffed, with the final dot, in as few writes as its
-// size allows.
+// size allows, through the session's buffered writer.
 func writeMessage(s *session, body io.Reader) error {
-	bw := bufio.NewWriterSize(s.raw, 32<<10)
-	dw := textproto.NewWriter(bw).DotWriter()
-	if _, err := io.Copy(dw, body); err != nil {
+	if s.w == nil {
+		s.w = bufio.NewWriterSize(s.raw, 32<<10)
+	}
+	dw := textproto.NewWriter(s.w).DotWriter()
+	bp := copyBufs.Get().(*[]byte)
+	defer copyBufs.Put(bp)
+	if _, err := io.CopyBuffer(dw, body, *bp); err != nil {
 		return err
 	}
 	if err := dw.Close(); err != nil {
 		return err
 	}
-	return bw.Flush()
+	return s.w.Flush()
 }
 
 // reply reads the next reply and returns nil when its code is the one expected (a

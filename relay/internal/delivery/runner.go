@@ -159,6 +159,8 @@ func (r *Runner) Run(ctx context.Context) error {
 	// message's state, and only while it is in flight, so a kept state stays current;
 	// except for an administrator's commands, which claims.reread reports.
 	read := map[string]spool.Message{}
+	// seen is the pass's own, kept between passes to spare the allocation.
+	seen := map[string]spool.Message{}
 	for {
 		now := r.clock.Now()
 		full := len(inflight) >= r.opts.Workers
@@ -169,7 +171,7 @@ func (r *Runner) Run(ctx context.Context) error {
 			// destination do not hold up the others.
 			due = r.opts.Spool.DueIDs(now, 4*r.opts.Workers+len(inflight))
 		}
-		seen := make(map[string]spool.Message, len(due))
+		clear(seen)
 		// Due messages this pass cannot start, by pending domain, for Pace. Those the
 		// pass does not get to, once every worker is busy, count too.
 		waiting := map[string]int{}
@@ -230,7 +232,7 @@ func (r *Runner) Run(ctx context.Context) error {
 		if full { // the pass filled the workers: keep what it did not start
 			maps.Copy(read, seen)
 		} else {
-			read = seen
+			read, seen = seen, read
 		}
 		var timer <-chan time.Time
 		if next, ok := r.opts.Spool.NextDue(); ok && !full {

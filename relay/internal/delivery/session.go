@@ -23,6 +23,7 @@ type session struct {
 	// that pipeline (pipeline.go); pipelining says the server offered PIPELINING.
 	raw        net.Conn
 	r          *textproto.Reader
+	w          *bufio.Writer // made at the first message
 	pipelining bool
 
 	key     poolKey

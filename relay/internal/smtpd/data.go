@@ -9,6 +9,7 @@ import (
 	"net/mail"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/emersion/go-smtp"
@@ -25,6 +26,10 @@ var (
 		"Message header section exceeds the maximum size")
 	errBadHeader = reject(550, smtp.EnhancedCode{5, 6, 0}, "bad_header", "Malformed message header")
 )
+
+// dataReaders buffer the messages Data reads: one per message in flight, not one
+// allocated for each message.
+var dataReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 4096) }}
 
 // Data reads the message, checks its From: header where the sender is restricted, and
 // streams it, behind our Received: header, into the queue, signing outbound mail with
@@ -57,7 +62,9 @@ func (ss *session) Data(r io.Reader) error {
 	_ = ss.c.Conn.SetReadDeadline(deadline)
 
 	counted := &countingReader{r: r}
-	br := bufio.NewReaderSize(&lineEndingGuard{r: counted}, 4096)
+	br := dataReaders.Get().(*bufio.Reader)
+	br.Reset(&lineEndingGuard{r: counted})
+	defer func() { br.Reset(nil); dataReaders.Put(br) }()
 	err := ss.queue(txn, br, counted)
 	txn.size = counted.n
 	ss.srv.metrics.BytesReceived.Add(float64(counted.n))
