@@ -126,6 +126,7 @@ func (s *Spool) store(ctx context.Context, id string, mf newFile, env Envelope, 
 	}
 	if end := markerAt + int64(footerSize); mf.reused > end {
 		// A reused file held a longer message: its tail must not follow the footer.
+		// (One of the same length, after padding, keeps its length: no truncate.)
 		if err := f.Truncate(end); err != nil {
 			return fail(storageErr("truncate reused message file", err))
 		}

@@ -9,6 +9,7 @@ import (
 	"hash/crc32"
 	"io"
 	"os"
+	"slices"
 	"syscall"
 	"time"
 )
@@ -24,7 +25,7 @@ type stateFile struct {
 }
 
 // A message file, queue/ID.msg, is the body as accepted, then the state at acceptance
-// as JSON, then a footer: the attempt marker, footerMagic and the JSON's length as a
+// as JSON (padded, see appendState), then a footer: the attempt marker, footerMagic and the JSON's length as a
 // big-endian uint64. The file is complete before it is renamed into the queue, so the
 // footer is found by its position at the end, never by searching for it in bytes a
 // client chose.
@@ -82,12 +83,26 @@ func encodeState(m Message) ([]byte, error) {
 	return data, nil
 }
 
+// fileAlign is what message files' lengths are rounded up to, a filesystem block: the
+// padding takes no disk space the last block did not already, and a reused file
+// (freeFiles) then mostly has the new message's length already. Its fsync writes only
+// data: with a length to change, the inode too, which cost this machine's ext4 a third
+// more CPU and half again the wait per fsync.
+const fileAlign = 4096
+
 // appendState writes m's state and the footer after the body already written to f,
-// in one write, and returns the offset of the footer's attempt marker.
+// in one write, and returns the offset of the footer's attempt marker. The JSON is
+// padded with spaces, which decoders skip, to end the file at a multiple of fileAlign.
 func appendState(f *os.File, m Message) (int64, error) {
 	data, err := encodeState(m)
 	if err != nil {
 		return 0, err
+	}
+	end := m.Size + int64(len(data)) + int64(footerSize)
+	pad := int(-end & (fileAlign - 1))
+	data = slices.Grow(data, pad+footerSize)
+	for range pad {
+		data = append(data, ' ')
 	}
 	n := len(data)
 	data = append(data, marker{}.encode()...)

@@ -393,3 +393,60 @@ func TestMessageFilesAreReused(t *testing.T) {
 		t.Fatal("the message in a twice reused file changed across the reopen")
 	}
 }
+
+// A message file ends on a block boundary whatever the body's length, the padding
+// reads back as nothing, and a reused file that held a message of about the same
+// length keeps its length (its fsync then has no inode to write).
+func TestMessageFilesEndOnABlock(t *testing.T) {
+	dir := t.TempDir()
+	s := openSpool(t, dir, Options{})
+	sizeOf := func(id string) int64 {
+		t.Helper()
+		info, err := os.Stat(filepath.Join(dir, queueDir, id+msgExt))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return info.Size()
+	}
+	for _, n := range []int{0, 1, 4000, fileAlign, 3*fileAlign + 17} {
+		body := bytes.Repeat([]byte("x"), n)
+		id, err := s.Accept(context.Background(), testEnvelope(), bytes.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if size := sizeOf(id); size%fileAlign != 0 {
+			t.Errorf("a %d-byte body makes a %d-byte file, not a multiple of %d", n, size, fileAlign)
+		}
+		if got := readBody(t, s, id); !bytes.Equal(got, body) {
+			t.Errorf("a %d-byte body reads back as %d bytes", n, len(got))
+		}
+		m, err := s.Get(id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m.Size != int64(n) {
+			t.Errorf("a %d-byte body's state says %d bytes", n, m.Size)
+		}
+		if err := s.Remove(id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	first, err := s.Accept(context.Background(), testEnvelope(), bytes.NewReader(bytes.Repeat([]byte("a"), 4300)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	size := sizeOf(first)
+	if err := s.Remove(first); err != nil {
+		t.Fatal(err)
+	}
+	second, err := s.Accept(context.Background(), testEnvelope(), bytes.NewReader(bytes.Repeat([]byte("b"), 4310)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := sizeOf(second); got != size {
+		t.Errorf("a reused file went from %d to %d bytes for a message 10 bytes longer", size, got)
+	}
+	if got := readBody(t, s, second); !bytes.Equal(got, bytes.Repeat([]byte("b"), 4310)) {
+		t.Errorf("the reused file's body is %d bytes, want the new message", len(got))
+	}
+}
