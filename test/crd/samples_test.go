@@ -6,8 +6,10 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/postwarden/postwarden/test/testenv"
+	"github.com/postwarden/postwarden/test/testkit"
 )
 
 func sampleFiles(t *testing.T) []string {
@@ -66,10 +68,13 @@ func TestKubectlServerSideApplyOfTheSamples(t *testing.T) {
 }
 
 func TestKubectlExplainReadsLikeDocumentation(t *testing.T) {
-	out, err := env.Kubectl(nil, "explain", "maildomain.spec")
-	if err != nil {
-		t.Fatal(err)
-	}
+	// The API server publishes a new CRD's OpenAPI schema, which explain reads, a moment
+	// after the CRD is established; until then explain cannot find the resource.
+	var out string
+	testkit.Eventually(t, 30*time.Second, "kubectl explain maildomain.spec", func() (err error) {
+		out, err = env.Kubectl(nil, "explain", "maildomain.spec")
+		return err
+	})
 	for _, want := range []string{
 		"domain is the DNS name the relay serves",
 		"sendingServers are the networks of the domain's own mail servers",
