@@ -15,8 +15,20 @@ import (
 // new session after STARTTLS (id, client IP, error count) and gives the server three
 // levers over a connection go-smtp owns: close it after the next reply, end it when
 // idle at shutdown, and release its connection-limit slot exactly once.
+//
+// It also holds what the server writes until the server next reads, changes the write
+// deadline or closes: go-smtp flushes each line of a reply, and an EHLO reply has ten,
+// each a TLS record of its own after STARTTLS, so a connection cost some twenty
+// write(2)s more than its replies need. Sending before the next read is what RFC 2920
+// asks of a pipelining server anyway: never wait for input with replies unsent. Sending
+// before a deadline changes keeps each byte under the deadline it was written under
+// (go-smtp sets one per reply; crypto/tls sets one to now once its close_notify is
+// written).
 type conn struct {
 	net.Conn
+	wmu     sync.Mutex
+	wbuf    []byte // written by the server, not yet sent
+	werr    error  // why a send failed: every later read and write fails with it
 	id      string
 	ip      netip.Addr
 	release func()
@@ -37,12 +49,64 @@ type conn struct {
 	closeOnce    sync.Once
 }
 
+// maxHeld bounds what a connection holds unsent: more is sent at once.
+const maxHeld = 16 << 10
+
 func (c *conn) Write(b []byte) (int, error) {
-	n, err := c.Conn.Write(b)
+	c.wmu.Lock()
+	err := c.werr
+	if err == nil {
+		c.wbuf = append(c.wbuf, b...)
+		if len(c.wbuf) >= maxHeld {
+			err = c.sendLocked()
+		}
+	}
+	c.wmu.Unlock()
 	if c.closeOnSend.Load() {
 		c.Close()
 	}
-	return n, err
+	if err != nil {
+		return 0, err
+	}
+	return len(b), nil
+}
+
+// Read sends what the server has written before it waits for the client.
+func (c *conn) Read(b []byte) (int, error) {
+	if err := c.send(); err != nil {
+		return 0, err
+	}
+	return c.Conn.Read(b)
+}
+
+func (c *conn) SetWriteDeadline(t time.Time) error {
+	if err := c.send(); err != nil {
+		return err
+	}
+	return c.Conn.SetWriteDeadline(t)
+}
+
+func (c *conn) SetDeadline(t time.Time) error {
+	if err := c.send(); err != nil {
+		return err
+	}
+	return c.Conn.SetDeadline(t)
+}
+
+func (c *conn) send() error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	return c.sendLocked()
+}
+
+// sendLocked writes what is held and keeps the buffer for the next reply.
+func (c *conn) sendLocked() error {
+	if c.werr != nil || len(c.wbuf) == 0 {
+		return c.werr
+	}
+	_, c.werr = c.Conn.Write(c.wbuf)
+	c.wbuf = c.wbuf[:0]
+	return c.werr
 }
 
 // SetReadDeadline is where the server ends a connection between commands: go-smtp sets a
@@ -80,6 +144,12 @@ func (c *conn) sessionLimit() string {
 }
 
 func (c *conn) Close() error {
+	// The last reply (221, 421) goes out before the close. Close from another goroutine,
+	// at shutdown, does not wait behind a send in progress: closing ends that send.
+	if c.wmu.TryLock() {
+		_ = c.sendLocked()
+		c.wmu.Unlock()
+	}
 	err := c.Conn.Close()
 	c.closeOnce.Do(func() {
 		c.release()
