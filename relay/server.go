@@ -212,7 +212,11 @@ func New(cfg Config) (r *Relay, err error) {
 }
 
 func (r *Relay) listen(l Listener, mode smtpd.Mode) (net.Listener, error) {
-	ln, err := net.Listen("tcp", l.Addr)
+	// No TCP keepalive, as Postfix's smtpd: the command, DATA and session timeouts end a
+	// connection whose client is gone, and Go's default keepalive costs four setsockopt
+	// calls per accepted connection.
+	lc := net.ListenConfig{KeepAlive: -1}
+	ln, err := lc.Listen(context.Background(), "tcp", l.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("listening for %s on %s: %w", mode, l.Addr, err)
 	}
