@@ -99,7 +99,9 @@ func (s *Spool) store(ctx context.Context, id string, mf newFile, env Envelope, 
 		s.discard(o)
 		return err
 	}
-	size, err := copyBody(ctx, f, body)
+	bp := copyBufs.Get().(*[]byte)
+	defer copyBufs.Put(bp)
+	size, tail, err := copyBody(ctx, f, body, *bp)
 	if err != nil {
 		return fail(err)
 	}
@@ -120,7 +122,7 @@ func (s *Spool) store(ctx context.Context, id string, mf newFile, env Envelope, 
 	for i, rcpt := range env.Recipients {
 		m.Recipients[i] = RecipientState{Address: rcpt, Status: StatusPending, UpdatedAt: now}
 	}
-	markerAt, err := appendState(f, m)
+	markerAt, err := appendState(f, tail, m)
 	if err != nil {
 		return fail(err)
 	}
@@ -190,29 +192,32 @@ func (s *Spool) discard(o *op) {
 	s.release(o.id)
 }
 
-// copyBody streams body into f, telling the client's read errors (returned wrapped as
-// they are) from the disk's write errors.
-func copyBody(ctx context.Context, f *os.File, body io.Reader) (int64, error) {
-	bp := copyBufs.Get().(*[]byte)
-	defer copyBufs.Put(bp)
-	buf := *bp
+// copyBody streams body into f through buf, telling the client's read errors (returned
+// wrapped as they are) from the disk's write errors. It writes only whole buffers and
+// returns the rest, which the caller writes with the state: a message that fits in buf
+// takes one write(2) for body and state, where a write per read (the Received: field,
+// the header, then the body's pieces) took four or more.
+func copyBody(ctx context.Context, f *os.File, body io.Reader, buf []byte) (int64, []byte, error) {
 	var size int64
+	held := 0
 	for {
 		if err := ctx.Err(); err != nil {
-			return size, fmt.Errorf("spool: accept: %w", err)
+			return size, nil, fmt.Errorf("spool: accept: %w", err)
 		}
-		n, rerr := body.Read(buf)
-		if n > 0 {
-			if _, err := f.Write(buf[:n]); err != nil {
-				return size, storageErr("write body", err)
+		n, rerr := body.Read(buf[held:])
+		held += n
+		size += int64(n)
+		if held == len(buf) {
+			if _, err := f.Write(buf); err != nil {
+				return size, nil, storageErr("write body", err)
 			}
-			size += int64(n)
+			held = 0
 		}
 		if rerr == io.EOF {
-			return size, nil
+			return size, buf[:held], nil
 		}
 		if rerr != nil {
-			return size, fmt.Errorf("spool: read message body: %w", rerr)
+			return size, nil, fmt.Errorf("spool: read message body: %w", rerr)
 		}
 	}
 }

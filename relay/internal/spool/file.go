@@ -90,26 +90,28 @@ func encodeState(m Message) ([]byte, error) {
 // more CPU and half again the wait per fsync.
 const fileAlign = 4096
 
-// appendState writes m's state and the footer after the body already written to f,
-// in one write, and returns the offset of the footer's attempt marker. The JSON is
-// padded with spaces, which decoders skip, to end the file at a multiple of fileAlign.
-func appendState(f *os.File, m Message) (int64, error) {
-	data, err := encodeState(m)
+// appendState writes the end of the body still to be written (tail, which it may
+// overwrite past its length), m's state and the footer after what f holds, in one
+// write, and returns the offset of the footer's attempt marker. The JSON is padded with
+// spaces, which decoders skip, to end the file at a multiple of fileAlign.
+func appendState(f *os.File, tail []byte, m Message) (int64, error) {
+	state, err := encodeState(m)
 	if err != nil {
 		return 0, err
 	}
-	end := m.Size + int64(len(data)) + int64(footerSize)
+	end := m.Size + int64(len(state)) + int64(footerSize)
 	pad := int(-end & (fileAlign - 1))
-	data = slices.Grow(data, pad+footerSize)
+	n := len(state) + pad
+	data := slices.Grow(tail, n+footerSize)
+	data = append(data, state...)
 	for range pad {
 		data = append(data, ' ')
 	}
-	n := len(data)
 	data = append(data, marker{}.encode()...)
 	data = append(data, footerMagic...)
 	data = binary.BigEndian.AppendUint64(data, uint64(n))
 	if _, err := f.Write(data); err != nil {
-		return 0, storageErr("write state", err)
+		return 0, storageErr("write message", err)
 	}
 	return m.Size + int64(n), nil
 }

@@ -134,7 +134,7 @@ func writeMessageFileForTest(t testing.TB, path string, body []byte, m Message) 
 	if _, err := f.Write(body); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := appendState(f, m); err != nil {
+	if _, err := appendState(f, nil, m); err != nil {
 		t.Fatal(err)
 	}
 }

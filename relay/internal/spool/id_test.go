@@ -64,9 +64,14 @@ func TestFullDisk(t *testing.T) {
 		t.Skipf("no /dev/full: %v", err)
 	}
 	defer f.Close()
-	_, err = copyBody(context.Background(), f, io.LimitReader(zeros{}, 64<<10))
+	_, _, err = copyBody(context.Background(), f, io.LimitReader(zeros{}, 64<<10), make([]byte, 32<<10))
 	if !errors.Is(err, ErrInsufficientStorage) || !errors.Is(err, syscall.ENOSPC) {
 		t.Fatalf("copyBody to a full disk: err = %v, want ErrInsufficientStorage wrapping ENOSPC", err)
+	}
+	// A body that fits the buffer is written with the state.
+	_, err = appendState(f, make([]byte, 100), Message{ID: "01KAPW3Q5R0000000", Size: 100})
+	if !errors.Is(err, ErrInsufficientStorage) || !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("appendState to a full disk: err = %v, want ErrInsufficientStorage wrapping ENOSPC", err)
 	}
 	if err := storageErr("x", syscall.EIO); errors.Is(err, ErrInsufficientStorage) {
 		t.Fatalf("an I/O error was reported as a full disk: %v", err)

@@ -201,7 +201,7 @@ func writeMessageFile(path, bodyPath string, m Message) error {
 	}
 	_, err = io.Copy(f, body)
 	if err == nil {
-		_, err = appendState(f, m)
+		_, err = appendState(f, nil, m)
 	}
 	if err == nil {
 		err = f.Sync()
