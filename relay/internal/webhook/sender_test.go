@@ -32,9 +32,11 @@ func TestEventsArriveInOrderAndSigned(t *testing.T) {
 	if rc.badSigns != 0 {
 		t.Errorf("%d events had a signature that does not verify", rc.badSigns)
 	}
-	if got := testutil.ToFloat64(m.Sent.WithLabelValues(snapshot.EventDelivered)); got != 20 {
-		t.Errorf("sent metric = %v, want 20", got)
-	}
+	// The sender counts an event once its POST's reply is in, a moment after the
+	// receiver has it.
+	eventually(t, "the sent metric to count 20", func() bool {
+		return testutil.ToFloat64(m.Sent.WithLabelValues(snapshot.EventDelivered)) == 20
+	})
 	eventually(t, "the store to be empty", func() bool { return testutil.ToFloat64(m.Pending) == 0 })
 }
 
