@@ -67,8 +67,13 @@ func TestSwaksSubmission(t *testing.T) {
 	if err == nil || !strings.Contains(out, "553 5.7.1 Sender address <app@relay.example>") {
 		t.Fatalf("swaks with a foreign sender was not refused (%v):\n%s", err, out)
 	}
-	if n := e.spool.Len(); n != 1 {
-		t.Errorf("spool holds %d messages, want 1", n)
+	// swaks --pipeline sends MAIL, RCPT and DATA as one group (RFC 2920).
+	out, err = run("--from", "alice@example.com", "--pipeline")
+	if err != nil || !strings.Contains(out, "250 2.0.0 OK: queued as ") {
+		t.Fatalf("swaks --pipeline failed (%v):\n%s", err, out)
+	}
+	if n := e.spool.Len(); n != 2 {
+		t.Errorf("spool holds %d messages, want 2", n)
 	}
 }
 

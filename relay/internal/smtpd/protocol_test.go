@@ -159,3 +159,34 @@ func TestShutdownClosesWhatIsLeftWhenTheContextEnds(t *testing.T) {
 	busy.readEOF()
 	waitFor(t, "connections to close", func() bool { return e.srv.ActiveConnections() == 0 })
 }
+
+// A pipelined group (RFC 2920) in TLS gets every reply, in order, each with its own
+// verdict, and the message after 354 is queued: the server sends what it has written
+// before it waits for more input, however it batches the writes.
+func TestPipelinedTransactionGetsEveryReplyInOrder(t *testing.T) {
+	e := newEnv(t, Submission)
+	c := e.submission("alice-relay", alicePassword)
+	group := "MAIL FROM:<alice@example.com>\r\n" +
+		"RCPT TO:<someone@foreign.example>\r\n" +
+		"RCPT TO:<bad address>\r\n" +
+		"RCPT TO:<other@foreign.example>\r\n" +
+		"DATA\r\n"
+	if _, err := io.WriteString(c.conn, group); err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range []string{"250 ", "250 ", "501 ", "250 ", "354 "} {
+		if got := c.reply(); !strings.HasPrefix(got[len(got)-1], want) {
+			t.Fatalf("reply %d to the pipelined group = %q, want %q...", i+1, got, want)
+		}
+	}
+	if _, err := io.WriteString(c.conn, msg("alice@example.com", "someone@foreign.example", "hi")+".\r\nRSET\r\nNOOP\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	lines := c.reply()
+	env, _ := e.message(queueID(t, lines[len(lines)-1]))
+	if want := []string{"someone@foreign.example", "other@foreign.example"}; !slices.Equal(env.Recipients, want) {
+		t.Errorf("recipients = %q, want %q", env.Recipients, want)
+	}
+	c.expect("", "250 ")
+	c.expect("", "250 ")
+}
